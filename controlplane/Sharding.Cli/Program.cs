@@ -1,0 +1,3 @@
+using Sharding.Cli;
+
+return ShardCtl.Run(args, Console.Out, Console.Error);
