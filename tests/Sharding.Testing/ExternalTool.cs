@@ -31,17 +31,23 @@ public static class ExternalTool
         return null;
     }
 
-    /// <summary>Whether python3 can import all the given modules.</summary>
+    /// <summary>
+    /// Debian's python3 (/usr/bin/python3), which sees the python3-grpcio and python3-protobuf packages; a pyenv or venv
+    /// python3 earlier on PATH does not.
+    /// </summary>
+    public static string Python => File.Exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+
+    /// <summary>Whether <see cref="Python"/> can import all the given modules.</summary>
     public static bool PythonHasModules(params string[] modules)
     {
-        if (Find("python3") is null)
+        if (Find(Python) is null)
         {
             return false;
         }
 
         try
         {
-            using var process = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("python3", ["-c", "import " + string.Join(", ", modules)])
+            using var process = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo(Python, ["-c", "import " + string.Join(", ", modules)])
             {
                 RedirectStandardError = true,
                 RedirectStandardOutput = true,
