@@ -1,4 +1,4 @@
-var builder = WebApplication.CreateBuilder(args);
-var app = builder.Build();
-app.MapGet("/healthz", () => "ok");
+using Sharding.ControlPlane.Hosting;
+
+var app = ControlPlaneApp.Build(args);
 await app.RunAsync().ConfigureAwait(false);

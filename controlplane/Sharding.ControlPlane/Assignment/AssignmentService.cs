@@ -1,0 +1,159 @@
+using System.Threading.Channels;
+using Microsoft.Extensions.Options;
+using Sharding.ControlPlane.Distribution;
+using Sharding.ControlPlane.Hosting;
+using Sharding.ControlPlane.Leadership;
+using Sharding.ControlPlane.Membership;
+using Sharding.Mapping;
+using Sharding.Protocol;
+
+namespace Sharding.ControlPlane.Assignment;
+
+/// <summary>
+/// The leader's loop: membership snapshots → debounce → shard maps for every service → a new generation for each changed one.
+/// </summary>
+/// <remarks>
+/// <list type="number">
+/// <item>Every membership snapshot (and every leadership change) wakes the loop; followers only remember the snapshot.</item>
+/// <item>On becoming leader (a new epoch) it publishes at once; otherwise it waits <see cref="ControlPlaneOptions.Debounce"/> after
+///   the first change and publishes the latest snapshot then, so changes within one window make one generation.</item>
+/// <item>Generation = (epoch &lt;&lt; 32) | sequence, the sequence counting this leader's publications from 1: a new leader's epoch
+///   is higher, so its generations exceed every earlier leader's; it is also kept above the registry's current one.</item>
+/// <item>Only services whose settings or members changed get a new generation; a service that vanished from the membership gets
+///   an empty map (its sidecars answer 503 rather than route on stale owners).</item>
+/// </list>
+/// </remarks>
+internal sealed partial class AssignmentService(
+    IMembershipSource membership,
+    ILeaderElector elector,
+    ShardMapRegistry registry,
+    ControlPlaneMetrics metrics,
+    IOptions<ControlPlaneOptions> options,
+    TimeProvider timeProvider,
+    ILogger<AssignmentService> logger) : BackgroundService
+{
+    private readonly Channel<bool> _wake = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
+    private MembershipSnapshot? _latest;
+    private long _epoch = -1;
+    private long _sequence;
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        elector.Changed += OnLeadershipChanged;
+        var electing = Task.Run(() => elector.RunAsync(stoppingToken), CancellationToken.None);
+        var watching = Task.Run(() => WatchMembershipAsync(stoppingToken), CancellationToken.None);
+        try
+        {
+            for (long round = 0; round < long.MaxValue && !stoppingToken.IsCancellationRequested; round++)
+            {
+                await _wake.Reader.ReadAsync(stoppingToken).ConfigureAwait(false);
+                var state = elector.Current;
+                if (!state.IsLeader || Volatile.Read(ref _latest) is null)
+                {
+                    continue;
+                }
+
+                if (state.Epoch == _epoch)
+                {
+                    await Task.Delay(options.Value.Debounce, timeProvider, stoppingToken).ConfigureAwait(false);
+                    _wake.Reader.TryRead(out _);
+                    state = elector.Current;
+                    if (!state.IsLeader)
+                    {
+                        continue;
+                    }
+                }
+
+                if (state.Epoch != _epoch)
+                {
+                    _epoch = state.Epoch;
+                    _sequence = 0;
+                }
+
+                Publish(Volatile.Read(ref _latest)!, state);
+            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+        finally
+        {
+            elector.Changed -= OnLeadershipChanged;
+            await Task.WhenAll(electing, watching).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+    }
+
+    private void OnLeadershipChanged(LeadershipState state) => _wake.Writer.TryWrite(true);
+
+    private async Task WatchMembershipAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            await foreach (var snapshot in membership.WatchAsync(cancellationToken).ConfigureAwait(false))
+            {
+                metrics.MembershipEvent();
+                Volatile.Write(ref _latest, snapshot);
+                _wake.Writer.TryWrite(true);
+            }
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+        }
+    }
+
+    private void Publish(MembershipSnapshot snapshot, LeadershipState state)
+    {
+        var started = timeProvider.GetTimestamp();
+        var publishedAt = timeProvider.GetUtcNow().ToUnixTimeMilliseconds();
+        var changed = 0;
+        var services = new HashSet<string>(snapshot.Services.Keys, StringComparer.Ordinal);
+        services.UnionWith(registry.Services);
+        foreach (var service in services.Order(StringComparer.Ordinal))
+        {
+            ShardMap candidate;
+            try
+            {
+                candidate = snapshot.Services.TryGetValue(service, out var m)
+                    ? ShardMap.Create(service, 0, m.Members, m.Algorithm, m.TableOptions, m.KeyPolicy, m.HashKeySource)
+                    : ShardMap.Create(service, 0, []);
+            }
+            catch (ArgumentException ex)
+            {
+                metrics.MembershipError();
+                Log.InvalidService(logger, service, ex.Message);
+                continue;
+            }
+
+            var hasCurrent = registry.TryGet(service, out var current);
+            if (hasCurrent && ShardMapCodec.HasSameContent(current.Map, candidate))
+            {
+                continue;
+            }
+
+            var generation = (state.Epoch << 32) | ++_sequence;
+            if (hasCurrent && generation <= current.Map.Generation)
+            {
+                generation = current.Map.Generation + 1;
+            }
+
+            var map = candidate.WithGeneration(generation);
+            if (registry.Publish(map, state.Epoch, state.LeaderId, publishedAt))
+            {
+                changed++;
+                Log.Published(logger, service, generation, map.Members.Length, state.Epoch);
+            }
+        }
+
+        registry.MarkSynced();
+        metrics.Published(timeProvider.GetElapsedTime(started), changed, computed: true);
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 301, EventName = "GenerationPublished", Level = LogLevel.Information, Message = "Published {Service} generation {Generation} with {MemberCount} members (epoch {Epoch})")]
+        public static partial void Published(ILogger logger, string service, long generation, int memberCount, long epoch);
+
+        [LoggerMessage(EventId = 302, EventName = "InvalidService", Level = LogLevel.Error, Message = "Service {Service} cannot be mapped, keeping its last map: {Reason}")]
+        public static partial void InvalidService(ILogger logger, string service, string reason);
+    }
+}

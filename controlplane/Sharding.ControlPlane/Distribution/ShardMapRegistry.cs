@@ -1,0 +1,101 @@
+using System.Collections.Concurrent;
+using Sharding.Mapping;
+using Sharding.Protocol;
+
+namespace Sharding.ControlPlane.Distribution;
+
+/// <summary>One published generation of one service, encoded once for every subscriber.</summary>
+/// <param name="Map">The map.</param>
+/// <param name="SnapshotFrame">The SNAPSHOT update as a gRPC frame.</param>
+/// <param name="DeltaFrame">The DELTA from the previous generation as a gRPC frame, when one can express the change.</param>
+/// <param name="DeltaBaseGeneration">The generation the delta applies to (-1 without delta).</param>
+/// <param name="DeltaBaseChecksum">The checksum of that base generation.</param>
+/// <param name="LeaderEpoch">The epoch of the leader that computed it.</param>
+/// <param name="PublishedUnixMs">When the leader published it.</param>
+internal sealed record Publication(
+    ShardMap Map, byte[] SnapshotFrame, byte[]? DeltaFrame, long DeltaBaseGeneration, ulong DeltaBaseChecksum, long LeaderEpoch, long PublishedUnixMs);
+
+/// <summary>
+/// The latest publication of every service on this replica: computed here (leader) or relayed from the leader (follower).
+/// Watch streams read it and wait on <see cref="Changed"/>.
+/// </summary>
+/// <remarks>
+/// Only a newer generation replaces a service's publication, so a replica never serves a map older than one it served.
+/// A subscriber holding the previous generation gets the delta; any other gets the snapshot ("too far behind" = more than one
+/// generation, or a different base checksum). Frames are encoded once per generation, outside the subscribers' loops.
+/// </remarks>
+internal sealed class ShardMapRegistry
+{
+    private readonly ConcurrentDictionary<string, Publication> _current = new(StringComparer.Ordinal);
+    private readonly object _gate = new();
+    private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private volatile bool _synced;
+
+    /// <summary>Completes at the next publication (or sync); take it before reading, then wait on it.</summary>
+    public Task Changed
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _changed.Task;
+            }
+        }
+    }
+
+    /// <summary>Whether this replica has a complete view (leader: computed once; follower: the relay stream caught up).</summary>
+    public bool IsSynced => _synced;
+
+    /// <summary>All publications (snapshot of the moment).</summary>
+    public IEnumerable<Publication> All => _current.Values;
+
+    /// <summary>The service names.</summary>
+    public IEnumerable<string> Services => _current.Keys;
+
+    public bool TryGet(string service, out Publication publication) => _current.TryGetValue(service, out publication!);
+
+    /// <summary>Publishes <paramref name="map"/> when newer than the service's current generation.</summary>
+    public bool Publish(ShardMap map, long leaderEpoch, string? leaderId, long publishedUnixMs)
+    {
+        ArgumentNullException.ThrowIfNull(map);
+        lock (_gate)
+        {
+            _current.TryGetValue(map.Service, out var previous);
+            if (previous is not null && map.Generation <= previous.Map.Generation)
+            {
+                return false;
+            }
+
+            var snapshot = GrpcFrameWriter.Encode(ShardMapCodec.ToSnapshot(map, leaderEpoch, leaderId, publishedUnixMs));
+            var delta = previous is null ? null : ShardMapCodec.ToDelta(previous.Map, map, leaderEpoch, leaderId, publishedUnixMs);
+            _current[map.Service] = new Publication(
+                map, snapshot, delta is null ? null : GrpcFrameWriter.Encode(delta), previous?.Map.Generation ?? -1, previous?.Map.Checksum ?? 0,
+                leaderEpoch, publishedUnixMs);
+            Signal();
+        }
+
+        return true;
+    }
+
+    /// <summary>Marks the view complete (wakes waiting streams so unknown services can be refused).</summary>
+    public void MarkSynced()
+    {
+        if (_synced)
+        {
+            return;
+        }
+
+        lock (_gate)
+        {
+            _synced = true;
+            Signal();
+        }
+    }
+
+    private void Signal()
+    {
+        var changed = _changed;
+        _changed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        changed.TrySetResult();
+    }
+}

@@ -1,0 +1,249 @@
+using Google.Protobuf;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Options;
+using Sharding.ControlPlane.Hosting;
+using Sharding.ControlPlane.Leadership;
+using Sharding.Protocol;
+using Sharding.Protocol.V1;
+
+namespace Sharding.ControlPlane.Distribution;
+
+/// <summary>Serves <c>sharding.v1.Assignments/Watch</c>: standard gRPC server streaming over Kestrel HTTP/2.</summary>
+/// <remarks>
+/// <list type="number">
+/// <item>Checks HTTP/2 and <c>application/grpc</c>; reads the single request message (size-limited: RESOURCE_EXHAUSTED above it).</item>
+/// <item>Unknown service once this replica is in sync → trailers-only NOT_FOUND naming the known services.</item>
+/// <item>Sends headers, then for every followed service whose generation is newer than what the subscriber holds: the shared delta
+///   frame when the subscriber holds exactly its base (generation and checksum), otherwise the shared snapshot frame. An all-services
+///   subscriber gets one PING right after the first burst (its "in sync" marker).</item>
+/// <item>Waits for the next publication or the ping interval; pings keep dead streams detectable on both sides.</item>
+/// <item>Ends with OK never by itself; DEADLINE_EXCEEDED at <c>grpc-timeout</c>, UNAVAILABLE on shutdown (subscribers reconnect to
+///   another replica), nothing when the client reset the stream (RST_STREAM → RequestAborted).</item>
+/// </list>
+/// </remarks>
+internal sealed partial class WatchHandler(
+    ShardMapRegistry registry,
+    ILeaderElector elector,
+    ControlPlaneMetrics metrics,
+    IOptions<ControlPlaneOptions> options,
+    IHostApplicationLifetime lifetime,
+    TimeProvider timeProvider,
+    ILogger<WatchHandler> logger)
+{
+    private readonly ControlPlaneOptions _options = options.Value;
+
+    public async Task HandleAsync(HttpContext context)
+    {
+        var request = context.Request;
+        var response = context.Response;
+        if (!HttpProtocol.IsHttp2(request.Protocol))
+        {
+            response.StatusCode = StatusCodes.Status426UpgradeRequired;
+            await response.WriteAsync("gRPC needs HTTP/2: use the control plane's gRPC port with HTTP/2 prior knowledge (h2c).\n", context.RequestAborted).ConfigureAwait(false);
+            return;
+        }
+
+        if (!GrpcProtocol.IsGrpcContentType(request.ContentType))
+        {
+            response.StatusCode = StatusCodes.Status415UnsupportedMediaType;
+            return;
+        }
+
+        response.ContentType = GrpcProtocol.ContentType;
+        using var deadline = new CancellationTokenSource(Timeout.InfiniteTimeSpan, timeProvider);
+        if (request.Headers[GrpcProtocol.TimeoutHeader].ToString() is { Length: > 0 } timeoutText)
+        {
+            if (!GrpcProtocol.TryParseTimeout(timeoutText, out var timeout))
+            {
+                TrailersOnly(response, GrpcStatusCode.InvalidArgument, $"invalid grpc-timeout '{timeoutText}'");
+                return;
+            }
+
+            deadline.CancelAfter(timeout);
+        }
+
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, deadline.Token, lifetime.ApplicationStopping);
+        var token = linked.Token;
+
+        WatchRequest watch;
+        try
+        {
+            var bytes = await new GrpcFrameReader(request.Body, _options.MaxRequestMessageBytes).ReadMessageAsync(token).ConfigureAwait(false)
+                ?? throw new GrpcCallException(GrpcStatusCode.Internal, "the request has no message");
+            watch = WatchRequest.Parser.ParseFrom(bytes);
+        }
+        catch (GrpcCallException ex)
+        {
+            TrailersOnly(response, ex.StatusCode, ex.Detail);
+            return;
+        }
+        catch (InvalidProtocolBufferException ex)
+        {
+            TrailersOnly(response, GrpcStatusCode.Internal, "the WatchRequest could not be parsed: " + ex.Message);
+            return;
+        }
+        catch (OperationCanceledException) when (token.IsCancellationRequested)
+        {
+            return;
+        }
+
+        var service = watch.Service;
+        var all = string.IsNullOrEmpty(service);
+        if (!all && registry.IsSynced && !registry.TryGet(service, out _))
+        {
+            TrailersOnly(response, GrpcStatusCode.NotFound, $"unknown service '{service}'; this control plane serves: {string.Join(", ", registry.Services.Order(StringComparer.Ordinal))}");
+            return;
+        }
+
+        var ping = watch.PingIntervalMs == 0
+            ? _options.PingInterval
+            : TimeSpan.FromMilliseconds(Math.Clamp(watch.PingIntervalMs, _options.MinPingInterval.TotalMilliseconds, TimeSpan.FromMinutes(1).TotalMilliseconds));
+        metrics.SubscriberOpened();
+        var remote = context.Connection.RemoteIpAddress;
+        Log.SubscriberOpened(logger, watch.Pod, all ? "*" : service, (long)watch.KnownGeneration, remote);
+        var reason = "error";
+        try
+        {
+            response.StatusCode = StatusCodes.Status200OK;
+            await response.StartAsync(token).ConfigureAwait(false);
+            await response.Body.FlushAsync(token).ConfigureAwait(false);
+            reason = await StreamAsync(response.Body, watch, all, ping, token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (token.IsCancellationRequested)
+        {
+            reason = context.RequestAborted.IsCancellationRequested ? "client_cancelled"
+                : deadline.IsCancellationRequested ? "deadline" : "shutdown";
+        }
+        catch (Exception ex) when (ex is IOException or InvalidOperationException)
+        {
+            reason = context.RequestAborted.IsCancellationRequested ? "client_cancelled" : "write_failed";
+        }
+        finally
+        {
+            metrics.SubscriberClosed();
+            Log.SubscriberClosed(logger, watch.Pod, all ? "*" : service, reason);
+        }
+
+        switch (reason)
+        {
+            case "deadline":
+                metrics.StreamReset(reason);
+                response.AppendTrailer(GrpcProtocol.StatusHeader, ((int)GrpcStatusCode.DeadlineExceeded).ToString(System.Globalization.CultureInfo.InvariantCulture));
+                response.AppendTrailer(GrpcProtocol.MessageHeader, GrpcProtocol.EncodeMessage("grpc-timeout expired"));
+                break;
+            case "shutdown":
+                response.AppendTrailer(GrpcProtocol.StatusHeader, ((int)GrpcStatusCode.Unavailable).ToString(System.Globalization.CultureInfo.InvariantCulture));
+                response.AppendTrailer(GrpcProtocol.MessageHeader, GrpcProtocol.EncodeMessage("control plane replica shutting down; reconnect to another replica"));
+                break;
+            default:
+                metrics.StreamReset(reason);
+                break;
+        }
+    }
+
+    private async Task<string> StreamAsync(Stream body, WatchRequest watch, bool all, TimeSpan pingInterval, CancellationToken token)
+    {
+        // What the subscriber holds, per service: (generation, checksum).
+        var held = new Dictionary<string, (long Generation, ulong Checksum)>(StringComparer.Ordinal);
+        if (!all && watch.KnownGeneration > 0)
+        {
+            held[watch.Service] = ((long)watch.KnownGeneration, watch.KnownChecksum);
+        }
+
+        var first = true;
+        for (long iteration = 0; iteration < long.MaxValue && !token.IsCancellationRequested; iteration++)
+        {
+            var changed = registry.Changed;
+            var wrote = false;
+            if (all)
+            {
+                foreach (var publication in registry.All)
+                {
+                    wrote |= await SendIfNewerAsync(body, publication, held, token).ConfigureAwait(false);
+                }
+            }
+            else if (registry.TryGet(watch.Service, out var publication))
+            {
+                wrote |= await SendIfNewerAsync(body, publication, held, token).ConfigureAwait(false);
+            }
+            else if (registry.IsSynced)
+            {
+                return "service_removed";
+            }
+
+            if (first && all && registry.IsSynced)
+            {
+                first = false;
+                await SendPingAsync(body, token).ConfigureAwait(false);
+                wrote = true;
+            }
+
+            if (wrote)
+            {
+                await body.FlushAsync(token).ConfigureAwait(false);
+            }
+
+            try
+            {
+                await changed.WaitAsync(pingInterval, timeProvider, token).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                await SendPingAsync(body, token).ConfigureAwait(false);
+                await body.FlushAsync(token).ConfigureAwait(false);
+            }
+        }
+
+        return "ended";
+    }
+
+    private async ValueTask<bool> SendIfNewerAsync(
+        Stream body, Publication publication, Dictionary<string, (long Generation, ulong Checksum)> held, CancellationToken token)
+    {
+        var map = publication.Map;
+        var has = held.TryGetValue(map.Service, out var h);
+        if (has && h.Generation >= map.Generation)
+        {
+            return false;
+        }
+
+        var useDelta = has && publication.DeltaFrame is not null && publication.DeltaBaseGeneration == h.Generation && publication.DeltaBaseChecksum == h.Checksum;
+        var frame = useDelta ? publication.DeltaFrame! : publication.SnapshotFrame;
+        await body.WriteAsync(frame, token).ConfigureAwait(false);
+        held[map.Service] = (map.Generation, map.Checksum);
+        metrics.UpdateSent(useDelta ? "delta" : "snapshot", frame.Length);
+        return true;
+    }
+
+    private async ValueTask SendPingAsync(Stream body, CancellationToken token)
+    {
+        var frame = GrpcFrameWriter.Encode(new ShardMapUpdate
+        {
+            Kind = UpdateKind.Ping,
+            LeaderEpoch = (ulong)Math.Max(0, elector.Current.Epoch),
+            LeaderId = elector.Current.LeaderId ?? string.Empty,
+            PublishedUnixMs = timeProvider.GetUtcNow().ToUnixTimeMilliseconds(),
+        });
+        await body.WriteAsync(frame, token).ConfigureAwait(false);
+        metrics.UpdateSent("ping", frame.Length);
+    }
+
+    /// <summary>A trailers-only response: HTTP 200 with grpc-status in the headers and no body (gRPC's error shape before any message).</summary>
+    private static void TrailersOnly(HttpResponse response, GrpcStatusCode status, string message)
+    {
+        response.StatusCode = StatusCodes.Status200OK;
+        response.ContentType = GrpcProtocol.ContentType;
+        response.Headers[GrpcProtocol.StatusHeader] = ((int)status).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        response.Headers[GrpcProtocol.MessageHeader] = GrpcProtocol.EncodeMessage(message);
+        response.HttpContext.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 401, EventName = "SubscriberOpened", Level = LogLevel.Debug, Message = "Watch opened by {Pod} for {Service} holding generation {KnownGeneration} from {RemoteAddress}")]
+        public static partial void SubscriberOpened(ILogger logger, string pod, string service, long knownGeneration, System.Net.IPAddress? remoteAddress);
+
+        [LoggerMessage(EventId = 402, EventName = "SubscriberClosed", Level = LogLevel.Debug, Message = "Watch of {Pod} for {Service} ended: {Reason}")]
+        public static partial void SubscriberClosed(ILogger logger, string pod, string service, string reason);
+    }
+}

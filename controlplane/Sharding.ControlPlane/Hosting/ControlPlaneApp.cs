@@ -1,0 +1,98 @@
+using System.Net;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.Options;
+using Sharding.ControlPlane.Assignment;
+using Sharding.ControlPlane.Distribution;
+using Sharding.ControlPlane.Leadership;
+using Sharding.ControlPlane.Lookup;
+using Sharding.ControlPlane.Membership;
+using Sharding.Metrics;
+using Sharding.Protocol;
+
+namespace Sharding.ControlPlane.Hosting;
+
+/// <summary>Builds the control-plane web application (used by Program and by in-process tests).</summary>
+internal static class ControlPlaneApp
+{
+    public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
+    {
+        var builder = WebApplication.CreateSlimBuilder(args);
+        builder.Services.AddControlPlane(builder.Configuration);
+        configure?.Invoke(builder);
+
+        // Two listeners: HTTP/1.1 for the directory, metrics and probes; HTTP/2-only (h2c prior knowledge) for gRPC. A cleartext
+        // Http1AndHttp2 endpoint would speak only HTTP/1.1 (no ALPN without TLS), so gRPC clients would get nothing.
+        var settings = builder.Configuration.GetSection(ControlPlaneOptions.SectionName).Get<ControlPlaneOptions>() ?? new ControlPlaneOptions();
+        var listeners = new List<(ListenOptions Options, bool Grpc)>();
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.AddServerHeader = false;
+            foreach (var (url, grpc) in new[] { (settings.HttpUrl, false), (settings.GrpcUrl, true) })
+            {
+                var uri = new Uri(url);
+                var address = uri.Host is "localhost" ? IPAddress.Loopback : IPAddress.Parse(uri.Host);
+                kestrel.Listen(address, uri.Port, listen =>
+                {
+                    listen.Protocols = grpc ? HttpProtocols.Http2 : HttpProtocols.Http1;
+                    listeners.Add((listen, grpc));
+                });
+            }
+        });
+
+        var app = builder.Build();
+        app.Lifetime.ApplicationStarted.Register(() =>
+        {
+            var endpoints = app.Services.GetRequiredService<ControlPlaneEndpoints>();
+            var http = listeners.First(l => !l.Grpc).Options.IPEndPoint!;
+            var grpc = listeners.First(l => l.Grpc).Options.IPEndPoint!;
+            var grpcUri = new Uri($"http://{grpc}");
+            var advertised = app.Services.GetRequiredService<IOptions<ControlPlaneOptions>>().Value.AdvertisedGrpcUrl;
+            endpoints.SetBound(new Uri($"http://{http}"), grpcUri, advertised is null ? grpcUri : new Uri(advertised));
+        });
+
+        app.MapPost(GrpcProtocol.WatchPath, static (HttpContext context, WatchHandler handler) => handler.HandleAsync(context));
+        app.MapDirectory();
+        app.MapGet("/healthz", static () => Results.Text("ok\n"));
+        app.MapGet("/readyz", static (ShardMapRegistry registry, ILeaderElector elector) => registry.IsSynced
+            ? Results.Text($"ready: {(elector.Current.IsLeader ? "leader" : "follower")}, epoch {elector.Current.Epoch}\n")
+            : Results.Text("not ready: no complete membership view yet (leader not computed / relay not in sync)\n", statusCode: StatusCodes.Status503ServiceUnavailable));
+        app.MapGet("/metrics", static (HttpContext context, PrometheusExporter exporter) =>
+        {
+            context.Response.ContentType = PrometheusExporter.ContentType;
+            return context.Response.WriteAsync(exporter.Collect(), context.RequestAborted);
+        });
+        return app;
+    }
+
+    public static IServiceCollection AddControlPlane(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddOptions<ControlPlaneOptions>().Bind(configuration.GetSection(ControlPlaneOptions.SectionName)).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<ControlPlaneOptions>, ControlPlaneOptionsValidator>();
+        services.AddMetrics();
+        services.AddSingleton(TimeProvider.System);
+        services.AddSingleton<ControlPlaneEndpoints>();
+        services.AddSingleton<ShardMapRegistry>();
+        services.AddSingleton<ControlPlaneMetrics>();
+        services.AddSingleton(_ => new PrometheusExporter(meterNamePrefix: "Sharding"));
+        services.AddSingleton<WatchHandler>();
+        services.AddSingleton<ILeaderElector, FileLockLeaderElector>();
+        services.AddSingleton<IMembershipSource, FileMembershipSource>();
+        services.AddHostedService<AssignmentService>();
+        services.AddHostedService<LeaderRelay>();
+        services.AddHostedService<MetricsWarmup>();
+        return services;
+    }
+
+    /// <summary>Creates the metrics instruments and the exporter at start, so /metrics lists them before the first event.</summary>
+    private sealed class MetricsWarmup(ControlPlaneMetrics metrics, PrometheusExporter exporter) : IHostedService
+    {
+        public Task StartAsync(CancellationToken cancellationToken)
+        {
+            _ = metrics;
+            _ = exporter;
+            return Task.CompletedTask;
+        }
+
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    }
+}

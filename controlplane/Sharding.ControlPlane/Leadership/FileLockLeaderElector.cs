@@ -1,0 +1,180 @@
+using System.Globalization;
+using System.Text.Json;
+using Microsoft.Extensions.Options;
+using Sharding.ControlPlane.Hosting;
+
+namespace Sharding.ControlPlane.Leadership;
+
+/// <summary>
+/// Local-mode leader election: the replica holding an exclusive OS lock on the lease file is the leader.
+/// </summary>
+/// <remarks>
+/// <list type="number">
+/// <item>Every replica tries to open the lease file with <see cref="FileShare.None"/> (on Linux .NET takes a <c>flock</c>
+///   LOCK_EX|LOCK_NB, released by the kernel when the process dies, however it dies).</item>
+/// <item>The winner reads the counter in <c>&lt;lease&gt;.epoch</c>, adds one and writes it back (write to a temporary file, then
+///   rename): that is its epoch, strictly above every earlier leader's, so its generations (epoch &lt;&lt; 32 | sequence) are too.</item>
+/// <item>It writes <c>&lt;lease&gt;.leader</c> (JSON: id, gRPC URL, epoch) so followers know whom to relay from.</item>
+/// <item>Followers retry the lock every <see cref="ControlPlaneOptions.LeaseRetryInterval"/> and re-read the leader file; a leader that
+///   dies is replaced within one interval. On graceful stop the leader clears the leader file and releases the lock.</item>
+/// </list>
+/// </remarks>
+internal sealed partial class FileLockLeaderElector(
+    IOptions<ControlPlaneOptions> options, ControlPlaneEndpoints endpoints, TimeProvider timeProvider, ILogger<FileLockLeaderElector> logger)
+    : ILeaderElector, IDisposable
+{
+    private readonly ControlPlaneOptions _options = options.Value;
+    private LeadershipState _current = LeadershipState.Unknown;
+    private FileStream? _lock;
+
+    public LeadershipState Current => Volatile.Read(ref _current);
+
+    public event Action<LeadershipState>? Changed;
+
+    private string LeasePath => Path.GetFullPath(_options.LeaseFile!);
+
+    private string EpochPath => LeasePath + ".epoch";
+
+    private string LeaderPath => LeasePath + ".leader";
+
+    public async Task RunAsync(CancellationToken cancellationToken)
+    {
+        var (_, grpc) = await endpoints.Bound.WaitAsync(cancellationToken).ConfigureAwait(false);
+        var address = (endpoints.AdvertisedGrpcUrl ?? grpc).ToString().TrimEnd('/');
+        Directory.CreateDirectory(Path.GetDirectoryName(LeasePath)!);
+        try
+        {
+            for (long attempt = 0; attempt < long.MaxValue && !cancellationToken.IsCancellationRequested; attempt++)
+            {
+                if (_lock is null && TryAcquire())
+                {
+                    var epoch = ReadEpoch() + 1;
+                    WriteAtomically(EpochPath, epoch.ToString(CultureInfo.InvariantCulture));
+                    WriteAtomically(LeaderPath, JsonSerializer.Serialize(new LeaderRecord(_options.ReplicaId, address, epoch)));
+                    Log.Acquired(logger, _options.ReplicaId, epoch, LeasePath);
+                    Set(new LeadershipState(true, epoch, _options.ReplicaId, address));
+                }
+                else if (_lock is null)
+                {
+                    var record = ReadLeader();
+                    var observed = record is null
+                        ? new LeadershipState(false, Math.Max(ReadEpoch(), Current.Epoch), null, null)
+                        : new LeadershipState(false, record.Epoch, record.Id, record.Address);
+                    if (observed != Current)
+                    {
+                        Log.Observed(logger, observed.LeaderId ?? "(none)", observed.LeaderAddress ?? "(none)", observed.Epoch);
+                        Set(observed);
+                    }
+                }
+
+                await Task.Delay(_options.LeaseRetryInterval, timeProvider, cancellationToken).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+        }
+        finally
+        {
+            Release();
+        }
+    }
+
+    public void Dispose() => Release();
+
+    private bool TryAcquire()
+    {
+        try
+        {
+            _lock = new FileStream(LeasePath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, 1, FileOptions.None);
+            return true;
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+        catch (UnauthorizedAccessException ex)
+        {
+            Log.LeaseFileError(logger, LeasePath, ex.Message);
+            return false;
+        }
+    }
+
+    private void Release()
+    {
+        if (_lock is null)
+        {
+            return;
+        }
+
+        try
+        {
+            if (ReadLeader() is { } record && string.Equals(record.Id, _options.ReplicaId, StringComparison.Ordinal))
+            {
+                File.Delete(LeaderPath);
+            }
+        }
+        catch (IOException ex)
+        {
+            Log.LeaseFileError(logger, LeaderPath, ex.Message);
+        }
+
+        _lock.Dispose();
+        _lock = null;
+        Log.Released(logger, _options.ReplicaId, Current.Epoch);
+        Set(Current with { IsLeader = false, LeaderId = null, LeaderAddress = null });
+    }
+
+    private long ReadEpoch()
+    {
+        try
+        {
+            return File.Exists(EpochPath) && long.TryParse(File.ReadAllText(EpochPath).Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out var epoch) ? epoch : 0;
+        }
+        catch (IOException)
+        {
+            return 0;
+        }
+    }
+
+    private LeaderRecord? ReadLeader()
+    {
+        try
+        {
+            return File.Exists(LeaderPath) ? JsonSerializer.Deserialize<LeaderRecord>(File.ReadAllText(LeaderPath)) : null;
+        }
+        catch (Exception ex) when (ex is IOException or JsonException)
+        {
+            return null;
+        }
+    }
+
+    private static void WriteAtomically(string path, string content)
+    {
+        var temporary = path + ".tmp-" + Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "-" + Environment.CurrentManagedThreadId.ToString(CultureInfo.InvariantCulture);
+        File.WriteAllText(temporary, content);
+        File.Move(temporary, path, overwrite: true);
+    }
+
+    private void Set(LeadershipState state)
+    {
+        Volatile.Write(ref _current, state);
+        Changed?.Invoke(state);
+    }
+
+    private sealed record LeaderRecord(string Id, string Address, long Epoch);
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 101, EventName = "LeaseAcquired", Level = LogLevel.Information, Message = "Replica {ReplicaId} became leader with epoch {Epoch} (lock on {LeaseFile})")]
+        public static partial void Acquired(ILogger logger, string replicaId, long epoch, string leaseFile);
+
+        [LoggerMessage(EventId = 102, EventName = "LeaderObserved", Level = LogLevel.Information, Message = "Leader is {LeaderId} at {LeaderAddress}, epoch {Epoch}")]
+        public static partial void Observed(ILogger logger, string leaderId, string leaderAddress, long epoch);
+
+        [LoggerMessage(EventId = 103, EventName = "LeaseReleased", Level = LogLevel.Information, Message = "Replica {ReplicaId} released leadership of epoch {Epoch}")]
+        public static partial void Released(ILogger logger, string replicaId, long epoch);
+
+        [LoggerMessage(EventId = 104, EventName = "LeaseFileError", Level = LogLevel.Error, Message = "Lease file {Path} cannot be used: {Reason}")]
+        public static partial void LeaseFileError(ILogger logger, string path, string reason);
+    }
+}
