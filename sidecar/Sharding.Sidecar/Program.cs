@@ -1,4 +1,4 @@
-var builder = WebApplication.CreateBuilder(args);
-var app = builder.Build();
-app.MapGet("/healthz", () => "ok");
+using Sharding.Sidecar.Hosting;
+
+var app = SidecarHost.Build(args);
 await app.RunAsync().ConfigureAwait(false);

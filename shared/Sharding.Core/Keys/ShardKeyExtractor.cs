@@ -71,7 +71,7 @@ public sealed class ShardKeyExtractor
     /// <param name="length">The key's length in chars.</param>
     /// <returns><see cref="ShardKeyStatus.Found"/>, <see cref="ShardKeyStatus.TooLong"/>,
     /// <see cref="ShardKeyStatus.NeedsBody"/> (a body rule remains) or <see cref="ShardKeyStatus.NotFound"/>.</returns>
-    public ShardKeyStatus TryExtract<TRequest>(ref TRequest request, Span<char> destination, out int length)
+    public ShardKeyStatus TryExtract<TRequest>(scoped ref TRequest request, scoped Span<char> destination, out int length)
         where TRequest : IShardKeyRequest, allows ref struct
     {
         length = 0;
@@ -118,7 +118,7 @@ public sealed class ShardKeyExtractor
         return ShardKeyStatus.NotFound;
     }
 
-    private static ShardKeyStatus FromHeader<TRequest>(ref TRequest request, string name, Span<char> destination, out int length)
+    private static ShardKeyStatus FromHeader<TRequest>(scoped ref TRequest request, string name, scoped Span<char> destination, out int length)
         where TRequest : IShardKeyRequest, allows ref struct
     {
         length = 0;
@@ -239,7 +239,7 @@ public sealed class ShardKeyExtractor
         return ShardKeyStatus.NotFound;
     }
 
-    private static ShardKeyStatus FromCookie<TRequest>(ref TRequest request, string name, Span<char> destination, out int length)
+    private static ShardKeyStatus FromCookie<TRequest>(scoped ref TRequest request, string name, scoped Span<char> destination, out int length)
         where TRequest : IShardKeyRequest, allows ref struct
     {
         length = 0;

@@ -1,0 +1,87 @@
+namespace Sharding.Metrics;
+
+/// <summary>Instrument, tag and tag-value names of the sidecar's metrics (Meter <see cref="MeterName"/>).</summary>
+/// <remarks>
+/// Prometheus names follow from <see cref="PrometheusExporter.PrometheusName"/>: counters get <c>_total</c>, unit <c>s</c>
+/// gives <c>_seconds</c>, unit <c>By</c> gives <c>_bytes</c>. Tags never carry a shard key (unbounded cardinality).
+/// </remarks>
+public static class SidecarMetricNames
+{
+    /// <summary>The sidecar's Meter.</summary>
+    public const string MeterName = "Sharding.Sidecar";
+
+    /// <summary>Counter of finished requests, tagged <see cref="OutcomeTag"/> (<c>sharding_sidecar_requests_total</c>).</summary>
+    public const string Requests = "sharding.sidecar.requests";
+
+    /// <summary>Histogram of the time from receiving a request to the upstream's response headers, seconds, tagged <see cref="DestinationTag"/>.</summary>
+    public const string ForwardDuration = "sharding.sidecar.forward.duration";
+
+    /// <summary>Up-down counter of requests being forwarded right now (streams included).</summary>
+    public const string ActiveStreams = "sharding.sidecar.active_streams";
+
+    /// <summary>Counter of body bytes read from clients and sent upstream, bytes.</summary>
+    public const string RequestBytes = "sharding.sidecar.request.body";
+
+    /// <summary>Counter of body bytes read from upstream and sent to clients, bytes.</summary>
+    public const string ResponseBytes = "sharding.sidecar.response.body";
+
+    /// <summary>Gauge of the current shard-map generation (-1 before the first map).</summary>
+    public const string MapGeneration = "sharding.sidecar.map.generation";
+
+    /// <summary>Counter of map loads, tagged <see cref="ResultTag"/> (<c>ok</c> or <c>error</c>).</summary>
+    public const string MapLoads = "sharding.sidecar.map.loads";
+
+    /// <summary>Gauge of each owner's circuit-breaker state, tagged <see cref="OwnerTag"/>: 0 closed, 1 open, 2 half-open, 3 isolated.</summary>
+    public const string CircuitState = "sharding.sidecar.circuit.state";
+
+    /// <summary>Counter of connect retries to an owner, tagged <see cref="OwnerTag"/>.</summary>
+    public const string ForwardRetries = "sharding.sidecar.forward.retries";
+
+    /// <summary>Tag: the request's outcome, one of the <c>Outcome…</c> values.</summary>
+    public const string OutcomeTag = "outcome";
+
+    /// <summary>Tag: <c>local</c> (this pod's app) or <c>peer</c> (another sidecar).</summary>
+    public const string DestinationTag = "destination";
+
+    /// <summary>Tag: a member (pod) name.</summary>
+    public const string OwnerTag = "owner";
+
+    /// <summary>Tag: <c>ok</c> or <c>error</c>.</summary>
+    public const string ResultTag = "result";
+
+    /// <summary>Served by this pod's app.</summary>
+    public const string OutcomeLocal = "local";
+
+    /// <summary>Forwarded to the owner's sidecar.</summary>
+    public const string OutcomeForwarded = "forwarded";
+
+    /// <summary>Rejected: a forwarded request whose proof failed (403), or an internal header from outside.</summary>
+    public const string OutcomeRejected = "rejected";
+
+    /// <summary>No rule found a key and the policy rejects such requests (400).</summary>
+    public const string OutcomeNoKey = "no_key";
+
+    /// <summary>Bad input: malformed JSON body, key too long (400), body over the limit (413).</summary>
+    public const string OutcomeBadRequest = "bad_request";
+
+    /// <summary>The request would have needed a third hop (503).</summary>
+    public const string OutcomeLoopPrevented = "loop_prevented";
+
+    /// <summary>The owner is down or its circuit is open (503).</summary>
+    public const string OutcomeOwnerUnavailable = "owner_unavailable";
+
+    /// <summary>No shard map yet, or an empty one (503).</summary>
+    public const string OutcomeNoMap = "no_map";
+
+    /// <summary>The upstream failed after the request was sent (502/504, or a reset once the response started).</summary>
+    public const string OutcomeUpstreamError = "upstream_error";
+
+    /// <summary>The client went away.</summary>
+    public const string OutcomeClientAborted = "client_aborted";
+
+    /// <summary><see cref="DestinationTag"/> value for this pod's app.</summary>
+    public const string DestinationLocal = "local";
+
+    /// <summary><see cref="DestinationTag"/> value for another sidecar.</summary>
+    public const string DestinationPeer = "peer";
+}

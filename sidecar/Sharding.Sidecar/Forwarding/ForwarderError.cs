@@ -1,0 +1,38 @@
+namespace Sharding.Sidecar.Forwarding;
+
+/// <summary>What went wrong while forwarding, and so who is to blame; <see cref="None"/> when it went well.</summary>
+internal enum ForwarderError
+{
+    /// <summary>No error.</summary>
+    None = 0,
+
+    /// <summary>The upstream could not be reached or failed before answering (502).</summary>
+    Request,
+
+    /// <summary>The upstream did not send response headers in time (504).</summary>
+    RequestTimedOut,
+
+    /// <summary>The client went away before the response started.</summary>
+    RequestCanceled,
+
+    /// <summary>Reading the client's request body failed (400 if the response has not started).</summary>
+    RequestBodyClient,
+
+    /// <summary>Sending the request body upstream failed (502).</summary>
+    RequestBodyDestination,
+
+    /// <summary>Reading the upstream's response body failed: the response is cut, so the client's stream is reset.</summary>
+    ResponseBodyDestination,
+
+    /// <summary>Writing the response to the client failed (the client went away).</summary>
+    ResponseBodyClient,
+
+    /// <summary>The body was idle longer than the activity timeout.</summary>
+    ActivityTimedOut,
+
+    /// <summary>The owner is down: connects failed after retries, or its circuit is open (503 + Retry-After).</summary>
+    OwnerUnavailable,
+
+    /// <summary>A protocol upgrade (WebSocket) failed after the 101.</summary>
+    Upgrade,
+}

@@ -1,0 +1,464 @@
+using System.Diagnostics;
+using System.Net;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Options;
+using Polly;
+using Polly.CircuitBreaker;
+using Sharding.Sidecar.Hosting;
+
+namespace Sharding.Sidecar.Forwarding;
+
+/// <summary>The sidecar's internal headers on a forward to a peer sidecar.</summary>
+internal readonly record struct InternalHeaders(string Hop, string Generation, string Key, string Proof);
+
+/// <summary>Where one request goes: this pod's app or a peer sidecar.</summary>
+/// <param name="BaseAddress">Scheme and authority, e.g. <c>http://127.0.0.1:8080</c>.</param>
+/// <param name="Owner">The member that serves the request (circuit breakers are per owner).</param>
+/// <param name="IsPeer">Whether it is another sidecar (HTTP/2, internal headers, its x-sharding-* response headers pass).</param>
+/// <param name="BodyPrefix">Body bytes already read (JSON key extraction), sent before the rest.</param>
+/// <param name="Internal">Internal headers for a peer.</param>
+internal readonly record struct ForwardTarget(string BaseAddress, string Owner, bool IsPeer, ReadOnlyMemory<byte> BodyPrefix, InternalHeaders? Internal);
+
+/// <summary>A forward's outcome: the error (None when it went well) and, for 503s, when to retry.</summary>
+internal readonly record struct ForwardResult(ForwarderError Error, TimeSpan RetryAfter = default, Exception? Exception = null);
+
+/// <summary>
+/// Forwards one request to its target and streams the response back, in the manner of YARP's HttpForwarder (own code).
+/// </summary>
+/// <remarks>
+/// Steps: (1) build the upstream request (method, raw target, version); (2) attach the client's body as a streaming content
+/// (after any prefix read for key extraction); (3) copy headers minus hop-by-hop and x-sharding-*, add x-forwarded-* and,
+/// for peers, the internal headers; (4) send through the owner's Polly pipeline under the response-headers timeout;
+/// (5) on failure before the response started, return the error (the caller answers 502/503/504); (6) copy status and
+/// headers, (7) stream the body, flushing each write for unknown-length responses (SSE, gRPC), (8) copy trailers;
+/// (9) a failure after the response started resets the HTTP/2 stream or aborts the connection, so a cut body never looks whole.
+/// HTTP/1.1 upgrades (WebSocket) switch to two raw copies after the upstream's 101.
+/// </remarks>
+internal sealed partial class HttpForwarder : IDisposable
+{
+    private static readonly Version Http2 = HttpVersion.Version20;
+    private static readonly Version Http11 = HttpVersion.Version11;
+
+    private readonly HttpMessageInvoker _appInvoker;
+    private readonly HttpMessageInvoker _peerInvoker;
+    private readonly OwnerResilience _resilience;
+    private readonly SidecarMetrics _metrics;
+    private readonly SidecarOptions _options;
+    private readonly ILogger<HttpForwarder> _logger;
+
+    public HttpForwarder(IOptions<SidecarOptions> options, OwnerResilience resilience, SidecarMetrics metrics, ILogger<HttpForwarder> logger)
+    {
+        _options = options.Value;
+        _resilience = resilience;
+        _metrics = metrics;
+        _logger = logger;
+        _appInvoker = new HttpMessageInvoker(CreateHandler(_options, _options.AppUnixSocket), disposeHandler: true);
+        _peerInvoker = new HttpMessageInvoker(CreateHandler(_options, unixSocket: null), disposeHandler: true);
+        resilience.AttachMetrics(metrics);
+    }
+
+    /// <summary>The app's base address (a placeholder authority when the app listens on a Unix socket).</summary>
+    public string AppBaseAddress => _options.AppUnixSocket is null
+        ? string.Create(System.Globalization.CultureInfo.InvariantCulture, $"http://127.0.0.1:{_options.AppPort}")
+        : "http://localhost";
+
+    public void Dispose()
+    {
+        _appInvoker.Dispose();
+        _peerInvoker.Dispose();
+    }
+
+    /// <summary>One long-lived handler: no proxy, redirects, decompression or cookies; pooled HTTP/2 (several connections).</summary>
+    internal static SocketsHttpHandler CreateHandler(SidecarOptions options, string? unixSocket)
+    {
+        var handler = new SocketsHttpHandler
+        {
+            UseProxy = false,
+            AllowAutoRedirect = false,
+            AutomaticDecompression = DecompressionMethods.None,
+            UseCookies = false,
+            EnableMultipleHttp2Connections = options.EnableMultipleHttp2Connections,
+            ConnectTimeout = options.ConnectTimeout,
+            ActivityHeadersPropagator = null, // transparent: no traceparent of ours
+            PooledConnectionIdleTimeout = TimeSpan.FromMinutes(2),
+            // Larger than the 64 KiB default so one stream can fill a fast link (a 100 MB body on loopback).
+            InitialHttp2StreamWindowSize = 1024 * 1024,
+        };
+        if (unixSocket is not null)
+        {
+            handler.ConnectCallback = async (_, cancellationToken) =>
+            {
+                var socket = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+                try
+                {
+                    await socket.ConnectAsync(new System.Net.Sockets.UnixDomainSocketEndPoint(unixSocket), cancellationToken).ConfigureAwait(false);
+                    return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
+                }
+                catch
+                {
+                    socket.Dispose();
+                    throw;
+                }
+            };
+        }
+        else
+        {
+            handler.ConnectCallback = async (context, cancellationToken) =>
+            {
+                var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { NoDelay = true };
+                try
+                {
+                    await socket.ConnectAsync(context.DnsEndPoint, cancellationToken).ConfigureAwait(false);
+                    return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
+                }
+                catch
+                {
+                    socket.Dispose();
+                    throw;
+                }
+            };
+        }
+
+        return handler;
+    }
+
+    /// <summary>Forwards the request; see the remarks on <see cref="HttpForwarder"/> for the steps.</summary>
+    public async ValueTask<ForwardResult> ForwardAsync(HttpContext context, ForwardTarget target)
+    {
+        var upgradeFeature = context.Features.Get<IHttpUpgradeFeature>();
+        var isUpgrade = upgradeFeature?.IsUpgradableRequest == true;
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
+        var headersTimeout = _options.ResponseHeadersTimeout;
+        if (headersTimeout > TimeSpan.Zero)
+        {
+            cts.CancelAfter(headersTimeout);
+        }
+
+        var activity = _options.ActivityTimeout > TimeSpan.Zero ? new ActivityTimeout(cts, _options.ActivityTimeout) : null;
+
+        // 1. The upstream request.
+        var request = context.Request;
+        using var message = new HttpRequestMessage(HttpMethod.Parse(request.Method), new Uri(string.Concat(target.BaseAddress, RawTarget(context))));
+        message.Version = target.IsPeer ? (isUpgrade ? Http11 : Http2) : AppVersion(request, isUpgrade);
+        message.VersionPolicy = HttpVersionPolicy.RequestVersionExact;
+
+        // 2. The body, streamed.
+        StreamCopyHttpContent? content = null;
+        if (!isUpgrade && (HasBody(context) || !target.BodyPrefix.IsEmpty))
+        {
+            content = new StreamCopyHttpContent(request.Body, target.BodyPrefix, autoFlush: request.ContentLength is null, activity, cts.Token);
+            message.Content = content;
+        }
+
+        // 3. Headers.
+        HeaderRules.CopyRequestHeaders(request, message, isUpgrade);
+        if (request.Headers.Host.Count > 0)
+        {
+            message.Headers.TryAddWithoutValidation("host", request.Headers.Host[0]);
+        }
+
+        AddForwardedHeaders(context, message);
+        if (target.Internal is { } internalHeaders)
+        {
+            message.Headers.TryAddWithoutValidation(HeaderRules.Hop, internalHeaders.Hop);
+            message.Headers.TryAddWithoutValidation(HeaderRules.Generation, internalHeaders.Generation);
+            message.Headers.TryAddWithoutValidation(HeaderRules.Key, internalHeaders.Key);
+            message.Headers.TryAddWithoutValidation(HeaderRules.Proof, internalHeaders.Proof);
+        }
+
+        // 4. Send.
+        var start = Stopwatch.GetTimestamp();
+        _metrics.StreamStarted();
+        try
+        {
+            HttpResponseMessage response;
+            var resilienceContext = ResilienceContextPool.Shared.Get(cts.Token);
+            resilienceContext.Properties.Set(OwnerResilience.BodyKey, content);
+            try
+            {
+                response = await _resilience.For(target.Owner).ExecuteAsync(
+                    static (ctx, state) => new ValueTask<HttpResponseMessage>(state.Invoker.SendAsync(state.Message, ctx.CancellationToken)),
+                    resilienceContext,
+                    (Invoker: target.IsPeer ? _peerInvoker : _appInvoker, Message: message)).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is not OutOfMemoryException)
+            {
+                // 5. Failed before any response.
+                return SendFailed(context, target, content, ex);
+            }
+            finally
+            {
+                ResilienceContextPool.Shared.Return(resilienceContext);
+            }
+
+            using (response)
+            {
+                _metrics.ForwardDuration(!target.IsPeer, start);
+
+                // From here on the body's idle time counts, not the headers' deadline.
+                if (activity is null)
+                {
+                    cts.CancelAfter(Timeout.InfiniteTimeSpan);
+                }
+                else
+                {
+                    activity.Touch();
+                }
+
+                if (isUpgrade && response.StatusCode == HttpStatusCode.SwitchingProtocols)
+                {
+                    return await UpgradeAsync(context, upgradeFeature!, response, target, activity, cts).ConfigureAwait(false);
+                }
+
+                return await CopyResponseAsync(context, response, target, activity, cts.Token).ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            _metrics.StreamEnded();
+            if (content is not null)
+            {
+                _metrics.RequestBytes(content.BytesSent);
+            }
+        }
+    }
+
+    private ForwardResult SendFailed(HttpContext context, ForwardTarget target, StreamCopyHttpContent? content, Exception ex)
+    {
+        if (ex is BrokenCircuitException broken)
+        {
+            Log.CircuitOpen(_logger, target.Owner);
+            return new ForwardResult(ForwarderError.OwnerUnavailable, broken.RetryAfter ?? _options.BreakerDuration, ex);
+        }
+
+        if (context.RequestAborted.IsCancellationRequested)
+        {
+            Log.ClientCanceled(_logger, target.Owner);
+            return new ForwardResult(ForwarderError.RequestCanceled, default, ex);
+        }
+
+        if (content?.Result == StreamCopyResult.InputError)
+        {
+            Log.ForwardFailed(_logger, target.Owner, ForwarderError.RequestBodyClient, ex);
+            return new ForwardResult(ForwarderError.RequestBodyClient, default, ex);
+        }
+
+        if (ex is OperationCanceledException)
+        {
+            Log.ForwardFailed(_logger, target.Owner, ForwarderError.RequestTimedOut, ex);
+            return new ForwardResult(ForwarderError.RequestTimedOut, default, ex);
+        }
+
+        if (OwnerResilience.IsConnectFailure(ex))
+        {
+            Log.OwnerUnreachable(_logger, target.Owner, target.BaseAddress, ex.Message);
+            return new ForwardResult(ForwarderError.OwnerUnavailable, TimeSpan.FromSeconds(Math.Max(1, _options.RetryAfterSeconds)), ex);
+        }
+
+        var error = content?.Result == StreamCopyResult.OutputError ? ForwarderError.RequestBodyDestination : ForwarderError.Request;
+        Log.ForwardFailed(_logger, target.Owner, error, ex);
+        return new ForwardResult(error, default, ex);
+    }
+
+    private async ValueTask<ForwardResult> CopyResponseAsync(
+        HttpContext context, HttpResponseMessage response, ForwardTarget target, ActivityTimeout? activity, CancellationToken cancellationToken)
+    {
+        // 6. Status and headers.
+        var clientResponse = context.Response;
+        clientResponse.StatusCode = (int)response.StatusCode;
+        HeaderRules.CopyResponseHeaders(response, clientResponse, target.IsPeer, isUpgrade: false);
+        context.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
+
+        // 7. The body: unknown length means a stream (SSE, gRPC, long poll): send headers now, flush every write.
+        var streaming = response.Content.Headers.ContentLength is null;
+        try
+        {
+            if (streaming)
+            {
+                await clientResponse.StartAsync(cancellationToken).ConfigureAwait(false);
+            }
+        }
+        catch (Exception ex) when (ex is IOException or OperationCanceledException or InvalidOperationException)
+        {
+            return Fail(context, target, ForwarderError.ResponseBodyClient, ex);
+        }
+
+        Stream upstream;
+        try
+        {
+            upstream = await response.Content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is IOException or OperationCanceledException or HttpRequestException)
+        {
+            return Fail(context, target, ForwarderError.ResponseBodyDestination, ex);
+        }
+
+        await using (upstream.ConfigureAwait(false))
+        {
+            var (result, bytes, error) = await StreamCopier.CopyAsync(upstream, clientResponse.Body, streaming, activity, cancellationToken).ConfigureAwait(false);
+            _metrics.ResponseBytes(bytes);
+            switch (result)
+            {
+                case StreamCopyResult.InputError:
+                    return Fail(context, target, ForwarderError.ResponseBodyDestination, error);
+                case StreamCopyResult.OutputError:
+                    return Fail(context, target, ForwarderError.ResponseBodyClient, error);
+                case StreamCopyResult.Canceled:
+                    return Fail(context, target, context.RequestAborted.IsCancellationRequested ? ForwarderError.ResponseBodyClient : ForwarderError.ActivityTimedOut, error);
+            }
+        }
+
+        // 8. Trailers (gRPC status).
+        HeaderRules.CopyTrailers(response, clientResponse);
+        return default;
+    }
+
+    private async ValueTask<ForwardResult> UpgradeAsync(
+        HttpContext context, IHttpUpgradeFeature upgradeFeature, HttpResponseMessage response, ForwardTarget target,
+        ActivityTimeout? activity, CancellationTokenSource cts)
+    {
+        HeaderRules.CopyResponseHeaders(response, context.Response, target.IsPeer, isUpgrade: true);
+        Stream client;
+        Stream upstream;
+        try
+        {
+            upstream = await response.Content.ReadAsStreamAsync(cts.Token).ConfigureAwait(false);
+            client = await upgradeFeature.UpgradeAsync().ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is IOException or OperationCanceledException or InvalidOperationException or HttpRequestException)
+        {
+            return Fail(context, target, ForwarderError.Upgrade, ex);
+        }
+
+        await using (upstream.ConfigureAwait(false))
+        {
+            var up = StreamCopier.CopyAsync(client, upstream, autoFlush: true, activity, cts.Token).AsTask();
+            var down = StreamCopier.CopyAsync(upstream, client, autoFlush: true, activity, cts.Token).AsTask();
+
+            // When either side ends, end the other: a WebSocket's close handshake has already passed through by then.
+            await Task.WhenAny(up, down).ConfigureAwait(false);
+            await cts.CancelAsync().ConfigureAwait(false);
+            var (upResult, upBytes, _) = await up.ConfigureAwait(false);
+            var (downResult, downBytes, _) = await down.ConfigureAwait(false);
+            _metrics.RequestBytes(upBytes);
+            _metrics.ResponseBytes(downBytes);
+            Log.UpgradeEnded(_logger, target.Owner, upResult, downResult);
+        }
+
+        return default;
+    }
+
+    private ForwardResult Fail(HttpContext context, ForwardTarget target, ForwarderError error, Exception? ex)
+    {
+        if (context.RequestAborted.IsCancellationRequested || error == ForwarderError.ResponseBodyClient)
+        {
+            Log.ClientCanceled(_logger, target.Owner);
+        }
+        else
+        {
+            Log.ForwardFailed(_logger, target.Owner, error, ex);
+        }
+
+        if (context.Response.HasStarted)
+        {
+            ResetOrAbort(context, isCancelled: error == ForwarderError.ResponseBodyClient);
+        }
+
+        return new ForwardResult(error, default, ex);
+    }
+
+    /// <summary>Ends a started response so the client cannot take a cut body for a whole one.</summary>
+    internal static void ResetOrAbort(HttpContext context, bool isCancelled)
+    {
+        // RFC 9113 §7: CANCEL (0x8) when the stream is no longer needed, INTERNAL_ERROR (0x2) when we broke it.
+        var reset = context.Features.Get<IHttpResetFeature>();
+        if (reset is not null)
+        {
+            reset.Reset(isCancelled ? 0x8 : 0x2);
+        }
+        else
+        {
+            context.Abort();
+        }
+    }
+
+    private Version AppVersion(HttpRequest request, bool isUpgrade)
+    {
+        if (isUpgrade)
+        {
+            return Http11;
+        }
+
+        return _options.AppProtocol switch
+        {
+            AppProtocol.Http2 => Http2,
+            AppProtocol.Auto => HttpProtocol.IsHttp2(request.Protocol) ? Http2 : Http11,
+            _ => IsGrpc(request) ? Http2 : Http11,
+        };
+    }
+
+    private static bool IsGrpc(HttpRequest request) =>
+        request.ContentType is { } type && type.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase);
+
+    private static bool HasBody(HttpContext context)
+    {
+        if (context.Request.ContentLength is long length)
+        {
+            return length > 0;
+        }
+
+        return context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? false;
+    }
+
+    private static string RawTarget(HttpContext context)
+    {
+        var raw = context.Features.Get<IHttpRequestFeature>()?.RawTarget;
+        if (raw is { Length: > 0 } && raw[0] == '/')
+        {
+            return raw;
+        }
+
+        var request = context.Request;
+        return string.Concat(request.PathBase.ToUriComponent(), request.Path.ToUriComponent(), request.QueryString.ToUriComponent());
+    }
+
+    private static void AddForwardedHeaders(HttpContext context, HttpRequestMessage message)
+    {
+        var request = context.Request;
+        var remote = context.Connection.RemoteIpAddress?.ToString();
+        if (remote is not null)
+        {
+            var existing = request.Headers["x-forwarded-for"];
+            message.Headers.Remove("x-forwarded-for");
+            message.Headers.TryAddWithoutValidation("x-forwarded-for", existing.Count == 0 ? remote : string.Concat(existing.ToString(), ", ", remote));
+        }
+
+        if (!request.Headers.ContainsKey("x-forwarded-proto"))
+        {
+            message.Headers.TryAddWithoutValidation("x-forwarded-proto", request.Scheme);
+        }
+
+        if (!request.Headers.ContainsKey("x-forwarded-host") && request.Host.HasValue)
+        {
+            message.Headers.TryAddWithoutValidation("x-forwarded-host", request.Host.Value);
+        }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 600, EventName = "ForwardFailed", Level = LogLevel.Warning, Message = "Forward to {Owner} failed: {Error}")]
+        public static partial void ForwardFailed(ILogger logger, string owner, ForwarderError error, Exception? exception);
+
+        [LoggerMessage(EventId = 601, EventName = "ClientCanceled", Level = LogLevel.Debug, Message = "The client went away during a forward to {Owner}")]
+        public static partial void ClientCanceled(ILogger logger, string owner);
+
+        [LoggerMessage(EventId = 602, EventName = "OwnerUnreachable", Level = LogLevel.Warning, Message = "Owner {Owner} at {Address} is unreachable after retries: {Reason}")]
+        public static partial void OwnerUnreachable(ILogger logger, string owner, string address, string reason);
+
+        [LoggerMessage(EventId = 603, EventName = "CircuitOpen", Level = LogLevel.Warning, Message = "The circuit to owner {Owner} is open: answering 503")]
+        public static partial void CircuitOpen(ILogger logger, string owner);
+
+        [LoggerMessage(EventId = 604, EventName = "UpgradeEnded", Level = LogLevel.Debug, Message = "Upgraded stream to {Owner} ended: client->upstream {Up}, upstream->client {Down}")]
+        public static partial void UpgradeEnded(ILogger logger, string owner, StreamCopyResult up, StreamCopyResult down);
+    }
+}

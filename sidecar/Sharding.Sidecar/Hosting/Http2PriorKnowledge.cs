@@ -1,0 +1,112 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Reflection;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+
+namespace Sharding.Sidecar.Hosting;
+
+/// <summary>
+/// HTTP/1.1 and HTTP/2 prior knowledge (h2c) on one cleartext port, like Envoy's codec auto-detection.
+/// </summary>
+/// <remarks>
+/// Kestrel's <c>Http1AndHttp2</c> without TLS picks HTTP/1.1 for every connection (no ALPN to tell it otherwise). This
+/// connection middleware runs before Kestrel's HTTP middleware: it peeks at the first bytes without consuming them; when
+/// they are the HTTP/2 client preface (RFC 9113 §3.4, <c>PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n</c>) it sets Kestrel's per-connection
+/// protocol override (its internal <c>HttpProtocolsFeature</c>, the one the TLS/SNI path uses) to HTTP/2, else leaves the
+/// endpoint's HTTP/1.1 choice. Decided at the first byte that differs from the preface, so HTTP/1.1 costs nothing extra.
+/// The feature is internal to Kestrel, so it is found by reflection once at start; <see cref="IsSupported"/> says whether it
+/// was found (the sidecar refuses to start otherwise rather than silently dropping h2c).
+/// </remarks>
+internal static class Http2PriorKnowledge
+{
+    private const string FeatureTypeName = "Microsoft.AspNetCore.Server.Kestrel.Core.Internal.HttpProtocolsFeature";
+
+    /// <summary>How long a connection may take to send enough bytes to tell the protocols apart.</summary>
+    internal static readonly TimeSpan DetectionTimeout = TimeSpan.FromSeconds(10);
+
+    private static ReadOnlySpan<byte> Preface => "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8;
+
+    private static readonly (Type? Type, object? Http2) Feature = CreateFeature();
+
+    /// <summary>Whether this Kestrel has the per-connection protocol override.</summary>
+    public static bool IsSupported => Feature.Type is not null;
+
+    /// <summary>Makes the endpoint accept HTTP/1.1 and h2c on the same port.</summary>
+    public static ListenOptions UseHttp1AndHttp2PriorKnowledge(this ListenOptions listenOptions)
+    {
+        ArgumentNullException.ThrowIfNull(listenOptions);
+        if (!IsSupported)
+        {
+            throw new InvalidOperationException(
+                $"This Kestrel version has no {FeatureTypeName}; HTTP/1.1 and h2c cannot share a port. Use TLS (ALPN) or a separate HTTP/2 port.");
+        }
+
+        listenOptions.Protocols = HttpProtocols.Http1AndHttp2;
+        listenOptions.Use(static next => connection => DetectAsync(connection, next));
+        return listenOptions;
+    }
+
+    private static async Task DetectAsync(ConnectionContext connection, ConnectionDelegate next)
+    {
+        var input = connection.Transport.Input;
+        var isHttp2 = false;
+        using (var timeout = new CancellationTokenSource(DetectionTimeout))
+        using (timeout.Token.UnsafeRegister(static state => ((ConnectionContext)state!).Abort(new ConnectionAbortedException("no request bytes in time")), connection))
+        {
+            // Bounded: each turn sees more bytes, and 24 bytes or one mismatch or the end decides.
+            while (true)
+            {
+                ReadResult result;
+                try
+                {
+                    result = await input.ReadAsync(connection.ConnectionClosed).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    return; // includes ConnectionAbortedException
+                }
+
+                var buffer = result.Buffer;
+                var decision = Compare(buffer);
+                if (decision != 0 || result.IsCompleted || result.IsCanceled)
+                {
+                    isHttp2 = decision > 0;
+                    input.AdvanceTo(buffer.Start); // consume nothing: Kestrel parses from the first byte
+                    break;
+                }
+
+                input.AdvanceTo(buffer.Start, buffer.End); // all examined: wait for more
+            }
+        }
+
+        if (isHttp2)
+        {
+            connection.Features[Feature.Type!] = Feature.Http2;
+        }
+
+        await next(connection).ConfigureAwait(false);
+    }
+
+    /// <summary>1 = HTTP/2 preface, -1 = something else, 0 = a prefix of the preface so far.</summary>
+    internal static int Compare(in ReadOnlySequence<byte> buffer)
+    {
+        var preface = Preface;
+        var length = (int)Math.Min(buffer.Length, preface.Length);
+        Span<byte> head = stackalloc byte[24];
+        buffer.Slice(0, length).CopyTo(head);
+        if (!head[..length].SequenceEqual(preface[..length]))
+        {
+            return -1;
+        }
+
+        return length == preface.Length ? 1 : 0;
+    }
+
+    private static (Type?, object?) CreateFeature()
+    {
+        var type = typeof(KestrelServerOptions).Assembly.GetType(FeatureTypeName, throwOnError: false);
+        var constructor = type?.GetConstructor(BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic, [typeof(HttpProtocols)]);
+        return constructor is null ? (null, null) : (type, constructor.Invoke([HttpProtocols.Http2]));
+    }
+}

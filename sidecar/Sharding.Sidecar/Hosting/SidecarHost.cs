@@ -1,0 +1,94 @@
+using System.Net;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
+using Sharding.Mapping;
+using Sharding.Metrics;
+using Sharding.Sidecar.Forwarding;
+using Sharding.Sidecar.MapSync;
+using Sharding.Sidecar.Routing;
+
+namespace Sharding.Sidecar.Hosting;
+
+/// <summary>The ports the sidecar actually bound (known after start; 0 in the options picks free ones).</summary>
+internal sealed class SidecarEndpoints
+{
+    internal ListenOptions? Data { get; set; }
+
+    internal ListenOptions? Admin { get; set; }
+
+    public int DataPort => Data?.IPEndPoint?.Port ?? 0;
+
+    public int AdminPort => Admin?.IPEndPoint?.Port ?? 0;
+}
+
+/// <summary>Builds the sidecar: options, map sync, routing, forwarding, metrics, and Kestrel with its two ports.</summary>
+internal static class SidecarHost
+{
+    public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
+    {
+        var builder = WebApplication.CreateSlimBuilder(args);
+        configure?.Invoke(builder);
+        builder.Services.AddShardingSidecar();
+        builder.WebHost.ConfigureKestrel(static (context, kestrel) =>
+        {
+            var options = kestrel.ApplicationServices.GetRequiredService<IOptions<SidecarOptions>>().Value;
+            var endpoints = kestrel.ApplicationServices.GetRequiredService<SidecarEndpoints>();
+            kestrel.AddServerHeader = false;
+            kestrel.Limits.MaxRequestBodySize = null; // the app sets its own limits; the sidecar streams
+            kestrel.Limits.Http2.MaxStreamsPerConnection = 250;
+            kestrel.Listen(IPAddress.Parse(options.ListenAddress), options.Port, listen =>
+            {
+                if (options.TlsCertificatePath is { } certificate)
+                {
+                    listen.Protocols = HttpProtocols.Http1AndHttp2; // ALPN picks
+                    listen.UseHttps(certificate, options.TlsCertificatePassword);
+                }
+                else
+                {
+                    listen.UseHttp1AndHttp2PriorKnowledge();
+                }
+
+                endpoints.Data = listen;
+            });
+            kestrel.Listen(IPAddress.Parse(options.AdminListenAddress), options.AdminPort, listen =>
+            {
+                listen.Protocols = HttpProtocols.Http1;
+                listen.Use(static next => connection =>
+                {
+                    connection.Features.Set(AdminConnectionFeature.Instance);
+                    return next(connection);
+                });
+                endpoints.Admin = listen;
+            });
+        });
+
+        var app = builder.Build();
+        var router = app.Services.GetRequiredService<ShardRouter>();
+        var admin = app.Services.GetRequiredService<AdminEndpoints>();
+        app.Run(context => context.Features.Get<AdminConnectionFeature>() is null ? router.InvokeAsync(context) : admin.HandleAsync(context));
+        return app;
+    }
+
+    public static IServiceCollection AddShardingSidecar(this IServiceCollection services)
+    {
+        services.AddOptions<SidecarOptions>().BindConfiguration(SidecarOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IPostConfigureOptions<SidecarOptions>, ConfigureSidecarOptions>());
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<SidecarOptions>, SidecarOptionsValidator>());
+        services.TryAddSingleton(TimeProvider.System);
+        services.AddMetrics();
+        services.AddSingleton<SidecarEndpoints>();
+        services.AddSingleton<ShardMapStore>();
+        services.AddSingleton<SidecarMetrics>();
+        services.AddSingleton<OwnerCircuitStates>();
+        services.AddSingleton<OwnerResilience>();
+        services.AddSingleton<ForwardingProof>();
+        services.AddSingleton<HttpForwarder>();
+        services.AddSingleton<ShardRouter>();
+        services.AddSingleton<AdminEndpoints>();
+        services.AddSingleton(static _ => new PrometheusExporter(meterNamePrefix: "Sharding"));
+        services.TryAddSingleton<IShardMapSource, FileShardMapSource>();
+        services.AddHostedService<MapSyncService>();
+        return services;
+    }
+}

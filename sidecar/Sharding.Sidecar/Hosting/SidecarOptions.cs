@@ -1,0 +1,126 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace Sharding.Sidecar.Hosting;
+
+/// <summary>The sidecar's settings: section <c>Sidecar</c>, or environment variables <c>Sidecar__PodName</c> etc.</summary>
+internal sealed class SidecarOptions
+{
+    /// <summary>The configuration section.</summary>
+    public const string SectionName = "Sidecar";
+
+    /// <summary>This pod's member name, as it appears in the shard map.</summary>
+    /// <value>From <c>POD_NAME</c> (downward API) when not set.</value>
+    public string PodName { get; set; } = string.Empty;
+
+    /// <summary>The sharded service's name; a map for another service is refused.</summary>
+    /// <value>Empty: take whatever service the map names.</value>
+    public string Service { get; set; } = string.Empty;
+
+    /// <summary>Address the data-plane and admin listeners bind.</summary>
+    /// <value><c>0.0.0.0</c> in a pod; tests and benchmarks use <c>127.0.0.1</c>.</value>
+    public string ListenAddress { get; set; } = "0.0.0.0";
+
+    /// <summary>The data-plane port: HTTP/1.1 and HTTP/2 prior knowledge on the same socket (and ALPN with TLS).</summary>
+    /// <value>15100. 0 picks a free port (tests).</value>
+    [Range(0, 65535)]
+    public int Port { get; set; } = 15100;
+
+    /// <summary>The admin port: <c>/metrics</c>, <c>/healthz</c>, <c>/readyz</c>, <c>/v1/map</c>.</summary>
+    /// <value>15101. 0 picks a free port (tests).</value>
+    [Range(0, 65535)]
+    public int AdminPort { get; set; } = 15101;
+
+    /// <summary>Address the admin port binds.</summary>
+    /// <value><c>0.0.0.0</c>: Prometheus scrapes it through the pod IP; loopback-only endpoints check the caller themselves.</value>
+    public string AdminListenAddress { get; set; } = "0.0.0.0";
+
+    /// <summary>The app's port on 127.0.0.1 (ignored when <see cref="AppUnixSocket"/> is set).</summary>
+    /// <value>8080.</value>
+    [Range(1, 65535)]
+    public int AppPort { get; set; } = 8080;
+
+    /// <summary>A Unix socket the app listens on instead of <see cref="AppPort"/>.</summary>
+    public string? AppUnixSocket { get; set; }
+
+    /// <summary>Which HTTP version the sidecar speaks to the app.</summary>
+    /// <value><see cref="AppProtocol.Http1"/>: every app speaks it; HTTP/2 requests (gRPC) go out as HTTP/2 prior knowledge
+    /// anyway because gRPC needs it; choose <see cref="AppProtocol.Auto"/> to mirror the client's version always.</value>
+    public AppProtocol AppProtocol { get; set; } = AppProtocol.Auto;
+
+    /// <summary>The static shard-map file (JSON or YAML), watched for changes. Required until the control-plane subscription lands.</summary>
+    public string? MapFile { get; set; }
+
+    /// <summary>The cluster secret for the forwarding proof (HMAC-SHA256); at least 16 chars, the same on every sidecar.</summary>
+    public string ForwardingSecret { get; set; } = string.Empty;
+
+    /// <summary>How far a forwarded request's timestamp may be from this sidecar's clock.</summary>
+    /// <value>60 s: clocks in a cluster are NTP-synced to well under a second; a replayed proof is only good for its key anyway.</value>
+    public TimeSpan ProofWindow { get; set; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>Timeout for a TCP connect to the app or a peer sidecar.</summary>
+    /// <value>2 s: loopback and pod-to-pod connects take well under a millisecond; longer means the peer is gone.</value>
+    public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>How long to wait for the upstream's response headers; <see cref="Timeout.InfiniteTimeSpan"/> or zero disables it.</summary>
+    /// <value>100 s, as HttpClient and YARP: long polls answer within that.</value>
+    public TimeSpan ResponseHeadersTimeout { get; set; } = TimeSpan.FromSeconds(100);
+
+    /// <summary>How long a body may stay idle (no bytes either way) before the forward is cancelled; zero disables it.</summary>
+    /// <value>Zero: SSE and WebSockets may be quiet for a long time; set it to bound idle streams.</value>
+    public TimeSpan ActivityTimeout { get; set; } = TimeSpan.Zero;
+
+    /// <summary>Connect retries to an owner, only while nothing of the request was sent.</summary>
+    /// <value>2, with jittered exponential backoff from <see cref="RetryBaseDelay"/>.</value>
+    [Range(0, 10)]
+    public int ConnectRetries { get; set; } = 2;
+
+    /// <summary>The first retry's delay before jitter.</summary>
+    /// <value>50 ms.</value>
+    public TimeSpan RetryBaseDelay { get; set; } = TimeSpan.FromMilliseconds(50);
+
+    /// <summary>Failure ratio (connect failures / attempts) in <see cref="BreakerSamplingDuration"/> that opens an owner's circuit.</summary>
+    /// <value>0.5.</value>
+    [Range(0.01, 1.0)]
+    public double BreakerFailureRatio { get; set; } = 0.5;
+
+    /// <summary>Attempts needed in the sampling window before the circuit may open.</summary>
+    /// <value>5.</value>
+    [Range(2, 10_000)]
+    public int BreakerMinimumThroughput { get; set; } = 5;
+
+    /// <summary>The window in which failures are counted.</summary>
+    /// <value>10 s.</value>
+    public TimeSpan BreakerSamplingDuration { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>How long an open circuit sheds load; also the <c>Retry-After</c> it answers with.</summary>
+    /// <value>5 s.</value>
+    public TimeSpan BreakerDuration { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>HTTP/2 connections to one peer sidecar may grow past one when streams fill it.</summary>
+    /// <value>True.</value>
+    public bool EnableMultipleHttp2Connections { get; set; } = true;
+
+    /// <summary>A PFX certificate for TLS on the data-plane port (ALPN h2 and http/1.1); none = cleartext.</summary>
+    public string? TlsCertificatePath { get; set; }
+
+    /// <summary>The PFX password.</summary>
+    public string? TlsCertificatePassword { get; set; }
+
+    /// <summary>The <c>Retry-After</c> seconds on 503s that are not a breaker's (no map, loop prevented).</summary>
+    /// <value>1.</value>
+    [Range(0, 3600)]
+    public int RetryAfterSeconds { get; set; } = 1;
+}
+
+/// <summary>The HTTP version the sidecar uses towards its app.</summary>
+internal enum AppProtocol
+{
+    /// <summary>Mirror the client: HTTP/1.1 for HTTP/1.x, HTTP/2 prior knowledge for HTTP/2 (the app must accept h2c).</summary>
+    Auto = 0,
+
+    /// <summary>Always HTTP/1.1, except gRPC (content type application/grpc), which needs HTTP/2.</summary>
+    Http1 = 1,
+
+    /// <summary>Always HTTP/2 prior knowledge.</summary>
+    Http2 = 2,
+}

@@ -1,0 +1,108 @@
+using Microsoft.Extensions.Options;
+
+namespace Sharding.Sidecar.Hosting;
+
+/// <summary>Checks <see cref="SidecarOptions"/> and lists every problem with the key to fix.</summary>
+internal sealed class SidecarOptionsValidator : IValidateOptions<SidecarOptions>
+{
+    public ValidateOptionsResult Validate(string? name, SidecarOptions options)
+    {
+        var failures = new List<string>();
+        const string P = SidecarOptions.SectionName + ":";
+        if (string.IsNullOrWhiteSpace(options.PodName))
+        {
+            failures.Add($"{P}PodName is empty: set it or the POD_NAME environment variable (downward API metadata.name) to this pod's member name.");
+        }
+
+        if (string.IsNullOrEmpty(options.ForwardingSecret) || options.ForwardingSecret.Length < 16)
+        {
+            failures.Add($"{P}ForwardingSecret must be at least 16 characters and the same on every sidecar (e.g. from a Kubernetes Secret via Sidecar__ForwardingSecret).");
+        }
+
+        if (string.IsNullOrWhiteSpace(options.MapFile))
+        {
+            failures.Add($"{P}MapFile is empty: point it at a JSON or YAML shard-map file (the control-plane subscription is not wired yet).");
+        }
+
+        if (!System.Net.IPAddress.TryParse(options.ListenAddress, out _))
+        {
+            failures.Add($"{P}ListenAddress '{options.ListenAddress}' is not an IP address.");
+        }
+
+        if (!System.Net.IPAddress.TryParse(options.AdminListenAddress, out _))
+        {
+            failures.Add($"{P}AdminListenAddress '{options.AdminListenAddress}' is not an IP address.");
+        }
+
+        if (options.Port != 0 && options.Port == options.AdminPort)
+        {
+            failures.Add($"{P}Port and {P}AdminPort are both {options.Port}: give the admin API its own port.");
+        }
+
+        if (options.AppUnixSocket is null && options.AppPort is < 1 or > 65535)
+        {
+            failures.Add($"{P}AppPort {options.AppPort} must be 1..65535 (or set {P}AppUnixSocket).");
+        }
+
+        Positive(failures, $"{P}ProofWindow", options.ProofWindow);
+        Positive(failures, $"{P}ConnectTimeout", options.ConnectTimeout);
+        Positive(failures, $"{P}RetryBaseDelay", options.RetryBaseDelay);
+        Positive(failures, $"{P}BreakerDuration", options.BreakerDuration);
+        if (options.BreakerSamplingDuration < TimeSpan.FromMilliseconds(500))
+        {
+            failures.Add($"{P}BreakerSamplingDuration must be at least 00:00:00.5 (Polly's minimum), got {options.BreakerSamplingDuration}.");
+        }
+
+        if (options.ResponseHeadersTimeout < TimeSpan.Zero && options.ResponseHeadersTimeout != Timeout.InfiniteTimeSpan)
+        {
+            failures.Add($"{P}ResponseHeadersTimeout must be positive, zero (off) or -00:00:00.001 (infinite).");
+        }
+
+        if (options.ActivityTimeout < TimeSpan.Zero)
+        {
+            failures.Add($"{P}ActivityTimeout must be zero (off) or positive.");
+        }
+
+        if (options.ConnectRetries is < 0 or > 10)
+        {
+            failures.Add($"{P}ConnectRetries must be 0..10, got {options.ConnectRetries}.");
+        }
+
+        if (options.BreakerFailureRatio is <= 0 or > 1)
+        {
+            failures.Add($"{P}BreakerFailureRatio must be in (0, 1], got {options.BreakerFailureRatio}.");
+        }
+
+        if (options.BreakerMinimumThroughput < 2)
+        {
+            failures.Add($"{P}BreakerMinimumThroughput must be at least 2, got {options.BreakerMinimumThroughput}.");
+        }
+
+        if (options.TlsCertificatePath is { } cert && !File.Exists(cert))
+        {
+            failures.Add($"{P}TlsCertificatePath '{cert}' does not exist.");
+        }
+
+        return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
+    }
+
+    private static void Positive(List<string> failures, string key, TimeSpan value)
+    {
+        if (value <= TimeSpan.Zero)
+        {
+            failures.Add($"{key} must be positive, got {value}.");
+        }
+    }
+}
+
+/// <summary>Fills <see cref="SidecarOptions.PodName"/> from the downward-API variable <c>POD_NAME</c> when unset.</summary>
+internal sealed class ConfigureSidecarOptions : IPostConfigureOptions<SidecarOptions>
+{
+    public void PostConfigure(string? name, SidecarOptions options)
+    {
+        if (string.IsNullOrWhiteSpace(options.PodName))
+        {
+            options.PodName = Environment.GetEnvironmentVariable("POD_NAME") ?? string.Empty;
+        }
+    }
+}

@@ -1,0 +1,160 @@
+using Microsoft.Extensions.Options;
+using Sharding.Mapping;
+using Sharding.Sidecar.Hosting;
+
+namespace Sharding.Sidecar.MapSync;
+
+/// <summary>
+/// Reads the static map file at start and again whenever it changes (a file watcher, plus a poll of its write time as a
+/// backstop: watchers miss events on some volumes, e.g. a ConfigMap's symlink swap). A bad edit keeps the last good map.
+/// </summary>
+internal sealed partial class FileShardMapSource(
+    IOptions<SidecarOptions> options, SidecarMetrics metrics, TimeProvider timeProvider, ILogger<FileShardMapSource> logger) : IShardMapSource
+{
+    /// <summary>How often the write time is polled.</summary>
+    internal static readonly TimeSpan PollInterval = TimeSpan.FromSeconds(1);
+
+    private string? _lastText;
+
+    public async Task RunAsync(ShardMapStore store, CancellationToken cancellationToken)
+    {
+        var path = Path.GetFullPath(options.Value.MapFile!);
+        var changed = new SemaphoreSlim(0, 1);
+        using var watcher = TryWatch(path, changed);
+        Load(path, store);
+        using var timer = new PeriodicTimer(PollInterval, timeProvider);
+        var lastWrite = SafeWriteTime(path);
+        Task? tick = null;
+        Task? signal = null;
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            // At most one outstanding wait of each kind (PeriodicTimer allows only one).
+            tick ??= timer.WaitForNextTickAsync(cancellationToken).AsTask();
+            signal ??= changed.WaitAsync(cancellationToken);
+            await Task.WhenAny(tick, signal).ConfigureAwait(false);
+            if (cancellationToken.IsCancellationRequested)
+            {
+                return;
+            }
+
+            var signalled = signal.IsCompleted;
+            signal = signalled ? null : signal;
+            tick = tick.IsCompleted ? null : tick;
+            var write = SafeWriteTime(path);
+            if (signalled || write != lastWrite)
+            {
+                lastWrite = write;
+                Load(path, store);
+            }
+        }
+    }
+
+    /// <summary>Reads, parses and publishes the file; returns whether a new map got in.</summary>
+    internal bool Load(string path, ShardMapStore store)
+    {
+        string text;
+        try
+        {
+            text = File.ReadAllText(path);
+        }
+        catch (IOException ex)
+        {
+            metrics.MapLoaded(ok: false);
+            Log.MapFileUnreadable(logger, path, ex.Message);
+            return false;
+        }
+        catch (UnauthorizedAccessException ex)
+        {
+            metrics.MapLoaded(ok: false);
+            Log.MapFileUnreadable(logger, path, ex.Message);
+            return false;
+        }
+
+        if (string.Equals(text, _lastText, StringComparison.Ordinal))
+        {
+            return false; // touched, not changed
+        }
+
+        // Each load gets a higher generation than the map it replaces.
+        if (!StaticMapFile.TryParse(text, store.Generation + 1, out var map, out var error))
+        {
+            metrics.MapLoaded(ok: false);
+            Log.MapFileInvalid(logger, path, error!, store.Generation);
+            return false;
+        }
+
+        if (options.Value.Service.Length > 0 && !string.Equals(options.Value.Service, map!.Service, StringComparison.Ordinal))
+        {
+            metrics.MapLoaded(ok: false);
+            Log.MapFileInvalid(logger, path, $"the file is for service '{map.Service}', this sidecar serves '{options.Value.Service}'", store.Generation);
+            return false;
+        }
+
+        _lastText = text;
+        metrics.MapLoaded(ok: true);
+        return store.TryPublish(map!);
+    }
+
+    private static DateTime SafeWriteTime(string path)
+    {
+        try
+        {
+            return File.GetLastWriteTimeUtc(path);
+        }
+        catch (IOException)
+        {
+            return default;
+        }
+    }
+
+    private FileSystemWatcher? TryWatch(string path, SemaphoreSlim changed)
+    {
+        try
+        {
+            var watcher = new FileSystemWatcher(Path.GetDirectoryName(path)!)
+            {
+                NotifyFilter = NotifyFilters.LastWrite | NotifyFilters.FileName | NotifyFilters.Size | NotifyFilters.CreationTime,
+                IncludeSubdirectories = false,
+            };
+            FileSystemEventHandler onChange = (_, _) =>
+            {
+                if (changed.CurrentCount == 0)
+                {
+                    try
+                    {
+                        changed.Release();
+                    }
+                    catch (SemaphoreFullException)
+                    {
+                        // already signalled
+                    }
+                }
+            };
+            watcher.Changed += onChange;
+            watcher.Created += onChange;
+            watcher.Renamed += (s, e) => onChange(s, e);
+            watcher.EnableRaisingEvents = true;
+            return watcher;
+        }
+        catch (Exception ex) when (ex is IOException or ArgumentException or PlatformNotSupportedException)
+        {
+            Log.WatchFailed(logger, path, ex.Message);
+            return null;
+        }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 710, EventName = "MapFileUnreadable", Level = LogLevel.Error,
+            Message = "Cannot read the shard-map file {Path}: {Reason}; keeping the current map")]
+        public static partial void MapFileUnreadable(ILogger logger, string path, string reason);
+
+        [LoggerMessage(EventId = 711, EventName = "MapFileInvalid", Level = LogLevel.Error,
+            Message = "The shard-map file {Path} is invalid: {Reason}; keeping the current map (generation {Generation})")]
+        public static partial void MapFileInvalid(ILogger logger, string path, string reason, long generation);
+
+        [LoggerMessage(EventId = 712, EventName = "MapFileWatchFailed", Level = LogLevel.Warning,
+            Message = "Cannot watch {Path} ({Reason}); polling its write time instead")]
+        public static partial void WatchFailed(ILogger logger, string path, string reason);
+    }
+}

@@ -1,0 +1,160 @@
+using System.Buffers.Text;
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using Microsoft.Extensions.Options;
+using Sharding.Keys;
+using Sharding.Sidecar.Hosting;
+
+namespace Sharding.Sidecar.Routing;
+
+/// <summary>Why a forwarded request's proof did not verify.</summary>
+internal enum ProofResult
+{
+    Valid,
+    Missing,
+    Malformed,
+    Expired,
+    Mismatch,
+}
+
+/// <summary>
+/// The <c>x-sharding-proof</c> of a forward between sidecars: <c>{unix seconds}.{base64url HMAC-SHA256}</c> over
+/// <c>"v1\n" hop "\n" generation "\n" seconds "\n" key</c> with the cluster secret. A receiver accepts it within
+/// <see cref="SidecarOptions.ProofWindow"/> of its own clock.
+/// </summary>
+internal sealed class ForwardingProof(IOptions<SidecarOptions> options, TimeProvider timeProvider)
+{
+    private const int MacLength = 32;
+    private readonly byte[] _secret = Encoding.UTF8.GetBytes(options.Value.ForwardingSecret);
+    private readonly long _windowSeconds = (long)Math.Ceiling(options.Value.ProofWindow.TotalSeconds);
+
+    public string Create(ReadOnlySpan<char> key, long generation, int hop)
+    {
+        var seconds = timeProvider.GetUtcNow().ToUnixTimeSeconds();
+        Span<byte> mac = stackalloc byte[MacLength];
+        Compute(key, generation, hop, seconds, mac);
+        Span<char> text = stackalloc char[20 + 1 + 44];
+        seconds.TryFormat(text, out var written, default, CultureInfo.InvariantCulture);
+        text[written++] = '.';
+        written += Base64Url.EncodeToChars(mac, text[written..]);
+        return new string(text[..written]);
+    }
+
+    public ProofResult Verify(ReadOnlySpan<char> proof, ReadOnlySpan<char> key, long generation, int hop)
+    {
+        if (proof.IsEmpty)
+        {
+            return ProofResult.Missing;
+        }
+
+        var dot = proof.IndexOf('.');
+        if (dot <= 0 || !long.TryParse(proof[..dot], NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var seconds))
+        {
+            return ProofResult.Malformed;
+        }
+
+        Span<byte> given = stackalloc byte[MacLength + 3];
+        if (Base64Url.DecodeFromChars(proof[(dot + 1)..], given, out _, out var length) != System.Buffers.OperationStatus.Done || length != MacLength)
+        {
+            return ProofResult.Malformed;
+        }
+
+        var now = timeProvider.GetUtcNow().ToUnixTimeSeconds();
+        if (Math.Abs(now - seconds) > _windowSeconds)
+        {
+            return ProofResult.Expired;
+        }
+
+        Span<byte> expected = stackalloc byte[MacLength];
+        Compute(key, generation, hop, seconds, expected);
+        return CryptographicOperations.FixedTimeEquals(expected, given[..MacLength]) ? ProofResult.Valid : ProofResult.Mismatch;
+    }
+
+    private void Compute(ReadOnlySpan<char> key, long generation, int hop, long seconds, Span<byte> mac)
+    {
+        var max = 64 + Encoding.UTF8.GetMaxByteCount(key.Length);
+        var rented = max > 1024 ? System.Buffers.ArrayPool<byte>.Shared.Rent(max) : null;
+        var data = rented ?? stackalloc byte[1024];
+        try
+        {
+            var n = 0;
+            "v1\n"u8.CopyTo(data);
+            n += 3;
+            hop.TryFormat(data[n..], out var w, default, CultureInfo.InvariantCulture);
+            n += w;
+            data[n++] = (byte)'\n';
+            generation.TryFormat(data[n..], out w, default, CultureInfo.InvariantCulture);
+            n += w;
+            data[n++] = (byte)'\n';
+            seconds.TryFormat(data[n..], out w, default, CultureInfo.InvariantCulture);
+            n += w;
+            data[n++] = (byte)'\n';
+            n += Encoding.UTF8.GetBytes(key, data[n..]);
+            HMACSHA256.HashData(_secret, data[..n], mac);
+        }
+        finally
+        {
+            if (rented is not null)
+            {
+                System.Buffers.ArrayPool<byte>.Shared.Return(rented);
+            }
+        }
+    }
+}
+
+/// <summary>The shard key in the <c>x-sharding-key</c> header: as is when it is visible ASCII, else <c>~</c> + base64url(UTF-8).</summary>
+internal static class KeyHeader
+{
+    public static string Encode(ReadOnlySpan<char> key)
+    {
+        var safe = key.Length > 0 && key[0] != '~';
+        foreach (var c in key)
+        {
+            if (c is < (char)0x21 or > (char)0x7E)
+            {
+                safe = false;
+                break;
+            }
+        }
+
+        if (safe)
+        {
+            return new string(key);
+        }
+
+        var bytes = Encoding.UTF8.GetBytes(key.ToArray());
+        return "~" + Base64Url.EncodeToString(bytes);
+    }
+
+    public static bool TryDecode(ReadOnlySpan<char> header, Span<char> destination, out int length)
+    {
+        length = 0;
+        if (header.IsEmpty)
+        {
+            return false;
+        }
+
+        if (header[0] != '~')
+        {
+            if (header.Length > destination.Length)
+            {
+                return false;
+            }
+
+            header.CopyTo(destination);
+            length = header.Length;
+            return true;
+        }
+
+        Span<byte> bytes = stackalloc byte[ShardKeyExtractor.MaxKeyLength * 3];
+        if (Base64Url.DecodeFromChars(header[1..], bytes, out _, out var count) != System.Buffers.OperationStatus.Done
+            || Encoding.UTF8.GetCharCount(bytes[..count]) > destination.Length)
+        {
+            return false;
+        }
+
+        length = Encoding.UTF8.GetChars(bytes[..count], destination);
+        return length > 0;
+    }
+}

@@ -1,0 +1,440 @@
+using System.Buffers;
+using System.Globalization;
+using Microsoft.Extensions.Options;
+using Sharding.Hashing;
+using Sharding.Keys;
+using Sharding.Mapping;
+using Sharding.Metrics;
+using Sharding.Sidecar.Forwarding;
+using Sharding.Sidecar.Hosting;
+
+namespace Sharding.Sidecar.Routing;
+
+/// <summary>
+/// The data plane: finds the shard key, picks the owner on the map snapshot read once, and serves locally or forwards.
+/// </summary>
+/// <remarks>
+/// (1) read the map once; (2) a request carrying <c>x-sharding-hop</c> came from a sidecar: its proof must verify (403),
+/// and its key comes from <c>x-sharding-key</c>; any other <c>x-sharding-*</c> header from outside is dropped (never copied);
+/// (3) else the key rules run, the JSON body rule last with bounded buffering (400 malformed, 413 over the limit);
+/// (4) no key → the policy's fallback (400 naming the rules, local, or a fixed member); (5) owner = map.OwnerOf(key);
+/// (6) owner is this pod → the app; else → the owner's sidecar, unless that would be a third hop (503 + Retry-After);
+/// (7) errors before the response started become 502/503/504 with a reason; every response carries
+/// <c>x-sharding-owner</c> and <c>x-sharding-generation</c>.
+/// </remarks>
+internal sealed partial class ShardRouter
+{
+    /// <summary>Sidecar-to-sidecar hops a request may take: one forward, plus one more when the receiver's map differs.</summary>
+    public const int MaxHops = 2;
+
+    private readonly ShardMapStore _store;
+    private readonly HttpForwarder _forwarder;
+    private readonly ForwardingProof _proof;
+    private readonly SidecarMetrics _metrics;
+    private readonly SidecarOptions _options;
+    private readonly ILogger<ShardRouter> _logger;
+    private readonly string _retryAfter;
+    private readonly string _appBase;
+    private MapState? _state;
+
+    public ShardRouter(
+        ShardMapStore store, HttpForwarder forwarder, ForwardingProof proof, SidecarMetrics metrics, IOptions<SidecarOptions> options,
+        ILogger<ShardRouter> logger)
+    {
+        _store = store;
+        _forwarder = forwarder;
+        _proof = proof;
+        _metrics = metrics;
+        _options = options.Value;
+        _logger = logger;
+        _retryAfter = Math.Max(1, _options.RetryAfterSeconds).ToString(CultureInfo.InvariantCulture);
+        _appBase = forwarder.AppBaseAddress;
+    }
+
+    public async Task InvokeAsync(HttpContext context)
+    {
+        // 1. One snapshot for the whole request.
+        var map = _store.Current;
+        if (map is null || map.IsEmpty)
+        {
+            await WriteErrorAsync(context, StatusCodes.Status503ServiceUnavailable, SidecarMetricNames.OutcomeNoMap,
+                map is null ? "no shard map yet" : $"the shard map of service '{map.Service}' has no members", _retryAfter, _options.PodName).ConfigureAwait(false);
+            return;
+        }
+
+        var state = StateFor(map);
+        context.Response.Headers[HeaderRules.Generation] = state.GenerationText;
+
+        // 2-6. Decide.
+        var decision = Decide(context, state);
+        byte[]? prefix = null;
+        var prefixLength = 0;
+        try
+        {
+            if (decision.Kind == DecisionKind.NeedsBody)
+            {
+                (decision, prefix, prefixLength) = await DecideFromBodyAsync(context, state).ConfigureAwait(false);
+            }
+
+            if (decision.Kind == DecisionKind.Error)
+            {
+                await WriteErrorAsync(context, decision.Status, decision.Outcome!, decision.Message!, decision.RetryAfter,
+                    decision.Owner?.Name ?? _options.PodName).ConfigureAwait(false);
+                return;
+            }
+
+            var owner = decision.Owner!;
+            var isLocal = decision.Kind == DecisionKind.Local;
+            context.Features.Set(new ShardRequestContext
+            {
+                KeyHash = decision.Hash,
+                HasKey = decision.HasKey,
+                Key = decision.KeyHeader,
+                Owner = owner,
+                Map = map,
+                Kind = isLocal ? RouteKind.Local : RouteKind.Peer,
+                Hop = decision.Hop,
+                SenderGeneration = decision.SenderGeneration,
+                ConnectionId = context.Connection.Id,
+                Protocol = context.Request.Protocol,
+            });
+            context.Response.Headers[HeaderRules.Owner] = owner.Name;
+            var body = prefix is null ? ReadOnlyMemory<byte>.Empty : prefix.AsMemory(0, prefixLength);
+            var target = isLocal
+                ? new ForwardTarget(_appBase, _options.PodName, IsPeer: false, body, Internal: null)
+                : new ForwardTarget(state.PeerBase(owner), owner.Name, IsPeer: true, body,
+                    new InternalHeaders(decision.NextHopText!, state.GenerationText, decision.KeyHeader ?? string.Empty, decision.Proof!));
+
+            var result = await _forwarder.ForwardAsync(context, target).ConfigureAwait(false);
+            await CompleteAsync(context, result, owner, isLocal).ConfigureAwait(false);
+        }
+        finally
+        {
+            if (prefix is not null)
+            {
+                ArrayPool<byte>.Shared.Return(prefix);
+            }
+        }
+    }
+
+    private async Task CompleteAsync(HttpContext context, ForwardResult result, ShardMember owner, bool isLocal)
+    {
+        switch (result.Error)
+        {
+            case ForwarderError.None:
+                _metrics.Request(isLocal ? SidecarMetricNames.OutcomeLocal : SidecarMetricNames.OutcomeForwarded);
+                return;
+            case ForwarderError.RequestCanceled or ForwarderError.ResponseBodyClient:
+                _metrics.Request(SidecarMetricNames.OutcomeClientAborted);
+                return;
+        }
+
+        if (context.Response.HasStarted)
+        {
+            _metrics.Request(SidecarMetricNames.OutcomeUpstreamError);
+            return;
+        }
+
+        var who = isLocal ? "this pod's app" : $"owner {owner.Name} ({owner.Address})";
+        var (status, outcome, message, retryAfter) = result.Error switch
+        {
+            ForwarderError.OwnerUnavailable => (StatusCodes.Status503ServiceUnavailable, SidecarMetricNames.OutcomeOwnerUnavailable,
+                $"{who} is unavailable; the key is not moved to another pod, retry later",
+                Math.Max(1, (int)Math.Ceiling(result.RetryAfter.TotalSeconds)).ToString(CultureInfo.InvariantCulture)),
+            ForwarderError.RequestTimedOut => (StatusCodes.Status504GatewayTimeout, SidecarMetricNames.OutcomeUpstreamError,
+                $"{who} did not answer within {_options.ResponseHeadersTimeout}", null),
+            ForwarderError.RequestBodyClient => (StatusCodes.Status400BadRequest, SidecarMetricNames.OutcomeBadRequest,
+                "reading the request body failed", null),
+            _ => (StatusCodes.Status502BadGateway, SidecarMetricNames.OutcomeUpstreamError, $"forwarding to {who} failed: {result.Error}", (string?)null),
+        };
+        await WriteErrorAsync(context, status, outcome, message, retryAfter, owner.Name).ConfigureAwait(false);
+    }
+
+    private Decision Decide(HttpContext context, MapState state)
+    {
+        Span<char> key = stackalloc char[ShardKeyExtractor.MaxKeyLength];
+        var headers = context.Request.Headers;
+        var hopHeader = headers[HeaderRules.Hop];
+        if (hopHeader.Count > 0)
+        {
+            return DecideForwarded(context, state, key);
+        }
+
+        var request = new HttpContextShardKeyRequest(context);
+        var status = state.Extractor.TryExtract(ref request, key, out var length);
+        return status switch
+        {
+            ShardKeyStatus.Found => Route(state, key[..length], hasKey: true, hop: 0, senderGeneration: -1),
+            ShardKeyStatus.NeedsBody => new Decision(DecisionKind.NeedsBody),
+            ShardKeyStatus.TooLong => Error(StatusCodes.Status400BadRequest, SidecarMetricNames.OutcomeBadRequest,
+                $"the shard key is longer than {ShardKeyExtractor.MaxKeyLength} characters"),
+            _ => NoKey(state, hop: 0, senderGeneration: -1),
+        };
+    }
+
+    private Decision DecideForwarded(HttpContext context, MapState state, Span<char> key)
+    {
+        // A request from another sidecar: nothing in it is trusted until its proof verifies.
+        var headers = context.Request.Headers;
+        if (!int.TryParse(headers[HeaderRules.Hop].ToString(), NumberStyles.None, CultureInfo.InvariantCulture, out var hop) || hop is < 1 or > MaxHops)
+        {
+            return Rejected(context, $"{HeaderRules.Hop} must be 1..{MaxHops}");
+        }
+
+        if (!long.TryParse(headers[HeaderRules.Generation].ToString(), NumberStyles.None, CultureInfo.InvariantCulture, out var senderGeneration))
+        {
+            return Rejected(context, $"{HeaderRules.Generation} is missing or not a number");
+        }
+
+        var keyHeader = headers[HeaderRules.Key];
+        var length = 0;
+        if (keyHeader.Count > 0 && !KeyHeader.TryDecode(keyHeader.ToString(), key, out length))
+        {
+            return Rejected(context, $"{HeaderRules.Key} is not a valid key");
+        }
+
+        var proof = _proof.Verify(headers[HeaderRules.Proof].ToString(), key[..length], senderGeneration, hop);
+        if (proof != ProofResult.Valid)
+        {
+            return Rejected(context, $"the forwarding proof ({HeaderRules.Proof}) is {proof.ToString().ToLowerInvariant()}");
+        }
+
+        // Version skew (issue 6 waits here for a newer map when senderGeneration > state.Map.Generation).
+        if (length == 0)
+        {
+            // The sender applied its no-key fallback and picked us: serve it.
+            return new Decision(DecisionKind.Local, state.Self, Hop: hop, SenderGeneration: senderGeneration);
+        }
+
+        return Route(state, key[..length], hasKey: true, hop, senderGeneration);
+    }
+
+    private Decision Rejected(HttpContext context, string reason)
+    {
+        Log.ProofRejected(_logger, context.Connection.RemoteIpAddress?.ToString() ?? "?", reason);
+        return Error(StatusCodes.Status403Forbidden, SidecarMetricNames.OutcomeRejected, $"forwarded request rejected: {reason}");
+    }
+
+    private async ValueTask<(Decision Decision, byte[]? Prefix, int Length)> DecideFromBodyAsync(HttpContext context, MapState state)
+    {
+        var limit = state.Map.KeyPolicy.MaxBodyBytes;
+        var request = context.Request;
+        var buffer = ArrayPool<byte>.Shared.Rent(request.ContentLength is long length && length < limit ? (int)length : limit);
+        var keyChars = ArrayPool<char>.Shared.Rent(ShardKeyExtractor.MaxKeyLength);
+        var filled = 0;
+        var returnBuffer = true;
+        try
+        {
+            var status = ShardKeyStatus.NeedsMoreBody;
+            int keyLength = 0;
+            string? error = null;
+
+            // Bounded: each turn adds at least one byte up to the limit, or the body ends.
+            var complete = false;
+            while (filled < limit)
+            {
+                var read = await request.Body.ReadAsync(buffer.AsMemory(filled, Math.Min(buffer.Length, limit) - filled), context.RequestAborted).ConfigureAwait(false);
+                if (read == 0)
+                {
+                    complete = true;
+                    break;
+                }
+
+                filled += read;
+                status = state.Extractor.TryExtractFromBody(buffer.AsSpan(0, filled), isFinalBlock: false, keyChars, out keyLength, out error);
+                if (status != ShardKeyStatus.NeedsMoreBody)
+                {
+                    break;
+                }
+
+                if (filled == buffer.Length && filled < limit)
+                {
+                    var larger = ArrayPool<byte>.Shared.Rent(Math.Min(limit, buffer.Length * 2));
+                    buffer.AsSpan(0, filled).CopyTo(larger);
+                    ArrayPool<byte>.Shared.Return(buffer);
+                    buffer = larger;
+                }
+            }
+
+            if (complete)
+            {
+                status = state.Extractor.TryExtractFromBody(buffer.AsSpan(0, filled), isFinalBlock: true, keyChars, out keyLength, out error);
+            }
+
+            var decision = status switch
+            {
+                ShardKeyStatus.Found => Route(state, keyChars.AsSpan(0, keyLength), hasKey: true, hop: 0, senderGeneration: -1),
+                ShardKeyStatus.MalformedBody => Error(StatusCodes.Status400BadRequest, SidecarMetricNames.OutcomeBadRequest,
+                    $"cannot read the shard key from the JSON body: {error}"),
+                ShardKeyStatus.TooLong => Error(StatusCodes.Status400BadRequest, SidecarMetricNames.OutcomeBadRequest,
+                    $"the shard key is longer than {ShardKeyExtractor.MaxKeyLength} characters"),
+                ShardKeyStatus.NeedsMoreBody => Error(StatusCodes.Status413PayloadTooLarge, SidecarMetricNames.OutcomeBadRequest,
+                    $"the JSON body's shard key was not found in its first {limit} bytes (keys.maxBodyBytes); put the key field first or raise the limit"),
+                _ => NoKey(state, hop: 0, senderGeneration: -1),
+            };
+            returnBuffer = decision.Kind == DecisionKind.Error;
+            return (decision, returnBuffer ? null : buffer, filled);
+        }
+        finally
+        {
+            ArrayPool<char>.Shared.Return(keyChars);
+            if (returnBuffer)
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+            }
+        }
+    }
+
+    private Decision NoKey(MapState state, int hop, long senderGeneration)
+    {
+        var policy = state.Map.KeyPolicy;
+        switch (policy.NoKey)
+        {
+            case NoKeyAction.ServeLocally:
+                return new Decision(DecisionKind.Local, state.Self, Hop: hop, SenderGeneration: senderGeneration);
+            case NoKeyAction.FixedMember when policy.FallbackMember is { } name && state.Map.FindMember(name) is { } member:
+                return member.Name == _options.PodName
+                    ? new Decision(DecisionKind.Local, member, Hop: hop, SenderGeneration: senderGeneration)
+                    : Peer(state, member, [], hasKey: false, 0, hop, senderGeneration);
+            default:
+                return Error(StatusCodes.Status400BadRequest, SidecarMetricNames.OutcomeNoKey,
+                    $"no shard key: no rule found one (tried {state.Extractor.RulesDescription})");
+        }
+    }
+
+    private Decision Route(MapState state, ReadOnlySpan<char> key, bool hasKey, int hop, long senderGeneration)
+    {
+        var hash = XxHash64.HashUtf8(key);
+        var owner = state.Map.OwnerOf(hash);
+        if (owner is null)
+        {
+            return Error(StatusCodes.Status503ServiceUnavailable, SidecarMetricNames.OutcomeNoMap, "the shard map has no member that owns keys", _retryAfter);
+        }
+
+        if (string.Equals(owner.Name, _options.PodName, StringComparison.Ordinal))
+        {
+            return new Decision(DecisionKind.Local, owner, hash, hasKey, Hop: hop, SenderGeneration: senderGeneration);
+        }
+
+        return Peer(state, owner, key, hasKey, hash, hop, senderGeneration);
+    }
+
+    private Decision Peer(MapState state, ShardMember owner, ReadOnlySpan<char> key, bool hasKey, ulong hash, int hop, long senderGeneration)
+    {
+        if (hop >= MaxHops)
+        {
+            Log.LoopPrevented(_logger, owner.Name, hop, senderGeneration, state.Map.Generation);
+            return Error(StatusCodes.Status503ServiceUnavailable, SidecarMetricNames.OutcomeLoopPrevented,
+                $"the shard maps disagree: after {hop} hops this pod's map (generation {state.Map.Generation}) names {owner.Name} as owner; not forwarding again",
+                _retryAfter, owner);
+        }
+
+        var nextHop = hop + 1;
+        return new Decision(DecisionKind.Peer, owner, hash, hasKey, Hop: hop, SenderGeneration: senderGeneration)
+        {
+            NextHopText = nextHop == 1 ? "1" : "2",
+            KeyHeader = hasKey ? KeyHeader.Encode(key) : null,
+            Proof = _proof.Create(key, state.Map.Generation, nextHop),
+        };
+    }
+
+    private static Decision Error(int status, string outcome, string message, string? retryAfter = null, ShardMember? owner = null) =>
+        new(DecisionKind.Error, owner) { Status = status, Outcome = outcome, Message = message, RetryAfter = retryAfter };
+
+    private async Task WriteErrorAsync(HttpContext context, int status, string outcome, string message, string? retryAfter, string owner)
+    {
+        _metrics.Request(outcome);
+        if (status >= 500)
+        {
+            Log.Unavailable(_logger, status, outcome, message);
+        }
+        else
+        {
+            Log.BadRequest(_logger, status, outcome, message);
+        }
+
+        var response = context.Response;
+        response.StatusCode = status;
+        response.Headers[HeaderRules.Owner] = owner;
+        if (retryAfter is not null)
+        {
+            response.Headers.RetryAfter = retryAfter;
+        }
+
+        response.ContentType = "text/plain; charset=utf-8";
+        await response.WriteAsync(string.Concat(message, "\n"), context.RequestAborted).ConfigureAwait(false);
+    }
+
+    private MapState StateFor(ShardMap map)
+    {
+        var state = Volatile.Read(ref _state);
+        if (state is not null && ReferenceEquals(state.Map, map))
+        {
+            return state;
+        }
+
+        var extractor = state is not null && state.Extractor.Policy.Equals(map.KeyPolicy) ? state.Extractor : new ShardKeyExtractor(map.KeyPolicy);
+        var created = new MapState(map, extractor, _options.PodName);
+        Volatile.Write(ref _state, created);
+        return created;
+    }
+
+    private enum DecisionKind
+    {
+        Local,
+        Peer,
+        NeedsBody,
+        Error,
+    }
+
+    private readonly record struct Decision(
+        DecisionKind Kind, ShardMember? Owner = null, ulong Hash = 0, bool HasKey = false, int Hop = 0, long SenderGeneration = -1)
+    {
+        public string? NextHopText { get; init; }
+
+        public string? KeyHeader { get; init; }
+
+        public string? Proof { get; init; }
+
+        public int Status { get; init; }
+
+        public string? Outcome { get; init; }
+
+        public string? Message { get; init; }
+
+        public string? RetryAfter { get; init; }
+    }
+
+    /// <summary>What the router derives once per map: the compiled key rules, the generation text, peer addresses.</summary>
+    private sealed class MapState(ShardMap map, ShardKeyExtractor extractor, string podName)
+    {
+        private readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> _peerBase = new(StringComparer.Ordinal);
+
+        public ShardMap Map { get; } = map;
+
+        public ShardKeyExtractor Extractor { get; } = extractor;
+
+        public string GenerationText { get; } = map.Generation.ToString(CultureInfo.InvariantCulture);
+
+        public ShardMember Self { get; } = map.FindMember(podName) ?? new ShardMember(podName, "127.0.0.1", 0);
+
+        public string PeerBase(ShardMember owner) => _peerBase.GetOrAdd(owner.Address, static address => "http://" + address);
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 500, EventName = "ProofRejected", Level = LogLevel.Warning,
+            Message = "Rejected a forwarded request from {Remote}: {Reason}")]
+        public static partial void ProofRejected(ILogger logger, string remote, string reason);
+
+        [LoggerMessage(EventId = 501, EventName = "LoopPrevented", Level = LogLevel.Warning,
+            Message = "Not forwarding to {Owner} again: the request already took {Hop} hops (sender generation {SenderGeneration}, ours {Generation})")]
+        public static partial void LoopPrevented(ILogger logger, string owner, int hop, long senderGeneration, long generation);
+
+        [LoggerMessage(EventId = 502, EventName = "Unavailable", Level = LogLevel.Information, Message = "Answered {Status} ({Outcome}): {Reason}")]
+        public static partial void Unavailable(ILogger logger, int status, string outcome, string reason);
+
+        [LoggerMessage(EventId = 503, EventName = "BadRequest", Level = LogLevel.Debug, Message = "Answered {Status} ({Outcome}): {Reason}")]
+        public static partial void BadRequest(ILogger logger, int status, string outcome, string reason);
+    }
+}
