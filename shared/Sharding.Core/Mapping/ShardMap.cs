@@ -173,13 +173,15 @@ public sealed class ShardMap
         {
             case MaglevTable maglev:
             {
-                var span = writer.GetSpan(maglev.Size * 4);
-                for (var i = 0; i < maglev.Size; i++)
+                // An empty table (no member with weight) has no entries at all.
+                var entries = maglev.Entries;
+                var span = writer.GetSpan(Math.Max(1, entries.Length * 4));
+                for (var i = 0; i < entries.Length; i++)
                 {
-                    BinaryPrimitives.WriteInt32LittleEndian(span.Slice(i * 4), maglev.Entries[i]);
+                    BinaryPrimitives.WriteInt32LittleEndian(span.Slice(i * 4), entries[i]);
                 }
 
-                writer.Advance(maglev.Size * 4);
+                writer.Advance(entries.Length * 4);
                 break;
             }
 
