@@ -108,8 +108,12 @@ public sealed class MaglevTable : ShardTable
             active++;
         }
 
+        // Most of the build is probing taken slots (about M ln M probes), so occupancy lives in a bitmap (8 KiB for
+        // M = 65537, it stays in L1) rather than in the 256 KiB table, and the probe loop has no unpredictable branch.
+        // Together about 25 % faster than probing the table with a wrap branch (docs/hashing.md has the figures).
         var table = new int[tableSize];
-        Array.Fill(table, -1);
+        var occupied = new ulong[(tableSize + 63) >> 6];
+        var size = (long)tableSize;
         var filled = 0;
 
         // Step 4: round-robin over members until every slot is taken. position[] is the member's current
@@ -124,20 +128,22 @@ public sealed class MaglevTable : ShardTable
                 }
 
                 target[e] += maxWeight;
-                var c = position[e];
-                while (table[c] >= 0)
+
+                // c + skip mod M without a branch: the wrap is a coin toss per probe (skip is anywhere in 1..M-1), so a
+                // branch there mispredicts about half the time.
+                var c = (long)position[e];
+                var stepBack = (long)skip[e] - size;
+                while ((occupied[c >> 6] & (1UL << (int)c)) != 0)
                 {
-                    c += skip[e];
-                    if (c >= m)
-                    {
-                        c -= m;
-                    }
+                    c += stepBack;
+                    c += size & (c >> 63);
                 }
 
+                occupied[c >> 6] |= 1UL << (int)c;
                 table[c] = memberIndex[e];
                 counts[memberIndex[e]]++;
-                c += skip[e];
-                position[e] = c >= m ? c - m : c;
+                c += stepBack;
+                position[e] = (ulong)(c + (size & (c >> 63)));
                 filled++;
             }
         }
