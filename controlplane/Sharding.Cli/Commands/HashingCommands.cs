@@ -83,13 +83,13 @@ internal static class HashingCommands
             ? [ShardAlgorithm.Maglev, ShardAlgorithm.RingHash, ShardAlgorithm.Modulo]
             : [TableArguments.Algorithm(line)];
 
+        // Build every table before printing: a bad member list (e.g. all weights 0) is a usage error with nothing on stdout.
+        var tables = algorithms.Select(a => (Algorithm: a, Before: TableArguments.Build(a, from, options), After: TableArguments.Build(a, to, options))).ToList();
         var ideal = OwnershipComparison.IdealMovedShare(from, to);
         stdout.WriteLine($"{from.Count} -> {to.Count} members, {keyCount} keys; ideal share moved {ideal:P2}");
         stdout.WriteLine($"{"algorithm",-10} {"moved",8} {"ideal",8} {"excess",8} {"balance before",15} {"balance after",14}");
-        foreach (var algorithm in algorithms)
+        foreach (var (algorithm, before, after) in tables)
         {
-            var before = TableArguments.Build(algorithm, from, options);
-            var after = TableArguments.Build(algorithm, to, options);
             var result = OwnershipComparison.Run(before, after, keyCount);
             stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"{algorithm.ToName(),-10} {result.MovedShare,8:P2} {ideal,8:P2} {result.MovedShare - ideal,8:P2} {result.BalanceBefore,15:F3} {result.BalanceAfter,14:F3}"));
