@@ -315,7 +315,7 @@ internal static class JsonKeyFinder
         {
             if (!reader.Read())
             {
-                return isFinalBlock ? Malformed("the body is empty, not a JSON object", out error) : ShardKeyStatus.NeedsMoreBody;
+                return isFinalBlock ? ShardKeyStatus.NotFound : ShardKeyStatus.NeedsMoreBody; // an empty body has no key
             }
 
             if (reader.TokenType != JsonTokenType.StartObject)

@@ -165,12 +165,16 @@ internal sealed partial class ShardRouter
         return status switch
         {
             ShardKeyStatus.Found => Route(state, key[..length], hasKey: true, hop: 0, senderGeneration: -1),
-            ShardKeyStatus.NeedsBody => new Decision(DecisionKind.NeedsBody),
+            ShardKeyStatus.NeedsBody when HasBody(context) => new Decision(DecisionKind.NeedsBody),
             ShardKeyStatus.TooLong => Error(StatusCodes.Status400BadRequest, SidecarMetricNames.OutcomeBadRequest,
                 $"the shard key is longer than {ShardKeyExtractor.MaxKeyLength} characters"),
             _ => NoKey(state, hop: 0, senderGeneration: -1),
         };
     }
+
+    private static bool HasBody(HttpContext context) =>
+        context.Request.ContentLength is long length ? length > 0
+        : context.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? false;
 
     private Decision DecideForwarded(HttpContext context, MapState state, Span<char> key)
     {

@@ -1,0 +1,150 @@
+using System.Buffers.Binary;
+using System.Net;
+using System.Net.WebSockets;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.Logging;
+using Sharding.Sidecar.Hosting;
+
+namespace Sharding.Sidecar.Tests.Infrastructure;
+
+/// <summary>
+/// A tiny app behind a sidecar: answers <c>{instance}|{x-shard-key}|{method} {target}|{body bytes}|{x-sharding-* it saw}</c>,
+/// plus SSE, WebSocket echo, gRPC-framed unary/server streaming, large upload/download. Listens on HTTP/1.1 and h2c.
+/// </summary>
+internal sealed class EchoApp : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+
+    private EchoApp(string name, WebApplication app)
+    {
+        Name = name;
+        _app = app;
+    }
+
+    public string Name { get; }
+
+    public int Port { get; private set; }
+
+    /// <summary>Released by a test to let the SSE endpoint send its second event (proves per-event flushing).</summary>
+    public TaskCompletionSource SseGate { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public static async Task<EchoApp> StartAsync(string name)
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        ListenOptions? bound = null;
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.Limits.MaxRequestBodySize = null;
+            k.Listen(IPAddress.Loopback, 0, l =>
+            {
+                l.UseHttp1AndHttp2PriorKnowledge();
+                bound = l;
+            });
+        });
+        var app = builder.Build();
+        var echo = new EchoApp(name, app);
+        app.UseWebSockets();
+        app.Run(echo.HandleAsync);
+        await app.StartAsync();
+        echo.Port = bound!.IPEndPoint!.Port;
+        return echo;
+    }
+
+    private async Task HandleAsync(HttpContext context)
+    {
+        var request = context.Request;
+        var path = request.Path.Value ?? "/";
+        if (path == "/ws" && context.WebSockets.IsWebSocketRequest)
+        {
+            using var socket = await context.WebSockets.AcceptWebSocketAsync();
+            var buffer = new byte[4096];
+            while (true)
+            {
+                var result = await socket.ReceiveAsync(buffer, context.RequestAborted);
+                if (result.MessageType == WebSocketMessageType.Close)
+                {
+                    await socket.CloseAsync(WebSocketCloseStatus.NormalClosure, "bye", context.RequestAborted);
+                    return;
+                }
+
+                var reply = System.Text.Encoding.UTF8.GetBytes($"{Name}:{System.Text.Encoding.UTF8.GetString(buffer, 0, result.Count)}");
+                await socket.SendAsync(reply, WebSocketMessageType.Text, true, context.RequestAborted);
+            }
+        }
+
+        if (path == "/sse")
+        {
+            context.Response.ContentType = "text/event-stream";
+            await context.Response.WriteAsync($"data: {Name} 1\n\n");
+            await context.Response.Body.FlushAsync();
+            await SseGate.Task.WaitAsync(TimeSpan.FromSeconds(20));
+            await context.Response.WriteAsync($"data: {Name} 2\n\n");
+            return;
+        }
+
+        if (path.StartsWith("/grpc/", StringComparison.Ordinal))
+        {
+            await GrpcAsync(context, streaming: path.EndsWith("/Stream", StringComparison.Ordinal));
+            return;
+        }
+
+        if (path == "/download")
+        {
+            var size = long.Parse(request.Query["size"]!, System.Globalization.CultureInfo.InvariantCulture);
+            context.Response.ContentLength = size;
+            var chunk = new byte[64 * 1024];
+            for (long sent = 0; sent < size; sent += chunk.Length)
+            {
+                await context.Response.Body.WriteAsync(chunk.AsMemory(0, (int)Math.Min(chunk.Length, size - sent)));
+            }
+
+            return;
+        }
+
+        long bytes = 0;
+        var readBuffer = new byte[64 * 1024];
+        int read;
+        while ((read = await request.Body.ReadAsync(readBuffer)) > 0)
+        {
+            bytes += read;
+        }
+
+        var seen = string.Join(",", request.Headers.Keys.Where(static k => k.StartsWith("x-sharding-", StringComparison.OrdinalIgnoreCase)).Order(StringComparer.Ordinal));
+        await context.Response.WriteAsync($"{Name}|{request.Headers["x-shard-key"]}|{request.Method} {request.Path}{request.QueryString}|{bytes}|{seen}|{request.Protocol}");
+    }
+
+    /// <summary>gRPC framing: 1 byte compressed flag, 4 bytes big-endian length, payload; status in trailers.</summary>
+    private async Task GrpcAsync(HttpContext context, bool streaming)
+    {
+        using var body = new MemoryStream();
+        await context.Request.Body.CopyToAsync(body);
+        var frame = body.ToArray();
+        var length = BinaryPrimitives.ReadInt32BigEndian(frame.AsSpan(1, 4));
+        var message = System.Text.Encoding.UTF8.GetString(frame, 5, length);
+        context.Response.ContentType = "application/grpc";
+        var count = streaming ? 5 : 1;
+        for (var i = 0; i < count; i++)
+        {
+            var payload = System.Text.Encoding.UTF8.GetBytes($"{Name}:{message}:{i}");
+            var header = new byte[5];
+            BinaryPrimitives.WriteInt32BigEndian(header.AsSpan(1), payload.Length);
+            await context.Response.Body.WriteAsync(header);
+            await context.Response.Body.WriteAsync(payload);
+            await context.Response.Body.FlushAsync();
+        }
+
+        context.Response.AppendTrailer("grpc-status", "0");
+        context.Response.AppendTrailer("grpc-message", "ok");
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        SseGate.TrySetResult();
+        await _app.StopAsync();
+        await _app.DisposeAsync();
+    }
+}
