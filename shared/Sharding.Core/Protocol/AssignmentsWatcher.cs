@@ -192,8 +192,9 @@ public sealed partial class AssignmentsWatcher : IAsyncDisposable
         AutomaticDecompression = DecompressionMethods.None,
         ConnectTimeout = options.ConnectTimeout,
         EnableMultipleHttp2Connections = true,
-        KeepAlivePingDelay = options.PingInterval,
-        KeepAlivePingTimeout = options.IdleTimeout,
+        // HTTP/2 PINGs underneath the application pings (SocketsHttpHandler accepts 1 s at least).
+        KeepAlivePingDelay = options.PingInterval < TimeSpan.FromSeconds(1) ? TimeSpan.FromSeconds(1) : options.PingInterval,
+        KeepAlivePingTimeout = options.IdleTimeout < TimeSpan.FromSeconds(1) ? TimeSpan.FromSeconds(1) : options.IdleTimeout,
         KeepAlivePingPolicy = HttpKeepAlivePingPolicy.WithActiveRequests,
         PooledConnectionIdleTimeout = TimeSpan.FromSeconds(30),
     };

@@ -149,7 +149,10 @@ public static class GrpcClient
             message.Headers.TryAddWithoutValidation(GrpcProtocol.TimeoutHeader, GrpcProtocol.FormatTimeout(d));
         }
 
-        var response = await invoker.SendAsync(message, cancellationToken).ConfigureAwait(false);
+        // HttpClient.SendAsync would buffer the whole (endless) response by default: ask for headers only.
+        var response = invoker is HttpClient client
+            ? await client.SendAsync(message, HttpCompletionOption.ResponseHeadersRead, cancellationToken).ConfigureAwait(false)
+            : await invoker.SendAsync(message, cancellationToken).ConfigureAwait(false);
         try
         {
             if (response.StatusCode != HttpStatusCode.OK)

@@ -1,0 +1,59 @@
+using Google.Protobuf;
+using Sharding.Mapping;
+using Sharding.Protocol;
+using Sharding.Protocol.V1;
+
+namespace Sharding.ControlPlane.Tests.Protocol;
+
+public sealed class ShardMapCodecTests
+{
+    private static ShardMap Map(int members, long generation, int size = 65537) =>
+        ShardMap.Create("svc", generation, Enumerable.Range(0, members).Select(i => new ShardMember($"svc-{i}", $"127.0.0.1:{15100 + i}")), tableOptions: new() { MaglevTableSize = size });
+
+    [Fact]
+    public void Apply_SnapshotThenDelta_SameTablesAsLeader()
+    {
+        var before = Map(10, 5);
+        var after = Map(11, 6);
+        var snapshot = ShardMapUpdate.Parser.ParseFrom(ShardMapCodec.ToSnapshot(before, 1, "leader", 0).ToByteArray());
+        var received = ShardMapCodec.Apply(snapshot, null);
+        Assert.Equal(before.Checksum, received.Checksum);
+        Assert.Equal(5, received.Generation);
+
+        var delta = ShardMapCodec.ToDelta(before, after, 1, "leader", 0)!;
+        Assert.Equal(UpdateKind.Delta, delta.Kind);
+        Assert.InRange(delta.ChangedEntries.Count / 2, 1, 65537 / 5);
+        Assert.True(delta.CalculateSize() * 2 < snapshot.CalculateSize());
+        var next = ShardMapCodec.Apply(delta, received);
+        Assert.Equal(after.Checksum, next.Checksum);
+        Assert.Equal(6, next.Generation);
+    }
+
+    [Fact]
+    public void Apply_CorruptedDeltaEntry_ChecksumMismatch()
+    {
+        var before = Map(10, 5, 251);
+        var delta = ShardMapCodec.ToDelta(before, Map(11, 6, 251), 1, null, 0)!;
+        delta.ChangedEntries[1] = (delta.ChangedEntries[1] + 1) % 11;
+        var ex = Assert.Throws<ShardMapUpdateException>(() => ShardMapCodec.Apply(delta, before));
+        Assert.Equal(ShardMapUpdateError.ChecksumMismatch, ex.Error);
+    }
+
+    [Fact]
+    public void Apply_CorruptedChecksum_ChecksumMismatch()
+    {
+        var update = ShardMapCodec.ToSnapshot(Map(3, 1, 251), 1, null, 0);
+        update.Checksum ^= 1;
+        Assert.Equal(ShardMapUpdateError.ChecksumMismatch, Assert.Throws<ShardMapUpdateException>(() => ShardMapCodec.Apply(update, null)).Error);
+    }
+
+    [Fact]
+    public void Apply_DeltaOnWrongBase_BaseMismatch()
+    {
+        var delta = ShardMapCodec.ToDelta(Map(3, 1, 251), Map(4, 2, 251), 1, null, 0)!;
+        Assert.Equal(ShardMapUpdateError.BaseMismatch, Assert.Throws<ShardMapUpdateException>(() => ShardMapCodec.Apply(delta, Map(3, 7, 251))).Error);
+    }
+
+    [Fact]
+    public void ToDelta_TableSizeChanged_NullSoSnapshot() => Assert.Null(ShardMapCodec.ToDelta(Map(3, 1, 251), Map(3, 2, 257), 1, null, 0));
+}
