@@ -19,6 +19,11 @@ internal static class ShardCtl
           owner   --members a,b,c [--weights ...] [--size M] [--algorithm ...] --key K [--key K2 ...]
           compare --from a,b,c --to a,b,c,d [--keys N] [--algorithm ...] [--size M]
 
+          lookup  --control-plane URL --service S --key K       owner of K from the control plane's directory (HTTP port)
+          map     --control-plane URL --service S               the service's shard map (members, generation, checksum)
+          watch   --control-plane URL[,URL2] --service S [--count N] [--timeout 30s]
+                                                            subscribe like a sidecar (gRPC port) and print each generation
+
         Ring hash also takes --min-ring and --max-ring (Envoy's minimum_ring_size and maximum_ring_size).
         """;
 
@@ -28,6 +33,9 @@ internal static class ShardCtl
             ["hash"] = (["key", "seed"], [], HashingCommands.Hash),
             ["table"] = ([.. TableArguments.OptionNames, "format"], [], HashingCommands.Table),
             ["owner"] = ([.. TableArguments.OptionNames, "key"], [], HashingCommands.Owner),
+            ["lookup"] = (ControlPlaneCommands.LookupOptions, [], ControlPlaneCommands.Lookup),
+            ["map"] = (ControlPlaneCommands.MapOptions, [], ControlPlaneCommands.Map),
+            ["watch"] = (ControlPlaneCommands.WatchOptions, [], ControlPlaneCommands.Watch),
             ["compare"] = (["from", "to", "weights", "keys", "size", "algorithm", "min-ring", "max-ring"], [], HashingCommands.Compare),
         };
 
