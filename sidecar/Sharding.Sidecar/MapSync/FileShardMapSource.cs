@@ -76,7 +76,7 @@ internal sealed partial class FileShardMapSource(
         }
 
         // Each load gets a higher generation than the map it replaces.
-        if (!StaticMapFile.TryParse(text, store.Generation + 1, out var map, out var error))
+        if (!StaticMapFile.TryParse(text, Math.Max(store.Generation + 1, 1), out var map, out var error))
         {
             metrics.MapLoaded(ok: false);
             Log.MapFileInvalid(logger, path, error!, store.Generation);

@@ -1,0 +1,62 @@
+using System.Net;
+using Sharding.Sidecar.Tests.Infrastructure;
+using Sharding.Sidecar.Tests.Routing;
+using Sharding.Testing;
+
+namespace Sharding.Sidecar.Tests.Hosting;
+
+[Collection(ClusterGroup.Name)]
+public sealed class AdminAndProtocolTests(ClusterFixture fixture)
+{
+    private Cluster Cluster => fixture.Cluster;
+
+    [Fact]
+    public async Task AdminPort_ServesHealthReadinessMapAndMetrics()
+    {
+        using var client = Cluster.Client(http2: false);
+        var sidecar = Cluster.Sidecars[1];
+        using var warm = Cluster.Request(HttpMethod.Get, $"http://127.0.0.1:{sidecar.Port}/a");
+        warm.Headers.Add("x-shard-key", "warm");
+        (await client.SendAsync(warm)).Dispose();
+
+        Assert.Equal("ok\n", await client.GetStringAsync($"http://127.0.0.1:{sidecar.AdminPort}/healthz"));
+        Assert.StartsWith("ok: service echo generation 1", await client.GetStringAsync($"http://127.0.0.1:{sidecar.AdminPort}/readyz"), StringComparison.Ordinal);
+        var map = await client.GetStringAsync($"http://127.0.0.1:{sidecar.AdminPort}/v1/map");
+        Assert.Contains("\"self\": \"pod-1\"", map, StringComparison.Ordinal);
+        Assert.Contains("\"json:$.account.id\"", map, StringComparison.Ordinal);
+        using var metrics = await client.GetAsync($"http://127.0.0.1:{sidecar.AdminPort}/metrics");
+        Assert.Equal("text/plain; version=0.0.4; charset=utf-8", metrics.Content.Headers.ContentType?.ToString());
+        var text = await metrics.Content.ReadAsStringAsync();
+        Assert.Contains("sharding_sidecar_requests_total{outcome=", text, StringComparison.Ordinal);
+        Assert.Contains("sharding_sidecar_forward_duration_seconds_bucket", text, StringComparison.Ordinal);
+        Assert.Contains("sharding_sidecar_map_generation", text, StringComparison.Ordinal);
+
+        // The data port does not serve admin paths: they are ordinary keyed requests there.
+        using var data = await client.GetAsync($"http://127.0.0.1:{sidecar.Port}/metrics");
+        Assert.Equal(HttpStatusCode.BadRequest, data.StatusCode);
+    }
+
+    [RequiresToolFact("curl", "curl")]
+    public async Task Curl_Http2PriorKnowledge_AndHttp11_OnTheSamePort()
+    {
+        var port = Cluster.Sidecars[0].Port;
+        var h2 = await ProcessRunner.RunAsync("curl", ["-sS", "--http2-prior-knowledge", "-H", "x-shard-key: curl-key", "-w", "\n%{http_version}", $"http://127.0.0.1:{port}/c"]);
+        Assert.Equal(0, h2.ExitCode);
+        Assert.EndsWith("\n2", h2.StandardOutput, StringComparison.Ordinal);
+        Assert.StartsWith(Cluster.OwnerOf("curl-key") + "|curl-key|", h2.StandardOutput, StringComparison.Ordinal);
+        var h1 = await ProcessRunner.RunAsync("curl", ["-sS", "--http1.1", "-H", "x-shard-key: curl-key", "-w", "\n%{http_version}", $"http://127.0.0.1:{port}/c"]);
+        Assert.Equal(0, h1.ExitCode);
+        Assert.EndsWith("\n1.1", h1.StandardOutput, StringComparison.Ordinal);
+    }
+
+    [RequiresToolFact("nghttp", "nghttp2-client")]
+    public async Task Nghttp_PriorKnowledge_SeesHttp2FramesAndTheOwnerHeader()
+    {
+        var port = Cluster.Sidecars[0].Port;
+        var result = await ProcessRunner.RunAsync("nghttp", ["-v", "-H", "x-shard-key: nghttp-key", $"http://127.0.0.1:{port}/n"], timeout: TimeSpan.FromSeconds(30));
+        Assert.Equal(0, result.ExitCode);
+        Assert.Contains("recv SETTINGS frame", result.StandardOutput, StringComparison.Ordinal);
+        Assert.Contains($"x-sharding-owner: {Cluster.OwnerOf("nghttp-key")}", result.StandardOutput, StringComparison.Ordinal);
+        Assert.Contains($"{Cluster.OwnerOf("nghttp-key")}|nghttp-key|GET /n|0||HTTP/", result.StandardOutput, StringComparison.Ordinal);
+    }
+}
