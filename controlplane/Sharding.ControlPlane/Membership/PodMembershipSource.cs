@@ -50,7 +50,7 @@ internal sealed partial class PodMembershipSource : IMembershipSource
 
     public async IAsyncEnumerable<MembershipSnapshot> WatchAsync([EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        var inbox = Channel.CreateUnbounded<InformerEvent<Pod>?>(new UnboundedChannelOptions { SingleReader = true });
+        var inbox = Channel.CreateUnbounded<InformerEvent<Pod>?>();
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var informer = new ResourceInformer<Pod>(_source, _informerOptions, _timeProvider, _logger);
         var pump = Task.Run(
