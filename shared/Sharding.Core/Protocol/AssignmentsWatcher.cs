@@ -108,6 +108,12 @@ public sealed partial class AssignmentsWatcher : IAsyncDisposable
     /// <summary>Raised when <see cref="Status"/> changes.</summary>
     public event Action<AssignmentsWatcherStatus>? StatusChanged;
 
+    /// <summary>
+    /// Raised when a stream attempt fails (on the watcher's loop, before reconnecting), with the cause: a
+    /// <see cref="GrpcCallException"/> carries the server's status, e.g. <see cref="GrpcStatusCode.NotFound"/> for an unknown service.
+    /// </summary>
+    public event Action<Exception>? StreamFailed;
+
     /// <summary>The followed service's store (single-service mode).</summary>
     /// <exception cref="InvalidOperationException">The watcher follows every service: use <see cref="GetStore"/>.</exception>
     public ShardMapStore Store => !string.IsNullOrEmpty(_options.Service)
@@ -279,6 +285,7 @@ public sealed partial class AssignmentsWatcher : IAsyncDisposable
             _urlIndex++;
             UpdateStatus(s => s with { Connected = false, LastError = ex.Message, LastErrorAt = _options.TimeProvider.GetUtcNow() });
             Log.StreamFailed(_logger, url, ex.Message, ex is GrpcCallException or ShardMapUpdateException ? null : ex);
+            StreamFailed?.Invoke(ex);
             if (!delivered || ex is ShardMapUpdateException)
             {
                 throw;
