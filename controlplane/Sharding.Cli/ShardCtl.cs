@@ -1,4 +1,5 @@
 using Sharding.Cli.Commands;
+using Sharding.Cli.Demo;
 
 namespace Sharding.Cli;
 
@@ -24,6 +25,9 @@ internal static class ShardCtl
           watch   --control-plane URL[,URL2] --service S [--count N] [--timeout 30s]
                                                             subscribe like a sidecar (gRPC port) and print each generation
 
+          demo    [--pods 3] [--duration 60s] [--workers 4] [--streams 30] [--keep] [--work-dir DIR]
+                  a local cluster on 127.0.0.1 under load: scale out, leader failover, scale in, summary
+
         Ring hash also takes --min-ring and --max-ring (Envoy's minimum_ring_size and maximum_ring_size).
         """;
 
@@ -36,6 +40,7 @@ internal static class ShardCtl
             ["lookup"] = (ControlPlaneCommands.LookupOptions, [], ControlPlaneCommands.Lookup),
             ["map"] = (ControlPlaneCommands.MapOptions, [], ControlPlaneCommands.Map),
             ["watch"] = (ControlPlaneCommands.WatchOptions, [], ControlPlaneCommands.Watch),
+            ["demo"] = (["pods", "duration", "workers", "streams", "work-dir"], ["keep"], DemoCommand.Run),
             ["compare"] = (["from", "to", "weights", "keys", "size", "algorithm", "min-ring", "max-ring"], [], HashingCommands.Compare),
         };
 
