@@ -1,0 +1,105 @@
+using System.Net;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
+using Sharding.ControlPlane.Injection;
+using Sharding.ControlPlane.Leadership;
+using Sharding.ControlPlane.Membership;
+using Sharding.Kubernetes;
+
+namespace Sharding.ControlPlane.Hosting;
+
+/// <summary>Kubernetes mode: Lease election, pod membership, the injection webhook (HTTPS) and its caBundle loop.</summary>
+internal static class KubernetesServiceCollectionExtensions
+{
+    /// <summary>Whether <c>Sharding:Mode</c> selects Kubernetes mode.</summary>
+    public static bool IsKubernetesMode(IConfiguration configuration) =>
+        string.Equals(configuration["Sharding:Mode"], "Kubernetes", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>
+    /// Replaces the local-mode seams with the Kubernetes ones and adds the webhook's HTTPS listener. Call after the core
+    /// registrations; then call <see cref="MapKubernetesEndpoints"/> on the built app.
+    /// </summary>
+    public static IServiceCollection AddKubernetesMode(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.TryAddSingleton(TimeProvider.System);
+        services.TryAddSingleton(static sp => KubernetesClientConfiguration.Load(sp.GetRequiredService<TimeProvider>()));
+        services.TryAddSingleton(static sp => new KubernetesClient(sp.GetRequiredService<KubernetesClientConfiguration>()));
+
+        services.AddOptions<LeaseElectionOptions>().Bind(configuration.GetSection(LeaseElectionOptions.Section)).ValidateOnStart();
+        services.AddSingleton<IConfigureOptions<LeaseElectionOptions>, ConfigureFromDownwardApi>();
+        services.AddSingleton<IValidateOptions<LeaseElectionOptions>, LeaseElectionOptionsValidator>();
+        services.AddOptions<PodMembershipOptions>().Bind(configuration.GetSection(PodMembershipOptions.Section));
+        services.AddOptions<SidecarInjectionOptions>().Bind(configuration.GetSection(SidecarInjectionOptions.Section));
+        services.AddSingleton<IConfigureOptions<SidecarInjectionOptions>, ConfigureFromDownwardApi>();
+
+        services.Replace(ServiceDescriptor.Singleton<ILeaderElector, LeaseLeaderElector>());
+        services.Replace(ServiceDescriptor.Singleton<IMembershipSource>(static sp =>
+        {
+            var options = sp.GetRequiredService<IOptions<PodMembershipOptions>>();
+            var source = new PodListWatchSource(
+                sp.GetRequiredService<KubernetesClient>(), options.Value.Namespace, PodMembershipOptions.ServiceLabel, options.Value.WatchTimeoutSeconds);
+            return new PodMembershipSource(source, options, sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<PodMembershipSource>>());
+        }));
+
+        services.AddSingleton<SidecarInjector>();
+        services.AddSingleton<WebhookCertificates>();
+        services.AddHostedService<CaBundleSynchronizer>();
+
+        // The webhook listens on its own HTTPS port with the generated certificate (the apiserver only calls webhooks over TLS).
+        services.AddSingleton<IConfigureOptions<KestrelServerOptions>, ConfigureWebhookListener>();
+        return services;
+    }
+
+    /// <summary>Maps <c>POST /mutate</c>, restricted to the webhook's HTTPS port.</summary>
+    public static IEndpointRouteBuilder MapKubernetesEndpoints(this IEndpointRouteBuilder endpoints)
+    {
+        var port = endpoints.ServiceProvider.GetRequiredService<IOptions<SidecarInjectionOptions>>().Value.WebhookPort;
+        endpoints.MapSidecarInjection(requireHost: "*:" + port.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        return endpoints;
+    }
+
+    /// <summary>Defaults from the downward API (POD_NAME, POD_NAMESPACE, POD_IP) and the service-account namespace file.</summary>
+    private sealed class ConfigureFromDownwardApi(IConfiguration configuration) : IConfigureOptions<LeaseElectionOptions>, IConfigureOptions<SidecarInjectionOptions>
+    {
+        public void Configure(LeaseElectionOptions options)
+        {
+            options.Identity ??= Environment.GetEnvironmentVariable("POD_NAME") ?? Environment.MachineName;
+            options.Namespace ??= Namespace();
+            if (options.LeaderUrl is null && Environment.GetEnvironmentVariable("POD_IP") is { Length: > 0 } ip)
+            {
+                var port = new Uri(configuration["Sharding:ControlPlane:HttpUrl"] ?? "http://0.0.0.0:8080").Port;
+                options.LeaderUrl = $"http://{(ip.Contains(':', StringComparison.Ordinal) ? $"[{ip}]" : ip)}:{port}";
+            }
+        }
+
+        public void Configure(SidecarInjectionOptions options)
+        {
+            if (configuration[SidecarInjectionOptions.Section + ":ServiceNamespace"] is null && Namespace() is { } ns)
+            {
+                options.ServiceNamespace = ns;
+            }
+        }
+
+        private static string? Namespace()
+        {
+            if (Environment.GetEnvironmentVariable("POD_NAMESPACE") is { Length: > 0 } ns)
+            {
+                return ns;
+            }
+
+            var file = Path.Combine(KubernetesClientConfiguration.ServiceAccountDirectory, "namespace");
+            return File.Exists(file) ? File.ReadAllText(file).Trim() : null;
+        }
+    }
+
+    private sealed class ConfigureWebhookListener(IOptions<SidecarInjectionOptions> options, WebhookCertificates certificates) : IConfigureOptions<KestrelServerOptions>
+    {
+        public void Configure(KestrelServerOptions kestrel) =>
+            kestrel.Listen(IPAddress.IPv6Any, options.Value.WebhookPort, listen =>
+            {
+                listen.Protocols = HttpProtocols.Http1AndHttp2;
+                listen.UseHttps(https => https.ServerCertificateSelector = (_, _) => certificates.ServerCertificate);
+            });
+    }
+}
