@@ -269,11 +269,12 @@ internal sealed partial class HttpForwarder : IDisposable
         HeaderRules.CopyResponseHeaders(response, clientResponse, target.IsPeer, isUpgrade: false);
         context.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
 
-        // 7. The body: unknown length means a stream (SSE, gRPC, long poll): send headers now, flush every write.
+        // 7. The body: unknown length means it may be a stream (SSE, gRPC, long poll): flush every write. Event streams and
+        // gRPC also get their headers at once (a client waits on them); other responses send headers with the first bytes.
         var streaming = response.Content.Headers.ContentLength is null;
         try
         {
-            if (streaming)
+            if (streaming && IsEventStreamOrGrpc(response.Content.Headers.ContentType?.MediaType))
             {
                 await clientResponse.StartAsync(cancellationToken).ConfigureAwait(false);
             }
@@ -396,6 +397,10 @@ internal sealed partial class HttpForwarder : IDisposable
             _ => IsGrpc(request) ? Http2 : Http11,
         };
     }
+
+    private static bool IsEventStreamOrGrpc(string? mediaType) =>
+        mediaType is not null && (mediaType.Equals("text/event-stream", StringComparison.OrdinalIgnoreCase)
+                                  || mediaType.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase));
 
     private static bool IsGrpc(HttpRequest request) =>
         request.ContentType is { } type && type.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase);

@@ -14,7 +14,7 @@ namespace Sharding.Sidecar.Hosting;
 /// connection middleware runs before Kestrel's HTTP middleware: it peeks at the first bytes without consuming them; when
 /// they are the HTTP/2 client preface (RFC 9113 §3.4, <c>PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n</c>) it sets Kestrel's per-connection
 /// protocol override (its internal <c>HttpProtocolsFeature</c>, the one the TLS/SNI path uses) to HTTP/2, else leaves the
-/// endpoint's HTTP/1.1 choice. Decided at the first byte that differs from the preface, so HTTP/1.1 costs nothing extra.
+/// endpoint's HTTP/1.1. Decided at the first byte that differs from the preface, so HTTP/1.1 costs nothing extra.
 /// The feature is internal to Kestrel, so it is found by reflection once at start; <see cref="IsSupported"/> says whether it
 /// was found (the sidecar refuses to start otherwise rather than silently dropping h2c).
 /// </remarks>
@@ -42,7 +42,8 @@ internal static class Http2PriorKnowledge
                 $"This Kestrel version has no {FeatureTypeName}; HTTP/1.1 and h2c cannot share a port. Use TLS (ALPN) or a separate HTTP/2 port.");
         }
 
-        listenOptions.Protocols = HttpProtocols.Http1AndHttp2;
+        // The endpoint says HTTP/1.1 (so Kestrel does not warn that h2c needs TLS); the override below says HTTP/2 per connection.
+        listenOptions.Protocols = HttpProtocols.Http1;
         listenOptions.Use(static next => connection => DetectAsync(connection, next));
         return listenOptions;
     }

@@ -45,7 +45,7 @@ internal sealed class SidecarOptions
     /// <summary>Which HTTP version the sidecar speaks to the app.</summary>
     /// <value><see cref="AppProtocol.Http1"/>: every app speaks it; HTTP/2 requests (gRPC) go out as HTTP/2 prior knowledge
     /// anyway because gRPC needs it; choose <see cref="AppProtocol.Auto"/> to mirror the client's version always.</value>
-    public AppProtocol AppProtocol { get; set; } = AppProtocol.Auto;
+    public AppProtocol AppProtocol { get; set; } = AppProtocol.Http1;
 
     /// <summary>The static shard-map file (JSON or YAML), watched for changes. Required until the control-plane subscription lands.</summary>
     public string? MapFile { get; set; }

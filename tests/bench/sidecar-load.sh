@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# Load benchmark of the sidecar against the app directly, HAProxy and nginx, all on 127.0.0.1 (not a test).
+#
+#   tests/bench/sidecar-load.sh [SECONDS_PER_ROW]      (default 10)
+#
+# Starts (Release builds): two BenchApps (pod-0, pod-1), a sidecar beside each on one static map, HAProxy
+# (balance hdr(x-shard-key) + hash-type consistent) and nginx (hash $http_x_shard_key consistent) in front of the same
+# apps; then for each row runs wrk (HTTP/1.1) and h2load (HTTP/2 prior knowledge) for SECONDS_PER_ROW and prints
+# req/s, p50 and p99 with each row's ratio to the direct row. Everything it starts is killed at the end.
+# Needs: dotnet, wrk, h2load (nghttp2-client), haproxy, nginx, curl, python3.
+set -euo pipefail
+
+DURATION="${1:-10}"
+CONNECTIONS="${CONNECTIONS:-32}"
+H2_CONNECTIONS="${H2_CONNECTIONS:-4}"
+H2_STREAMS="${H2_STREAMS:-8}"
+THREADS="${THREADS:-1}"
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+WORK="$(mktemp -d /tmp/sharding-bench.XXXXXX)"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_port() { for _ in $(seq 1 200); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+
+echo "building Release into $WORK ..." >&2
+dotnet build -c Release "$ROOT/sidecar/Sharding.Sidecar" -o "$WORK/sidecar" -v q -nologo >/dev/null
+dotnet build -c Release "$ROOT/tests/bench/BenchApp" -o "$WORK/app" -v q -nologo >/dev/null
+
+APP0=$(free_port); APP0H2=$(free_port); APP1=$(free_port); APP1H2=$(free_port)
+SC0=$(free_port); SC1=$(free_port); ADM0=$(free_port); ADM1=$(free_port)
+HAP=$(free_port); NGX=$(free_port); NGXH2=$(free_port)
+
+"$WORK/app/BenchApp" pod-0 "$APP0" "$APP0H2" & PIDS+=($!)
+"$WORK/app/BenchApp" pod-1 "$APP1" "$APP1H2" & PIDS+=($!)
+
+cat > "$WORK/map.yaml" <<YAML
+service: bench
+algorithm: maglev
+members:
+  - { name: pod-0, address: "127.0.0.1:$SC0" }
+  - { name: pod-1, address: "127.0.0.1:$SC1" }
+keys:
+  rules: [ "header:x-shard-key" ]
+YAML
+
+start_sidecar() { # name port admin app
+  Sidecar__PodName="$1" Sidecar__ListenAddress=127.0.0.1 Sidecar__AdminListenAddress=127.0.0.1 Sidecar__Port="$2" \
+  Sidecar__AdminPort="$3" Sidecar__AppPort="$4" Sidecar__MapFile="$WORK/map.yaml" \
+  Sidecar__ForwardingSecret="bench-secret-0123456789abcdef" Logging__LogLevel__Default=Warning \
+  DOTNET_TieredPGO=1 "$WORK/sidecar/Sharding.Sidecar" > "$WORK/$1.log" 2>&1 &
+  PIDS+=($!)
+}
+start_sidecar pod-0 "$SC0" "$ADM0" "$APP0"
+start_sidecar pod-1 "$SC1" "$ADM1" "$APP1"
+
+cat > "$WORK/haproxy.cfg" <<CFG
+global
+  maxconn 4096
+  nbthread 2
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$HAP
+  default_backend apps
+backend apps
+  balance hdr(x-shard-key)
+  hash-type consistent
+  server pod-0 127.0.0.1:$APP0
+  server pod-1 127.0.0.1:$APP1
+CFG
+haproxy -db -f "$WORK/haproxy.cfg" > "$WORK/haproxy.log" 2>&1 & PIDS+=($!)
+
+mkdir -p "$WORK/nginx"
+cat > "$WORK/nginx.conf" <<CFG
+worker_processes 2;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  http2_max_requests 10000000;
+  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx; fastcgi_temp_path $WORK/nginx;
+  uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
+  upstream apps {
+    hash \$http_x_shard_key consistent;
+    server 127.0.0.1:$APP0;
+    server 127.0.0.1:$APP1;
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:$NGX;
+    listen 127.0.0.1:$NGXH2 http2;
+    location / {
+      proxy_pass http://apps;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+CFG
+nginx -c "$WORK/nginx.conf" -p "$WORK/nginx" > "$WORK/nginx.log" 2>&1 & PIDS+=($!)
+
+for p in $APP0 $APP0H2 $APP1 $APP1H2 $SC0 $SC1 $HAP $NGX $NGXH2; do wait_port "$p"; done
+for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$ADM0/readyz" >/dev/null && curl -fs "http://127.0.0.1:$ADM1/readyz" >/dev/null && break; sleep 0.1; done
+
+# A key each pod owns, asked of the sidecar itself (x-sharding-owner).
+owner_of() { curl -s -o /dev/null -D - -H "x-shard-key: $1" "http://127.0.0.1:$SC0/" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-sharding-owner"{print $2}'; }
+KEY0=""; KEY1=""
+for i in $(seq 1 200); do
+  o=$(owner_of "bench-$i")
+  [[ -z "$KEY0" && "$o" == pod-0 ]] && KEY0="bench-$i"
+  [[ -z "$KEY1" && "$o" == pod-1 ]] && KEY1="bench-$i"
+  [[ -n "$KEY0" && -n "$KEY1" ]] && break
+done
+# HAProxy and nginx hash differently: use, for them, the key whichever pod it lands on (one hop either way).
+echo "key owned by pod-0: $KEY0, by pod-1: $KEY1" >&2
+
+run_wrk() { # url key -> "rps p50ms p99ms"
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "x-shard-key: $2" "$1" > "$WORK/wrk.out" 2>&1 || true
+  python3 - "$WORK/wrk.out" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+def ms(v):
+    n, u = re.match(r"([\d.]+)(\w+)", v).groups(); n = float(n)
+    return n / 1000 if u == "us" else n * 1000 if u == "s" else n
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+p50 = ms(re.search(r"50%\s+(\S+)", text).group(1)); p99 = ms(re.search(r"99%\s+(\S+)", text).group(1))
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+print(f"{rps:.0f} {p50:.3f} {p99:.3f} {errors.group(1) if errors else 0}")
+PY
+}
+
+run_h2load() { # url key -> "rps p50ms p99ms"
+  rm -f "$WORK/h2.log"
+  h2load -D "$DURATION" -c "$H2_CONNECTIONS" -m "$H2_STREAMS" -t "$THREADS" -H "x-shard-key: $2" --log-file="$WORK/h2.log" "$1" > "$WORK/h2.out" 2>&1 || true
+  python3 - "$WORK/h2.out" "$WORK/h2.log" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", text).group(1))
+durations = sorted(int(line.split()[2]) for line in open(sys.argv[2]) if line.strip())
+pick = lambda q: durations[min(len(durations) - 1, int(q * len(durations)))] / 1000.0
+bad = len([1 for line in open(sys.argv[2]) if line.split()[1] != "200"])
+print(f"{rps:.0f} {pick(0.5):.3f} {pick(0.99):.3f} {bad}")
+PY
+}
+
+declare -A RESULT
+row() { # name h1url h2url key
+  # Warm up (JIT tiering, connection pools) without measuring.
+  wrk -t1 -c"$CONNECTIONS" -d2s -H "x-shard-key: $4" "$2" >/dev/null 2>&1 || true
+  h2load -D 2 -c "$H2_CONNECTIONS" -m "$H2_STREAMS" -H "x-shard-key: $4" "$3" >/dev/null 2>&1 || true
+  RESULT["$1,h1"]=$(run_wrk "$2" "$4")
+  RESULT["$1,h2"]=$(run_h2load "$3" "$4")
+  echo "$1 done: h1 ${RESULT["$1,h1"]} / h2 ${RESULT["$1,h2"]}" >&2
+}
+
+row "app direct"            "http://127.0.0.1:$APP0/" "http://127.0.0.1:$APP0H2/" "$KEY0"
+row "sidecar, owned"        "http://127.0.0.1:$SC0/"  "http://127.0.0.1:$SC0/"    "$KEY0"
+row "sidecar, forwarded"    "http://127.0.0.1:$SC0/"  "http://127.0.0.1:$SC0/"    "$KEY1"
+row "haproxy"               "http://127.0.0.1:$HAP/"  "http://127.0.0.1:$HAP/"    "$KEY0"
+row "nginx"                 "http://127.0.0.1:$NGX/"  "http://127.0.0.1:$NGXH2/"  "$KEY0"
+
+python3 - "$DURATION" "$CONNECTIONS" "$H2_CONNECTIONS" "$H2_STREAMS" <<PY
+import sys
+rows = ["app direct", "sidecar, owned", "sidecar, forwarded", "haproxy", "nginx"]
+data = {
+$(for r in "app direct" "sidecar, owned" "sidecar, forwarded" "haproxy" "nginx"; do for p in h1 h2; do echo "  (\"$r\", \"$p\"): \"${RESULT["$r,$p"]}\","; done; done)
+}
+d, c, hc, hm = sys.argv[1:]
+print(f"\n{d} s per cell; HTTP/1.1: wrk -c{c}; HTTP/2: h2load -c{hc} -m{hm} (prior knowledge); 127.0.0.1; ratios vs. app direct\n")
+print("| path | proto | req/s | ×direct | p50 ms | p99 ms | p99 ×direct | non-2xx |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
+for proto, label in (("h1", "HTTP/1.1"), ("h2", "HTTP/2")):
+    base = [float(x) for x in data[("app direct", proto)].split()]
+    for r in rows:
+        rps, p50, p99, bad = [float(x) for x in data[(r, proto)].split()]
+        print(f"| {r} | {label} | {rps:,.0f} | {rps / base[0]:.2f} | {p50:.2f} | {p99:.2f} | {p99 / base[2]:.2f} | {int(bad)} |")
+PY
