@@ -1,0 +1,271 @@
+using System.Text;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+using Sharding.ControlPlane.Injection;
+using Sharding.Kubernetes;
+using Sharding.Testing;
+using Sharding.Testing.Kubernetes;
+
+namespace Sharding.ControlPlane.Tests.Injection;
+
+public sealed class SidecarInjectorTests
+{
+    private static readonly string Fixtures = Path.Combine(RepositoryPaths.Root, "..", "shared", "k8s-fixtures", "webhook", "received");
+    private readonly SidecarInjector _injector = new(Options.Create(new SidecarInjectionOptions { Image = "sidecar:test" }));
+
+    private static JsonObject Review(JsonObject pod, string operation = "CREATE") => new()
+    {
+        ["apiVersion"] = "admission.k8s.io/v1",
+        ["kind"] = "AdmissionReview",
+        ["request"] = new JsonObject
+        {
+            ["uid"] = "uid-1",
+            ["kind"] = new JsonObject { ["group"] = "", ["version"] = "v1", ["kind"] = "Pod" },
+            ["operation"] = operation,
+            ["namespace"] = "shop",
+            ["object"] = pod,
+        },
+    };
+
+    private static JsonObject Pod(JsonObject? labels = null, JsonObject? annotations = null, params string[] containers)
+    {
+        var metadata = new JsonObject { ["name"] = "sharded-svc-0", ["namespace"] = "shop" };
+        if (labels is not null)
+        {
+            metadata["labels"] = labels;
+        }
+
+        if (annotations is not null)
+        {
+            metadata["annotations"] = annotations;
+        }
+
+        return new JsonObject
+        {
+            ["kind"] = "Pod",
+            ["apiVersion"] = "v1",
+            ["metadata"] = metadata,
+            ["spec"] = new JsonObject
+            {
+                ["containers"] = new JsonArray([.. (containers.Length == 0 ? ["app"] : containers).Select(n => (JsonNode)new JsonObject
+                {
+                    ["name"] = n,
+                    ["image"] = "app:1",
+                    ["ports"] = new JsonArray(new JsonObject { ["containerPort"] = 7000 }),
+                })]),
+            },
+        };
+    }
+
+    private (AdmissionResponse Response, JsonObject? Patched) Run(JsonObject review)
+    {
+        var result = _injector.Review(Encoding.UTF8.GetBytes(review.ToJsonString()));
+        Assert.Equal(200, result.StatusCode);
+        var response = result.Review!.Response!;
+        Assert.Equal("uid-1", response.Uid);
+        if (response.Patch is null)
+        {
+            return (response, null);
+        }
+
+        Assert.Equal("JSONPatch", response.PatchType);
+        var patch = (JsonArray)JsonNode.Parse(response.Patch)!;
+        return (response, (JsonObject)JsonPatch.Apply(review["request"]!["object"]!, patch));
+    }
+
+    [Fact]
+    public void Review_OptedInByLabel_AddsSidecarAndServiceLabel()
+    {
+        var pod = Pod(new JsonObject { ["sharding.dev/inject"] = "true" }, new JsonObject { ["sharding.dev/service"] = "carts" });
+        var (response, patched) = Run(Review(pod));
+
+        Assert.True(response.Allowed);
+        Assert.Equal("carts", (string?)patched!["metadata"]!["labels"]!["sharding.dev/service"]);
+        var containers = patched["spec"]!["containers"]!.AsArray();
+        Assert.Equal(["app", "sharding-sidecar"], containers.Select(c => (string?)c!["name"]));
+        var sidecar = containers[1]!;
+        Assert.Equal("sidecar:test", (string?)sidecar["image"]);
+        Assert.Equal(15100, (int?)sidecar["ports"]![0]!["containerPort"]);
+        Assert.Equal(15101, (int?)sidecar["readinessProbe"]!["httpGet"]!["port"]);
+        Assert.Equal(15101, (int?)sidecar["livenessProbe"]!["httpGet"]!["port"]);
+        var env = sidecar["env"]!.AsArray().ToDictionary(e => (string)e!["name"]!, e => e);
+        Assert.Equal("metadata.name", (string?)env["POD_NAME"]!["valueFrom"]!["fieldRef"]!["fieldPath"]);
+        Assert.Equal("metadata.namespace", (string?)env["POD_NAMESPACE"]!["valueFrom"]!["fieldRef"]!["fieldPath"]);
+        Assert.Equal("status.podIP", (string?)env["POD_IP"]!["valueFrom"]!["fieldRef"]!["fieldPath"]);
+        Assert.Equal("7000", (string?)env["SHARDING_APP_PORT"]!["value"]);
+        Assert.Equal("carts", (string?)env["SHARDING_SERVICE"]!["value"]);
+        Assert.NotNull(sidecar["resources"]!["requests"]);
+    }
+
+    [Fact]
+    public void Review_LabelKeyWithSlash_IsEscapedAsTilde1()
+    {
+        var pod = Pod(new JsonObject { ["sharding.dev/inject"] = "true", ["app"] = "carts" });
+        var result = _injector.Review(Encoding.UTF8.GetBytes(Review(pod).ToJsonString()));
+        var patchText = Encoding.UTF8.GetString(result.Review!.Response!.Patch!);
+        Assert.Contains("/metadata/labels/sharding.dev~1service", patchText, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Review_OptedInByAnnotationWithoutLabels_CreatesLabelsMap()
+    {
+        var pod = Pod(annotations: new JsonObject { ["sharding.dev/inject"] = "true", ["sharding.dev/service"] = "docs", ["sharding.dev/app-port"] = "9000" });
+        var (_, patched) = Run(Review(pod));
+        Assert.Equal("docs", (string?)patched!["metadata"]!["labels"]!["sharding.dev/service"]);
+        var env = patched["spec"]!["containers"]![1]!["env"]!.AsArray();
+        Assert.Equal("9000", (string?)env.Single(e => (string?)e!["name"] == "SHARDING_APP_PORT")!["value"]);
+    }
+
+    [Fact]
+    public void Review_StatefulSetPod_ServiceFromOwner()
+    {
+        var pod = Pod(new JsonObject { ["sharding.dev/inject"] = "true" });
+        pod["metadata"]!["ownerReferences"] = new JsonArray(new JsonObject { ["kind"] = "StatefulSet", ["name"] = "sharded-svc", ["controller"] = true });
+        var (_, patched) = Run(Review(pod));
+        Assert.Equal("sharded-svc", (string?)patched!["metadata"]!["labels"]!["sharding.dev/service"]);
+    }
+
+    [Fact]
+    public void Review_DeploymentPod_ServiceFromReplicaSetWithoutHash()
+    {
+        var pod = Pod(new JsonObject { ["sharding.dev/inject"] = "true", ["pod-template-hash"] = "7d9f8c" });
+        pod["metadata"]!["ownerReferences"] = new JsonArray(new JsonObject { ["kind"] = "ReplicaSet", ["name"] = "web-7d9f8c", ["controller"] = true });
+        var (_, patched) = Run(Review(pod));
+        Assert.Equal("web", (string?)patched!["metadata"]!["labels"]!["sharding.dev/service"]);
+    }
+
+    [Fact]
+    public void Review_NotOptedIn_AllowedWithoutPatch()
+    {
+        var (response, patched) = Run(Review(Pod(new JsonObject { ["app"] = "x" })));
+        Assert.True(response.Allowed);
+        Assert.Null(patched);
+        Assert.Null(response.PatchType);
+    }
+
+    [Fact]
+    public void Review_AlreadyInjected_AllowedWithoutPatch()
+    {
+        var (response, patched) = Run(Review(Pod(new JsonObject { ["sharding.dev/inject"] = "true", ["app"] = "x" }, null, "app", "sharding-sidecar")));
+        Assert.True(response.Allowed);
+        Assert.Null(patched);
+    }
+
+    [Fact]
+    public void Review_AppliedTwice_SecondPassIsNoOp()
+    {
+        var review = Review(Pod(new JsonObject { ["sharding.dev/inject"] = "true", ["app"] = "x" }));
+        var (_, patched) = Run(review);
+        review["request"]!["object"] = patched;
+        var (response, again) = Run(review);
+        Assert.True(response.Allowed);
+        Assert.Null(again);
+    }
+
+    [Fact]
+    public void Review_UpdateOperation_NotPatched()
+    {
+        var (response, patched) = Run(Review(Pod(new JsonObject { ["sharding.dev/inject"] = "true", ["app"] = "x" }), "UPDATE"));
+        Assert.True(response.Allowed);
+        Assert.Null(patched);
+    }
+
+    [Fact]
+    public void Review_NoServiceDerivable_DeniedWithClearMessage()
+    {
+        var (response, _) = Run(Review(Pod(new JsonObject { ["sharding.dev/inject"] = "true" })));
+        Assert.False(response.Allowed);
+        Assert.Equal(400, response.Status!.Code);
+        Assert.Contains("sharding.dev/service", response.Status.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("not json", "not JSON")]
+    [InlineData("[1,2]", "not an AdmissionReview")]
+    [InlineData("{\"kind\":\"AdmissionReview\",\"apiVersion\":\"admission.k8s.io/v1beta1\",\"request\":{\"uid\":\"u\"}}", "admissionReviewVersions")]
+    [InlineData("{\"kind\":\"AdmissionReview\",\"apiVersion\":\"admission.k8s.io/v1\"}", "request.uid")]
+    public void Review_Malformed_Http400WithMessage(string body, string expected)
+    {
+        var result = _injector.Review(Encoding.UTF8.GetBytes(body));
+        Assert.Equal(400, result.StatusCode);
+        Assert.Contains(expected, result.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Review_PodWithoutContainers_DeniedNotCrashed()
+    {
+        var pod = new JsonObject { ["kind"] = "Pod", ["metadata"] = new JsonObject { ["labels"] = new JsonObject { ["sharding.dev/inject"] = "true" } } };
+        var (response, _) = Run(Review(pod));
+        Assert.False(response.Allowed);
+        Assert.Contains("spec.containers", response.Status!.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Review_RecordedApiServerRequest_InjectsAndAnswersInRecordedShape()
+    {
+        var path = Path.Combine(Fixtures, "01-valid.request.json");
+        Assert.True(File.Exists(path), "fixture missing: " + path);
+        var body = File.ReadAllBytes(path);
+        var request = JsonNode.Parse(body)!;
+        var result = _injector.Review(body);
+        Assert.Equal(200, result.StatusCode);
+
+        // The recorded answer's shape: apiVersion, kind, response{uid, allowed, patchType, patch}.
+        var answer = JsonNode.Parse(System.Text.Json.JsonSerializer.Serialize(result.Review!, KubernetesJsonContext.Default.AdmissionReview))!.AsObject();
+        var recorded = JsonNode.Parse(File.ReadAllText(Path.Combine(Fixtures, "01-valid.response.json")))!.AsObject();
+        Assert.Equal(recorded.Select(p => p.Key).Order(), answer.Select(p => p.Key).Order());
+        Assert.Equal(recorded["response"]!.AsObject().Select(p => p.Key).Order(), answer["response"]!.AsObject().Select(p => p.Key).Order());
+        Assert.Equal((string?)request["request"]!["uid"], (string?)answer["response"]!["uid"]);
+
+        var patched = JsonPatch.Apply(request["request"]!["object"]!, (JsonArray)JsonNode.Parse(result.Review!.Response!.Patch)!);
+        Assert.Equal(["app", "sharding-sidecar"], patched["spec"]!["containers"]!.AsArray().Select(c => (string?)c!["name"]));
+        Assert.Equal("sharded-inject", (string?)patched["metadata"]!["labels"]!["sharding.dev/service"]);
+    }
+}
+
+public sealed class CaBundleSynchronizerTests
+{
+    [Fact]
+    public async Task SyncOnceAsync_PatchesEveryWebhookOnceAndKeepsOtherCas()
+    {
+        await using var server = await FakeKubernetesApiServer.StartAsync();
+        using var client = server.CreateClient();
+        var other = "-----BEGIN CERTIFICATE-----\nMIIBother\n-----END CERTIFICATE-----";
+        server.Create("mutatingwebhookconfigurations", null, new JsonObject
+        {
+            ["metadata"] = new JsonObject { ["name"] = "sharding-sidecar-injector" },
+            ["webhooks"] = new JsonArray(
+                new JsonObject { ["name"] = "inject.sharding.dev", ["clientConfig"] = new JsonObject { ["caBundle"] = Convert.ToBase64String(Encoding.UTF8.GetBytes(other)) } },
+                new JsonObject { ["name"] = "inject-ns.sharding.dev", ["clientConfig"] = new JsonObject { ["service"] = new JsonObject { ["name"] = "x" } } }),
+        });
+        var options = Options.Create(new SidecarInjectionOptions());
+        using var certificates = new WebhookCertificates(options, TimeProvider.System);
+        var sync = new CaBundleSynchronizer(client, certificates, options, TimeProvider.System, NullLogger<CaBundleSynchronizer>.Instance);
+
+        Assert.True(await sync.SyncOnceAsync(CancellationToken.None));
+        Assert.False(await sync.SyncOnceAsync(CancellationToken.None));
+
+        var stored = server.Get("mutatingwebhookconfigurations", null, "sharding-sidecar-injector")!;
+        foreach (var webhook in stored["webhooks"]!.AsArray())
+        {
+            var bundle = Encoding.UTF8.GetString(Convert.FromBase64String((string)webhook!["clientConfig"]!["caBundle"]!));
+            Assert.Contains(certificates.CaBundlePem.Trim(), bundle, StringComparison.Ordinal);
+            Assert.Contains("MIIBother", bundle, StringComparison.Ordinal);
+        }
+
+        Assert.Single(server.Requests, r => r.StartsWith("PATCH", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void WebhookCertificates_ServingCertificate_ChainsToCaAndNamesService()
+    {
+        var options = new SidecarInjectionOptions { ServiceName = "sharding-controlplane", ServiceNamespace = "sharding-system" };
+        using var certificates = new WebhookCertificates(Options.Create(options), TimeProvider.System);
+        Assert.True(certificates.ServerCertificate.HasPrivateKey);
+        Assert.True(certificates.ServerCertificate.MatchesHostname("sharding-controlplane.sharding-system.svc"));
+        Assert.True(KubernetesClient.ValidateAgainst([certificates.Authority], certificates.ServerCertificate, System.Net.Security.SslPolicyErrors.RemoteCertificateChainErrors));
+        using var stranger = new WebhookCertificates(Options.Create(options), TimeProvider.System);
+        Assert.False(KubernetesClient.ValidateAgainst([stranger.Authority], certificates.ServerCertificate, System.Net.Security.SslPolicyErrors.None));
+    }
+}
