@@ -307,6 +307,11 @@ internal static class JsonKeyFinder
     {
         length = 0;
         error = null;
+        if (json.IsEmpty)
+        {
+            return isFinalBlock ? ShardKeyStatus.NotFound : ShardKeyStatus.NeedsMoreBody; // an empty body has no key
+        }
+
         var reader = new Utf8JsonReader(json, isFinalBlock, default);
 
         // `matched` path segments lead to the object we are in; its properties sit at depth matched + 1.

@@ -1,0 +1,91 @@
+using System.Diagnostics.Metrics;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+using Sharding.Hashing;
+using Sharding.Keys;
+using Sharding.Mapping;
+using Sharding.Sidecar.Forwarding;
+using Sharding.Sidecar.Hosting;
+using Sharding.Sidecar.MapSync;
+
+namespace Sharding.Sidecar.Tests.MapSync;
+
+public sealed class FileShardMapSourceTests
+{
+    private const string Good = """
+        service: docs
+        algorithm: ring
+        members:
+          - { name: docs-1, address: "10.0.0.2:15100", weight: 2 }
+          - { name: docs-0, address: "10.0.0.1:15100" }
+        keys:
+          rules: [ "path:/docs/{key}", "header:x-doc" ]
+          noKey: fixedMember
+          fallbackMember: docs-0
+          maxBodyBytes: 1024
+        """;
+
+    [Fact]
+    public void Parse_Yaml_BuildsTheMap()
+    {
+        Assert.True(StaticMapFile.TryParse(Good, 3, out var map, out var error), error);
+        Assert.Equal("docs", map!.Service);
+        Assert.Equal(3, map.Generation);
+        Assert.Equal(ShardAlgorithm.RingHash, map.Algorithm);
+        Assert.Equal(["docs-0", "docs-1"], map.Members.Select(m => m.Name));
+        Assert.Equal(2u, map.FindMember("docs-1")!.Weight);
+        Assert.Equal("path:/docs/{key}, header:x-doc", map.KeyPolicy.DescribeRules());
+        Assert.Equal(NoKeyAction.FixedMember, map.KeyPolicy.NoKey);
+        Assert.Equal(1024, map.KeyPolicy.MaxBodyBytes);
+    }
+
+    [Fact]
+    public void Parse_Json_BuildsTheMap()
+    {
+        const string json = """{"service":"s","members":[{"name":"a","address":"127.0.0.1:1"}],"keys":{"rules":["query:t"]}}""";
+        Assert.True(StaticMapFile.TryParse(json, 1, out var map, out var error), error);
+        Assert.Equal(ShardAlgorithm.Maglev, map!.Algorithm);
+        Assert.Equal("query:t", map.KeyPolicy.DescribeRules());
+    }
+
+    [Theory]
+    [InlineData("members: []", "'service' is missing; 'members' is empty")]
+    [InlineData("service: s\nalgorithm: fancy\nmembers: [{name: a, address: x}]", "'algorithm: fancy' is unknown")]
+    [InlineData("service: s\nmembers: [{name: a}]", "members[0] needs a name and an address")]
+    [InlineData("service: s\nmembers: [{name: a, address: x}]\nkeys: {rules: [\"body:$.a\"]}", "keys.rules: key rule 'body:$.a' has unknown kind 'body'")]
+    [InlineData("service: s\nmembers: [{name: a, address: x}]\nkeys: {noKey: fixedMember}", "needs 'keys.fallbackMember'")]
+    [InlineData("service: [unclosed", "not valid YAML/JSON at line 1")]
+    public void Parse_Bad_SaysWhat(string text, string expected)
+    {
+        Assert.False(StaticMapFile.TryParse(text, 1, out _, out var error));
+        Assert.Contains(expected, error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Load_BadEditKeepsTheLastGoodMap_GoodEditGetsAHigherGeneration()
+    {
+        var path = Path.Combine(Directory.CreateTempSubdirectory("sharding-map-").FullName, "map.yaml");
+        File.WriteAllText(path, Good);
+        var options = Options.Create(new SidecarOptions { PodName = "docs-0", MapFile = path });
+        var store = new ShardMapStore();
+        using var services = new ServiceCollection().AddMetrics().BuildServiceProvider();
+        var metrics = new SidecarMetrics(services.GetRequiredService<IMeterFactory>(), store, new OwnerCircuitStates());
+        var source = new FileShardMapSource(options, metrics, TimeProvider.System, NullLogger<FileShardMapSource>.Instance);
+
+        Assert.True(source.Load(path, store));
+        Assert.Equal(1, store.Generation);
+
+        File.WriteAllText(path, "service: docs\nmembers: [");
+        Assert.False(source.Load(path, store));
+        Assert.Equal(1, store.Generation);
+        Assert.Equal(2, store.Current!.Members.Length);
+
+        File.WriteAllText(path, Good.Replace("weight: 2", "weight: 3", StringComparison.Ordinal));
+        Assert.True(source.Load(path, store));
+        Assert.Equal(2, store.Generation);
+        Assert.Equal(3u, store.Current!.FindMember("docs-1")!.Weight);
+
+        Assert.False(source.Load(path, store)); // unchanged text: no new generation
+    }
+}
