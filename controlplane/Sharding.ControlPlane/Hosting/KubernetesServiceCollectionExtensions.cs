@@ -12,9 +12,10 @@ namespace Sharding.ControlPlane.Hosting;
 /// <summary>Kubernetes mode: Lease election, pod membership, the injection webhook (HTTPS) and its caBundle loop.</summary>
 internal static class KubernetesServiceCollectionExtensions
 {
-    /// <summary>Whether <c>Sharding:Mode</c> selects Kubernetes mode.</summary>
+    /// <summary>Whether <c>Sharding:Mode</c> (or the core options' <c>ControlPlane:Mode</c>) selects Kubernetes mode.</summary>
     public static bool IsKubernetesMode(IConfiguration configuration) =>
-        string.Equals(configuration["Sharding:Mode"], "Kubernetes", StringComparison.OrdinalIgnoreCase);
+        string.Equals(configuration["Sharding:Mode"], "Kubernetes", StringComparison.OrdinalIgnoreCase)
+        || string.Equals(configuration["ControlPlane:Mode"], "Kubernetes", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>
     /// Replaces the local-mode seams with the Kubernetes ones and adds the webhook's HTTPS listener. Call after the core
