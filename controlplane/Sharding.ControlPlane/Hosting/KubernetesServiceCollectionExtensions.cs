@@ -69,7 +69,7 @@ internal static class KubernetesServiceCollectionExtensions
             options.Namespace ??= Namespace();
             if (options.LeaderUrl is null && Environment.GetEnvironmentVariable("POD_IP") is { Length: > 0 } ip)
             {
-                var port = new Uri(configuration["Sharding:ControlPlane:HttpUrl"] ?? "http://0.0.0.0:8080").Port;
+                var port = new Uri(configuration["ControlPlane:HttpUrl"] ?? "http://0.0.0.0:8080").Port;
                 options.LeaderUrl = $"http://{(ip.Contains(':', StringComparison.Ordinal) ? $"[{ip}]" : ip)}:{port}";
             }
         }
