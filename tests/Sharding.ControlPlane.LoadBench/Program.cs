@@ -107,10 +107,13 @@ try
     Console.WriteLine($"{subscribers} subscribers connected and applied the first snapshot in {connectClock.ElapsedMilliseconds} ms");
     var lastAll = new List<double>();
     var p50s = new List<double>();
+    var p99s = new List<double>();
     for (var round = 0; round < rounds; round++)
     {
         await Task.Delay(300);
         var generation = applied.Max();
+        controlPlane.Refresh();
+        var cpuBefore = (Server: controlPlane.TotalProcessorTime, Bench: Process.GetCurrentProcess().TotalProcessorTime);
         var edited = Stopwatch.GetTimestamp();
         WriteMembers(Members + ((round % 2) == 0 ? 1 : 0));
         if (!await AllAt(generation + 1, TimeSpan.FromSeconds(30)))
@@ -119,6 +122,9 @@ try
             return 1;
         }
 
+        controlPlane.Refresh();
+        var serverCpu = (controlPlane.TotalProcessorTime - cpuBefore.Server).TotalMilliseconds;
+        var benchCpu = (Process.GetCurrentProcess().TotalProcessorTime - cpuBefore.Bench).TotalMilliseconds;
         var latencies = appliedAt.Select(t => Stopwatch.GetElapsedTime(edited, t).TotalMilliseconds).Order().ToArray();
         var p50 = latencies[latencies.Length / 2];
         var p99 = latencies[(int)Math.Ceiling(latencies.Length * 0.99) - 1];
@@ -127,9 +133,12 @@ try
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"round {round}: leader publish → applied (fan-out only): p50 {fanOut[fanOut.Length / 2]:0} ms, p99 {fanOut[(int)Math.Ceiling(fanOut.Length * 0.99) - 1]:0} ms"));
         p50s.Add(p50);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"round {round}: file edit → applied by subscriber: p50 {p50:0.0} ms, p99 {p99:0.0} ms, last {latencies[^1]:0.0} ms"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"round {round}: CPU during the round: control plane {serverCpu:0} ms, subscribers (this process) {benchCpu:0} ms"));
+        p99s.Add(p99);
     }
 
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"summary: {subscribers} subscribers, 100↔101 members, M=65537: median p50 {p50s.Order().ElementAt(p50s.Count / 2):0.0} ms, worst 'last subscriber' {lastAll.Max():0.0} ms (includes file-change detection, poll 50 ms, debounce 0)"));
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"p99 per round (ms): {string.Join(", ", p99s.Select(p => p.ToString("0.0", CultureInfo.InvariantCulture)))}; min {p99s.Min():0.0}, median {p99s.Order().ElementAt(p99s.Count / 2):0.0}"));
     Console.WriteLine($"bytes per update: snapshot {Interlocked.Read(ref snapshotBytes)} B, delta {Interlocked.Read(ref deltaBytes)} B");
     foreach (var watcher in watchers)
     {

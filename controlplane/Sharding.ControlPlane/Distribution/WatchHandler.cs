@@ -1,3 +1,5 @@
+using System.Buffers;
+using System.IO.Pipelines;
 using Google.Protobuf;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Options;
@@ -17,6 +19,11 @@ namespace Sharding.ControlPlane.Distribution;
 ///   frame when the subscriber holds exactly its base (generation and checksum), otherwise the shared snapshot frame. An all-services
 ///   subscriber gets one PING right after the first burst (its "in sync" marker).</item>
 /// <item>Waits for the next publication or the ping interval; pings keep dead streams detectable on both sides.</item>
+/// <item>Frames go into <see cref="HttpResponse.BodyWriter"/> (a copy of the shared bytes, no per-subscriber encoding), then one flush
+///   per wake-up. Every subscriber has its own loop, so a slow one never delays the others; it only skips generations (it gets the
+///   newest as a delta or snapshot once it drains). A flush that stays blocked by HTTP/2 flow control for the stall timeout (four ping
+///   intervals, at least <see cref="MinStallTimeout"/>) resets the stream with ENHANCE_YOUR_CALM, which gRPC clients read as
+///   RESOURCE_EXHAUSTED: the subscriber reconnects and gets a snapshot, and the replica does not hold its buffers forever.</item>
 /// <item>Ends with OK never by itself; DEADLINE_EXCEEDED at <c>grpc-timeout</c>, UNAVAILABLE on shutdown (subscribers reconnect to
 ///   another replica), nothing when the client reset the stream (RST_STREAM → RequestAborted).</item>
 /// </list>
@@ -30,6 +37,12 @@ internal sealed partial class WatchHandler(
     TimeProvider timeProvider,
     ILogger<WatchHandler> logger)
 {
+    /// <summary>The shortest stall timeout (a subscriber asking for very frequent pings is not cut for a short pause).</summary>
+    internal static readonly TimeSpan MinStallTimeout = TimeSpan.FromSeconds(1);
+
+    // RFC 9113 §7: ENHANCE_YOUR_CALM; grpc/doc/PROTOCOL-HTTP2.md maps it to RESOURCE_EXHAUSTED.
+    private const int EnhanceYourCalm = 0xb;
+
     private readonly ControlPlaneOptions _options = options.Value;
 
     public async Task HandleAsync(HttpContext context)
@@ -106,13 +119,18 @@ internal sealed partial class WatchHandler(
         {
             response.StatusCode = StatusCodes.Status200OK;
             await response.StartAsync(token).ConfigureAwait(false);
-            await response.Body.FlushAsync(token).ConfigureAwait(false);
-            reason = await StreamAsync(response.Body, watch, all, ping, token).ConfigureAwait(false);
+            await response.BodyWriter.FlushAsync(token).ConfigureAwait(false);
+            reason = await StreamAsync(response.BodyWriter, watch, all, ping, token).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (token.IsCancellationRequested)
         {
             reason = context.RequestAborted.IsCancellationRequested ? "client_cancelled"
                 : deadline.IsCancellationRequested ? "deadline" : "shutdown";
+        }
+        catch (OperationCanceledException)
+        {
+            // The stall timer fired inside a flush: the subscriber did not read for too long.
+            reason = "too_slow";
         }
         catch (Exception ex) when (ex is IOException or InvalidOperationException)
         {
@@ -126,6 +144,19 @@ internal sealed partial class WatchHandler(
 
         switch (reason)
         {
+            case "too_slow":
+                metrics.StreamReset(reason);
+                Log.SubscriberTooSlow(logger, watch.Pod, all ? "*" : service, remote);
+                if (context.Features.Get<IHttpResetFeature>() is { } reset)
+                {
+                    reset.Reset(EnhanceYourCalm);
+                }
+                else
+                {
+                    context.Abort();
+                }
+
+                break;
             case "deadline":
                 metrics.StreamReset(reason);
                 response.AppendTrailer(GrpcProtocol.StatusHeader, ((int)GrpcStatusCode.DeadlineExceeded).ToString(System.Globalization.CultureInfo.InvariantCulture));
@@ -141,7 +172,7 @@ internal sealed partial class WatchHandler(
         }
     }
 
-    private async Task<string> StreamAsync(Stream body, WatchRequest watch, bool all, TimeSpan pingInterval, CancellationToken token)
+    private async Task<string> StreamAsync(PipeWriter body, WatchRequest watch, bool all, TimeSpan pingInterval, CancellationToken token)
     {
         // What the subscriber holds, per service: (generation, checksum).
         var held = new Dictionary<string, (long Generation, ulong Checksum)>(StringComparer.Ordinal);
@@ -150,6 +181,9 @@ internal sealed partial class WatchHandler(
             held[watch.Service] = ((long)watch.KnownGeneration, watch.KnownChecksum);
         }
 
+        var stallTimeout = pingInterval * 4 < MinStallTimeout ? MinStallTimeout : pingInterval * 4;
+        using var stall = new CancellationTokenSource(Timeout.InfiniteTimeSpan, timeProvider);
+        using var flushLinked = CancellationTokenSource.CreateLinkedTokenSource(token, stall.Token);
         var first = true;
         for (long iteration = 0; iteration < long.MaxValue && !token.IsCancellationRequested; iteration++)
         {
@@ -159,12 +193,12 @@ internal sealed partial class WatchHandler(
             {
                 foreach (var publication in registry.All)
                 {
-                    wrote |= await SendIfNewerAsync(body, publication, held, token).ConfigureAwait(false);
+                    wrote |= WriteIfNewer(body, publication, held);
                 }
             }
             else if (registry.TryGet(watch.Service, out var publication))
             {
-                wrote |= await SendIfNewerAsync(body, publication, held, token).ConfigureAwait(false);
+                wrote |= WriteIfNewer(body, publication, held);
             }
             else if (registry.IsSynced)
             {
@@ -174,13 +208,13 @@ internal sealed partial class WatchHandler(
             if (first && all && registry.IsSynced)
             {
                 first = false;
-                await SendPingAsync(body, token).ConfigureAwait(false);
+                WritePing(body);
                 wrote = true;
             }
 
             if (wrote)
             {
-                await body.FlushAsync(token).ConfigureAwait(false);
+                await FlushAsync(body, stall, stallTimeout, flushLinked.Token).ConfigureAwait(false);
             }
 
             try
@@ -189,16 +223,27 @@ internal sealed partial class WatchHandler(
             }
             catch (TimeoutException)
             {
-                await SendPingAsync(body, token).ConfigureAwait(false);
-                await body.FlushAsync(token).ConfigureAwait(false);
+                WritePing(body);
+                await FlushAsync(body, stall, stallTimeout, flushLinked.Token).ConfigureAwait(false);
             }
         }
 
         return "ended";
     }
 
-    private async ValueTask<bool> SendIfNewerAsync(
-        Stream body, Publication publication, Dictionary<string, (long Generation, ulong Checksum)> held, CancellationToken token)
+    /// <summary>One flush, cancelled when HTTP/2 flow control keeps it blocked for <paramref name="stallTimeout"/>.</summary>
+    private static async ValueTask FlushAsync(PipeWriter body, CancellationTokenSource stall, TimeSpan stallTimeout, CancellationToken token)
+    {
+        stall.CancelAfter(stallTimeout);
+        var result = await body.FlushAsync(token).ConfigureAwait(false);
+        stall.CancelAfter(Timeout.InfiniteTimeSpan);
+        if (result.IsCanceled || result.IsCompleted)
+        {
+            throw new OperationCanceledException("the response was completed or its flush cancelled");
+        }
+    }
+
+    private bool WriteIfNewer(PipeWriter body, Publication publication, Dictionary<string, (long Generation, ulong Checksum)> held)
     {
         var map = publication.Map;
         var has = held.TryGetValue(map.Service, out var h);
@@ -209,13 +254,13 @@ internal sealed partial class WatchHandler(
 
         var useDelta = has && publication.DeltaFrame is not null && publication.DeltaBaseGeneration == h.Generation && publication.DeltaBaseChecksum == h.Checksum;
         var frame = useDelta ? publication.DeltaFrame! : publication.SnapshotFrame;
-        await body.WriteAsync(frame, token).ConfigureAwait(false);
+        body.Write(frame);
         held[map.Service] = (map.Generation, map.Checksum);
         metrics.UpdateSent(useDelta ? "delta" : "snapshot", frame.Length);
         return true;
     }
 
-    private async ValueTask SendPingAsync(Stream body, CancellationToken token)
+    private void WritePing(PipeWriter body)
     {
         var frame = GrpcFrameWriter.Encode(new ShardMapUpdate
         {
@@ -224,7 +269,7 @@ internal sealed partial class WatchHandler(
             LeaderId = elector.Current.LeaderId ?? string.Empty,
             PublishedUnixMs = timeProvider.GetUtcNow().ToUnixTimeMilliseconds(),
         });
-        await body.WriteAsync(frame, token).ConfigureAwait(false);
+        body.Write(frame);
         metrics.UpdateSent("ping", frame.Length);
     }
 
@@ -245,5 +290,8 @@ internal sealed partial class WatchHandler(
 
         [LoggerMessage(EventId = 402, EventName = "SubscriberClosed", Level = LogLevel.Debug, Message = "Watch of {Pod} for {Service} ended: {Reason}")]
         public static partial void SubscriberClosed(ILogger logger, string pod, string service, string reason);
+
+        [LoggerMessage(EventId = 403, EventName = "SubscriberTooSlow", Level = LogLevel.Warning, Message = "Watch of {Pod} for {Service} from {RemoteAddress} read nothing for the stall timeout; resetting it (ENHANCE_YOUR_CALM) so it re-subscribes")]
+        public static partial void SubscriberTooSlow(ILogger logger, string pod, string service, System.Net.IPAddress? remoteAddress);
     }
 }

@@ -27,6 +27,10 @@ internal static class ControlPlaneApp
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
+
+            // Watch streams are long-lived: Kestrel's default of 100 streams per HTTP/2 connection would make a client that
+            // multiplexes many subscribers (a relay, a client library, the fan-out benchmark) queue streams behind others.
+            kestrel.Limits.Http2.MaxStreamsPerConnection = 1000;
             foreach (var (url, grpc) in new[] { (settings.HttpUrl, false), (settings.GrpcUrl, true) })
             {
                 var uri = new Uri(url);

@@ -76,7 +76,7 @@ public static class ShardMapCodec
 {
     private const int CacheCapacity = 16;
     private static readonly object CacheGate = new();
-    private static readonly LinkedList<(string Key, ShardMap Map)> Cache = new();
+    private static readonly LinkedList<BuiltTable> Cache = new();
 
     /// <summary>A snapshot of <paramref name="map"/>.</summary>
     /// <param name="map">The map.</param>
@@ -360,19 +360,61 @@ public static class ShardMapCodec
 
         var cacheKey = key.ToString();
         var generation = (long)update.Generation;
+
+        // Single flight: subscribers that receive the same update at once wait for one build (and one WithGeneration, whose
+        // checksum pass over the table is not free either) instead of each building its own copy.
+        BuiltTable entry;
+        Lazy<ShardMap> atGeneration;
         lock (CacheGate)
         {
-            for (var node = Cache.First; node is not null; node = node.Next)
+            var node = Cache.First;
+            while (node is not null && !string.Equals(node.Value.Key, cacheKey, StringComparison.Ordinal))
             {
-                if (string.Equals(node.Value.Key, cacheKey, StringComparison.Ordinal))
+                node = node.Next;
+            }
+
+            if (node is null)
+            {
+                entry = new BuiltTable(cacheKey, generation, new Lazy<ShardMap>(() => Create(update, policy, algorithm, hashKeySource, generation)));
+                Cache.AddFirst(entry);
+                while (Cache.Count > CacheCapacity)
                 {
-                    Cache.Remove(node);
-                    Cache.AddFirst(node);
-                    return node.Value.Map.Generation == generation ? node.Value.Map : node.Value.Map.WithGeneration(generation);
+                    Cache.RemoveLast();
                 }
             }
+            else
+            {
+                entry = node.Value;
+                Cache.Remove(node);
+                Cache.AddFirst(node);
+                if (entry.Generation != generation)
+                {
+                    var table = entry.AtGeneration;
+                    entry.Generation = generation;
+                    entry.AtGeneration = new Lazy<ShardMap>(() => table.Value.Generation == generation ? table.Value : table.Value.WithGeneration(generation));
+                }
+            }
+
+            atGeneration = entry.AtGeneration;
         }
 
+        try
+        {
+            return atGeneration.Value;
+        }
+        catch (ShardMapUpdateException)
+        {
+            lock (CacheGate)
+            {
+                Cache.Remove(entry);
+            }
+
+            throw;
+        }
+    }
+
+    private static ShardMap Create(ShardMapUpdate update, ProtoKeyPolicy policy, ShardAlgorithm algorithm, Mapping.HashKeySource hashKeySource, long generation)
+    {
         ShardMap map;
         try
         {
@@ -408,15 +450,16 @@ public static class ShardMapCodec
             throw new ShardMapUpdateException(ShardMapUpdateError.Invalid, $"update for '{update.Service}' generation {update.Generation} is invalid: {ex.Message}", ex);
         }
 
-        lock (CacheGate)
-        {
-            Cache.AddFirst((cacheKey, map));
-            while (Cache.Count > CacheCapacity)
-            {
-                Cache.RemoveLast();
-            }
-        }
-
         return map;
+    }
+
+    /// <summary>A cached table: its content key and the map at the generation last asked for (built once, shared by every caller).</summary>
+    private sealed class BuiltTable(string key, long generation, Lazy<ShardMap> atGeneration)
+    {
+        public string Key { get; } = key;
+
+        public long Generation { get; set; } = generation;
+
+        public Lazy<ShardMap> AtGeneration { get; set; } = atGeneration;
     }
 }
