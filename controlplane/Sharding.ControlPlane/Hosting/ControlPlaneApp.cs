@@ -18,6 +18,13 @@ internal static class ControlPlaneApp
     {
         var builder = WebApplication.CreateSlimBuilder(args);
         builder.Services.AddControlPlane(builder.Configuration);
+        var kubernetes = KubernetesServiceCollectionExtensions.IsKubernetesMode(builder.Configuration);
+        if (kubernetes)
+        {
+            // Replaces the local file membership and file-lock election with pods and a Lease; adds the webhook listener.
+            builder.Services.AddKubernetesMode(builder.Configuration);
+        }
+
         configure?.Invoke(builder);
 
         // Two listeners: HTTP/1.1 for the directory, metrics and probes; HTTP/2-only (h2c prior knowledge) for gRPC. A cleartext
@@ -56,6 +63,11 @@ internal static class ControlPlaneApp
 
         app.MapPost(GrpcProtocol.WatchPath, static (HttpContext context, WatchHandler handler) => handler.HandleAsync(context));
         app.MapDirectory();
+        if (kubernetes)
+        {
+            app.MapKubernetesEndpoints();
+        }
+
         app.MapGet("/healthz", static () => Results.Text("ok\n"));
         app.MapGet("/readyz", static (ShardMapRegistry registry, ILeaderElector elector) => registry.IsSynced
             ? Results.Text($"ready: {(elector.Current.IsLeader ? "leader" : "follower")}, epoch {elector.Current.Epoch}\n")
