@@ -154,6 +154,25 @@ public sealed partial class ShardRouter : IShardRouter, IAsyncDisposable, IDispo
         }
     }
 
+    /// <summary>A router that never subscribes and routes with <paramref name="map"/> (tests and benchmarks).</summary>
+    internal static ShardRouter CreateStatic(ShardMap map, ShardRoutingOptions? options = null)
+    {
+        options ??= new ShardRoutingOptions();
+        options.Service = map.Service;
+        if (options.ControlPlaneAddresses.Count == 0)
+        {
+            options.ControlPlaneAddresses = ["http://127.0.0.1:9"];
+        }
+
+        var router = new ShardRouter(options);
+        router._started = 1;
+        router.TryPublish(map);
+        return router;
+    }
+
+    /// <summary>Publishes a map as if it came from the control plane (only a newer generation gets in).</summary>
+    internal bool TryPublish(ShardMap map) => _watcher.Store.TryPublish(map);
+
     /// <summary>Starts the subscription in the background (idempotent).</summary>
     public void Start()
     {
@@ -279,11 +298,13 @@ public sealed partial class ShardRouter : IShardRouter, IAsyncDisposable, IDispo
 
         if (exception is GrpcCallException { StatusCode: GrpcStatusCode.NotFound } notFound)
         {
-            if (SetState(ShardRouterState.ServiceNotFound, notFound.Detail, keepError: false) != ShardRouterState.ServiceNotFound)
+            // Log before waking waiters, so whoever sees the state or the exception also finds the log entry.
+            if (State != ShardRouterState.ServiceNotFound)
             {
                 Log.ServiceNotFound(_logger, Service, notFound.Detail, Generation);
             }
 
+            SetState(ShardRouterState.ServiceNotFound, notFound.Detail, keepError: false);
             return;
         }
 
