@@ -37,11 +37,23 @@ internal static class StreamCopier
             await source.ReadAsync(Memory<byte>.Empty, cancellationToken).ConfigureAwait(false);
             buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
 
-            // Bounded by the body: each turn consumes at least one byte or ends.
+            // Bounded by the body: each turn consumes at least one byte or ends. With autoFlush, data is flushed whenever
+            // the next read would wait (so a stream's events go out at once) but not between reads that complete at once
+            // (so a body that arrives in a burst, and its end, go out in as few writes as possible).
+            var unflushed = false;
             while (true)
             {
                 reading = true;
-                var read = await source.ReadAsync(buffer.AsMemory(), cancellationToken).ConfigureAwait(false);
+                var pending = source.ReadAsync(buffer.AsMemory(), cancellationToken);
+                if (unflushed && !pending.IsCompleted)
+                {
+                    reading = false;
+                    await destination.FlushAsync(cancellationToken).ConfigureAwait(false);
+                    unflushed = false;
+                    reading = true;
+                }
+
+                var read = await pending.ConfigureAwait(false);
                 activity?.Touch();
                 if (read == 0)
                 {
@@ -50,11 +62,7 @@ internal static class StreamCopier
 
                 reading = false;
                 await destination.WriteAsync(buffer.AsMemory(0, read), cancellationToken).ConfigureAwait(false);
-                if (autoFlush)
-                {
-                    await destination.FlushAsync(cancellationToken).ConfigureAwait(false);
-                }
-
+                unflushed = autoFlush;
                 activity?.Touch();
                 total += read;
             }

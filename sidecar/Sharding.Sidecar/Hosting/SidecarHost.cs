@@ -30,6 +30,8 @@ internal static class SidecarHost
         var builder = WebApplication.CreateSlimBuilder(args);
         configure?.Invoke(builder);
         builder.Services.AddShardingSidecar();
+        builder.Services.AddOptions<Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets.SocketTransportOptions>()
+            .Configure<IOptions<SidecarOptions>>(static (transport, options) => transport.UnsafePreferInlineScheduling = options.Value.InlineSocketCompletions);
         builder.WebHost.ConfigureKestrel(static (context, kestrel) =>
         {
             var options = kestrel.ApplicationServices.GetRequiredService<IOptions<SidecarOptions>>().Value;

@@ -106,6 +106,12 @@ internal sealed class SidecarOptions
     /// <summary>The PFX password.</summary>
     public string? TlsCertificatePassword { get; set; }
 
+    /// <summary>Run socket continuations inline on the I/O thread instead of queueing them to the thread pool (Kestrel's
+    /// <c>UnsafePreferInlineScheduling</c>).</summary>
+    /// <value>False (Kestrel's default). The sidecar never blocks on a request path, so it is safe to turn on; on the shared
+    /// 2-core benchmark machine the difference was within the noise (docs/benchmarks.md), so the default stays conservative.</value>
+    public bool InlineSocketCompletions { get; set; }
+
     /// <summary>The <c>Retry-After</c> seconds on 503s that are not a breaker's (no map, loop prevented).</summary>
     /// <value>1.</value>
     [Range(0, 3600)]

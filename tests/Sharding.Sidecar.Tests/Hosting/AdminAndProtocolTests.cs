@@ -60,3 +60,33 @@ public sealed class AdminAndProtocolTests(ClusterFixture fixture)
         Assert.Contains($"{Cluster.OwnerOf("nghttp-key")}|nghttp-key|GET /n|0||HTTP/", result.StandardOutput, StringComparison.Ordinal);
     }
 }
+
+[Collection(ClusterGroup.Name)]
+public sealed class PythonGrpcTests(ClusterFixture fixture)
+{
+    [RequiresPythonFact("python3-grpcio", "grpc")]
+    public async Task PythonGrpcio_UnaryAndServerStreaming_ThroughAForward()
+    {
+        var cluster = fixture.Cluster;
+        var key = Enumerable.Range(0, 1000).Select(i => $"py-{i}").First(k => cluster.OwnerOf(k) == "pod-1");
+        var script = $$"""
+            import grpc
+            ident = lambda b: b
+            with grpc.insecure_channel("127.0.0.1:{{cluster.Sidecars[0].Port}}") as channel:
+                md = (("x-shard-key", "{{key}}"),)
+                unary = channel.unary_unary("/echo.Echo/Unary", request_serializer=ident, response_deserializer=ident)
+                print(unary(b"hi", metadata=md, timeout=20).decode())
+                stream = channel.unary_stream("/echo.Echo/Stream", request_serializer=ident, response_deserializer=ident)
+                print(",".join(m.decode() for m in stream(b"s", metadata=md, timeout=20)))
+            """;
+        var direct = await ProcessRunner.RunAsync(ExternalTool.Python, ["-c", script.Replace($"127.0.0.1:{cluster.Sidecars[0].Port}", $"127.0.0.1:{cluster.Apps[1].Port}", StringComparison.Ordinal)], timeout: TimeSpan.FromSeconds(60));
+        Assert.True(direct.ExitCode == 0, "DIRECT " + direct.StandardError);
+        var owner = await ProcessRunner.RunAsync(ExternalTool.Python, ["-c", script.Replace($"127.0.0.1:{cluster.Sidecars[0].Port}", $"127.0.0.1:{cluster.Sidecars[1].Port}", StringComparison.Ordinal)], timeout: TimeSpan.FromSeconds(60));
+        Assert.True(owner.ExitCode == 0, "OWNER " + owner.StandardError);
+        var result = await ProcessRunner.RunAsync(ExternalTool.Python, ["-c", script], timeout: TimeSpan.FromSeconds(60));
+        Assert.True(result.ExitCode == 0, result.StandardError);
+        var lines = result.StandardOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal("pod-1:hi:0", lines[0]);
+        Assert.Equal("pod-1:s:0,pod-1:s:1,pod-1:s:2,pod-1:s:3,pod-1:s:4", lines[1]);
+    }
+}

@@ -86,7 +86,7 @@ internal sealed class EchoApp : IAsyncDisposable
             return;
         }
 
-        if (path.StartsWith("/grpc/", StringComparison.Ordinal))
+        if (request.ContentType?.StartsWith("application/grpc", StringComparison.Ordinal) == true)
         {
             await GrpcAsync(context, streaming: path.EndsWith("/Stream", StringComparison.Ordinal));
             return;

@@ -54,7 +54,10 @@ internal sealed class TestSidecar : IAsyncDisposable
         var app = SidecarHost.Build([], builder =>
         {
             builder.Configuration.AddInMemoryCollection(settings);
-            builder.Logging.ClearProviders();
+            if (Environment.GetEnvironmentVariable("SHARDING_TEST_LOGS") != "1")
+            {
+                builder.Logging.ClearProviders();
+            }
         });
         await app.StartAsync();
         var sidecar = new TestSidecar(podName, app);
