@@ -106,6 +106,11 @@ public sealed class ClusterRoutingTests(ClusterFixture fixture)
         Assert.Equal(ShardRouterState.ServiceNotFound, client.Router.State);
         Assert.Contains(client.Logs.Entries, e => e.Id.Id == 1003 && e.Level == Microsoft.Extensions.Logging.LogLevel.Error && e.Message.Contains("no-such-svc", StringComparison.Ordinal));
         Assert.Equal(ShardLookupStatus.NoMap, client.Router.OwnerOf("k").Status);
+
+        // Requests still work: they go to the Service address and its sidecar routes them.
+        using var response = await client.Client.SendAsync(RoutedClient.Counter("k"));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal($"127.0.0.1:{_cluster.SidecarPorts[0]}", response.Headers.GetValues(RoutedClient.SentToHeader).Single());
     }
 
     [Fact, TestPriority(4)]
