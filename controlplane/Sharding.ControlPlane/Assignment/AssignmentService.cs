@@ -140,6 +140,7 @@ internal sealed partial class AssignmentService(
             if (registry.Publish(map, state.Epoch, state.LeaderId, publishedAt))
             {
                 changed++;
+                metrics.KeysMoved(service, hasCurrent ? ShardMapComparison.MovedShare(current.Map, map) : 0);
                 Log.Published(logger, service, generation, map.Members.Length, state.Epoch);
             }
         }

@@ -9,6 +9,7 @@ namespace Sharding.ControlPlane.Hosting;
 internal sealed class ControlPlaneMetrics
 {
     private readonly Histogram<double> _publishDuration;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, double> _keysMoved = new(StringComparer.Ordinal);
     private readonly Counter<long> _publications;
     private readonly UpDownCounter<long> _subscribers;
     private readonly Counter<long> _streamResets;
@@ -30,6 +31,10 @@ internal sealed class ControlPlaneMetrics
             ControlPlaneMetricNames.ServiceMembers,
             () => registry.All.Select(static p => new Measurement<int>(p.Map.Members.Length, new KeyValuePair<string, object?>(ControlPlaneMetricNames.ServiceTag, p.Map.Service))),
             description: "Members per service");
+        meter.CreateObservableGauge(
+            ControlPlaneMetricNames.KeysMovedRatio,
+            () => _keysMoved.Select(static p => new Measurement<double>(p.Value, new KeyValuePair<string, object?>(ControlPlaneMetricNames.ServiceTag, p.Key))),
+            description: "Share of keys whose owner changed with the last published generation");
         _publishDuration = meter.CreateHistogram(
             ControlPlaneMetricNames.PublishDuration, unit: "s", description: "Time to compute and encode the changed maps of one publication",
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1] });
@@ -54,6 +59,9 @@ internal sealed class ControlPlaneMetrics
             _publications.Add(services, new KeyValuePair<string, object?>(ControlPlaneMetricNames.SourceTag, computed ? "computed" : "relayed"));
         }
     }
+
+    /// <summary>Records the share of keys the last generation of <paramref name="service"/> moved.</summary>
+    public void KeysMoved(string service, double share) => _keysMoved[service] = share;
 
     public void SubscriberOpened() => _subscribers.Add(1);
 

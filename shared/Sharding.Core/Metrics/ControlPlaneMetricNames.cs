@@ -46,6 +46,9 @@ public static class ControlPlaneMetricNames
     /// <summary>Counter: membership inputs rejected (bad file edit, invalid service), tag <see cref="ServiceTag"/> when known.</summary>
     public const string MembershipErrors = "sharding.controlplane.membership.errors";
 
+    /// <summary>Gauge: share of the key space (0–1) whose owner changed with the last published generation, per service.</summary>
+    public const string KeysMovedRatio = "sharding.controlplane.keys.moved.ratio";
+
     /// <summary>Tag: the sharded service.</summary>
     public const string ServiceTag = "service";
 
