@@ -134,10 +134,17 @@ run_wrk() { # url key -> "rps p50ms p99ms"
 import re, sys
 text = open(sys.argv[1]).read()
 def ms(v):
-    n, u = re.match(r"([\d.]+)(\w+)", v).groups(); n = float(n)
-    return n / 1000 if u == "us" else n * 1000 if u == "s" else n
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-p50 = ms(re.search(r"50%\s+(\S+)", text).group(1)); p99 = ms(re.search(r"99%\s+(\S+)", text).group(1))
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", v)
+    if not m:
+        raise ValueError(v)
+    n, u = float(m.group(1)), m.group(2)
+    return {"us": n / 1000, "ms": n, "s": n * 1000, "m": n * 60000}[u]
+try:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    p50 = ms(re.search(r"50%\s+(\S+)", text).group(1)); p99 = ms(re.search(r"99%\s+(\S+)", text).group(1))
+except Exception as e:
+    sys.stderr.write(f"cannot parse wrk output ({e}):\n{text}\n")
+    rps = p50 = p99 = 0.0
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 print(f"{rps:.0f} {p50:.3f} {p99:.3f} {errors.group(1) if errors else 0}")
 PY
@@ -184,7 +191,7 @@ print(f"\n{d} s per cell; HTTP/1.1: wrk -c{c}; HTTP/2: h2load -c{hc} -m{hm} (pri
 print("| path | proto | req/s | ×direct | p50 ms | p99 ms | p99 ×direct | non-2xx |")
 print("|---|---|---:|---:|---:|---:|---:|---:|")
 for proto, label in (("h1", "HTTP/1.1"), ("h2", "HTTP/2")):
-    base = [float(x) for x in data[("app direct", proto)].split()]
+    base = [max(float(x), 1e-9) for x in data[("app direct", proto)].split()]
     for r in rows:
         rps, p50, p99, bad = [float(x) for x in data[(r, proto)].split()]
         print(f"| {r} | {label} | {rps:,.0f} | {rps / base[0]:.2f} | {p50:.2f} | {p99:.2f} | {p99 / base[2]:.2f} | {int(bad)} |")
