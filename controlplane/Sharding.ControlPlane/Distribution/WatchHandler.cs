@@ -127,11 +127,6 @@ internal sealed partial class WatchHandler(
             reason = context.RequestAborted.IsCancellationRequested ? "client_cancelled"
                 : deadline.IsCancellationRequested ? "deadline" : "shutdown";
         }
-        catch (OperationCanceledException)
-        {
-            // The stall timer fired inside a flush: the subscriber did not read for too long.
-            reason = "too_slow";
-        }
         catch (Exception ex) when (ex is IOException or InvalidOperationException)
         {
             reason = context.RequestAborted.IsCancellationRequested ? "client_cancelled" : "write_failed";
@@ -182,8 +177,6 @@ internal sealed partial class WatchHandler(
         }
 
         var stallTimeout = pingInterval * 4 < MinStallTimeout ? MinStallTimeout : pingInterval * 4;
-        using var stall = new CancellationTokenSource(Timeout.InfiniteTimeSpan, timeProvider);
-        using var flushLinked = CancellationTokenSource.CreateLinkedTokenSource(token, stall.Token);
         var first = true;
         for (long iteration = 0; iteration < long.MaxValue && !token.IsCancellationRequested; iteration++)
         {
@@ -212,9 +205,9 @@ internal sealed partial class WatchHandler(
                 wrote = true;
             }
 
-            if (wrote)
+            if (wrote && !await FlushAsync(body, stallTimeout, token).ConfigureAwait(false))
             {
-                await FlushAsync(body, stall, stallTimeout, flushLinked.Token).ConfigureAwait(false);
+                return "too_slow";
             }
 
             try
@@ -224,23 +217,46 @@ internal sealed partial class WatchHandler(
             catch (TimeoutException)
             {
                 WritePing(body);
-                await FlushAsync(body, stall, stallTimeout, flushLinked.Token).ConfigureAwait(false);
+                if (!await FlushAsync(body, stallTimeout, token).ConfigureAwait(false))
+                {
+                    return "too_slow";
+                }
             }
         }
 
         return "ended";
     }
 
-    /// <summary>One flush, cancelled when HTTP/2 flow control keeps it blocked for <paramref name="stallTimeout"/>.</summary>
-    private static async ValueTask FlushAsync(PipeWriter body, CancellationTokenSource stall, TimeSpan stallTimeout, CancellationToken token)
+    /// <summary>
+    /// One flush; false when HTTP/2 flow control keeps it blocked for <paramref name="stallTimeout"/>. The flush is left pending
+    /// (not cancelled: Kestrel would abort the stream with INTERNAL_ERROR) so the caller can reset the stream with its own code.
+    /// </summary>
+    private async ValueTask<bool> FlushAsync(PipeWriter body, TimeSpan stallTimeout, CancellationToken token)
     {
-        stall.CancelAfter(stallTimeout);
-        var result = await body.FlushAsync(token).ConfigureAwait(false);
-        stall.CancelAfter(Timeout.InfiniteTimeSpan);
-        if (result.IsCanceled || result.IsCompleted)
+        var flush = body.FlushAsync(token);
+        FlushResult result;
+        if (flush.IsCompletedSuccessfully)
         {
-            throw new OperationCanceledException("the response was completed or its flush cancelled");
+            result = flush.Result;
         }
+        else
+        {
+            var pending = flush.AsTask();
+            try
+            {
+                result = await pending.WaitAsync(stallTimeout, timeProvider, token).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                // Observe the flush's end (the reset completes it) so it never surfaces as an unobserved exception.
+                _ = pending.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+                return false;
+            }
+        }
+
+        return result.IsCanceled || result.IsCompleted
+            ? throw new IOException("the response was completed (client gone) or its flush cancelled")
+            : true;
     }
 
     private bool WriteIfNewer(PipeWriter body, Publication publication, Dictionary<string, (long Generation, ulong Checksum)> held)
