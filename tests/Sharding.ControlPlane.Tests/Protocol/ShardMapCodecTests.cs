@@ -11,6 +11,38 @@ public sealed class ShardMapCodecTests
         ShardMap.Create("svc", generation, Enumerable.Range(0, members).Select(i => new ShardMember($"svc-{i}", $"127.0.0.1:{15100 + i}")), tableOptions: new() { MaglevTableSize = size });
 
     [Fact]
+    public async Task Apply_ManySubscribersSameUpdatesAtOnce_ShareOneMapPerGeneration()
+    {
+        // A service name of its own: the codec's cache is process-wide.
+        var service = "cache-" + Guid.NewGuid().ToString("N");
+        ShardMap Create(int members, long generation) => ShardMap.Create(
+            service, generation, Enumerable.Range(0, members).Select(i => new ShardMember($"m-{i}", $"127.0.0.1:{15100 + i}")), tableOptions: new() { MaglevTableSize = 65537 });
+        var before = Create(20, 1);
+        var after = Create(21, 2);
+        var snapshot = ShardMapCodec.ToSnapshot(before, 1, "leader", 0).ToByteArray();
+        var delta = ShardMapCodec.ToDelta(before, after, 1, "leader", 0)!.ToByteArray();
+
+        // Like many subscribers of one process receiving the same frames at the same moment: one build, one shared map.
+        var received = await Task.WhenAll(Enumerable.Range(0, 16).Select(_ => Task.Run(() =>
+        {
+            var held = ShardMapCodec.Apply(ShardMapUpdate.Parser.ParseFrom(snapshot), null);
+            return (Snapshot: held, Delta: ShardMapCodec.Apply(ShardMapUpdate.Parser.ParseFrom(delta), held));
+        })));
+
+        Assert.All(received, r => Assert.Same(received[0].Snapshot, r.Snapshot));
+        Assert.All(received, r => Assert.Same(received[0].Delta, r.Delta));
+        Assert.Equal(before.Checksum, received[0].Snapshot.Checksum);
+        Assert.Equal(after.Checksum, received[0].Delta.Checksum);
+        Assert.Equal(2, received[0].Delta.Generation);
+
+        // The same members at a later generation (101 → 100 → 101) reuse the built table under the new generation.
+        var later = ShardMapCodec.Apply(ShardMapUpdate.Parser.ParseFrom(ShardMapCodec.ToSnapshot(after.WithGeneration(3), 1, "leader", 0).ToByteArray()), null);
+        Assert.Equal(3, later.Generation);
+        Assert.Equal(after.Checksum, later.Checksum);
+        Assert.Same(received[0].Delta.Table, later.Table);
+    }
+
+    [Fact]
     public void Apply_SnapshotThenDelta_SameTablesAsLeader()
     {
         var before = Map(10, 5);
