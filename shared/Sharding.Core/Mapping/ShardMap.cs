@@ -21,7 +21,7 @@ public sealed class ShardMap
 
     private ShardMap(
         string service, long generation, ShardAlgorithm algorithm, ShardTableOptions tableOptions, HashKeySource hashKeySource,
-        ImmutableArray<ShardMember> members, ShardKeyPolicy keyPolicy, ShardTable table, ShardMember[] byTableIndex)
+        ImmutableArray<ShardMember> members, ShardKeyPolicy keyPolicy, ShardTable table, ShardMember[] byTableIndex, ulong? checksum = null)
     {
         Service = service;
         Generation = generation;
@@ -32,7 +32,7 @@ public sealed class ShardMap
         KeyPolicy = keyPolicy;
         Table = table;
         _byTableIndex = byTableIndex;
-        Checksum = ComputeChecksum(table);
+        Checksum = checksum ?? ComputeChecksum(table);
     }
 
     /// <summary>The sharded service's name.</summary>
@@ -107,11 +107,11 @@ public sealed class ShardMap
         return new ShardMap(service, generation, algorithm, tableOptions, hashKeySource, sorted, keyPolicy, table, byTableIndex);
     }
 
-    /// <summary>The same members and settings under another generation (the table is rebuilt).</summary>
+    /// <summary>The same members, settings and table under another generation (nothing is rebuilt or rehashed).</summary>
     /// <param name="generation">The new generation.</param>
     /// <returns>The new map.</returns>
     public ShardMap WithGeneration(long generation) =>
-        new(Service, generation, Algorithm, TableOptions, HashKeySource, Members, KeyPolicy, Table, _byTableIndex);
+        new(Service, generation, Algorithm, TableOptions, HashKeySource, Members, KeyPolicy, Table, _byTableIndex, Checksum);
 
     /// <summary>The owner of a request hash, or null when the map is empty.</summary>
     /// <param name="hash">xxHash64 of the key's UTF-8 bytes, seed 0.</param>
