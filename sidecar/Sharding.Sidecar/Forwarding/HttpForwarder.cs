@@ -172,23 +172,18 @@ internal sealed partial class HttpForwarder : IDisposable
         try
         {
             HttpResponseMessage response;
-            var resilienceContext = ResilienceContextPool.Shared.Get(cts.Token);
-            resilienceContext.Properties.Set(OwnerResilience.BodyKey, content);
             try
             {
-                response = await _resilience.For(target.Owner).ExecuteAsync(
-                    static (ctx, state) => new ValueTask<HttpResponseMessage>(state.Invoker.SendAsync(state.Message, ctx.CancellationToken)),
-                    resilienceContext,
-                    (Invoker: target.IsPeer ? _peerInvoker : _appInvoker, Message: message)).ConfigureAwait(false);
+                // The app on loopback needs no breaker or retries (a refused connect is answered 503 at once); peers get
+                // their owner's Polly pipeline.
+                response = target.IsPeer
+                    ? await SendToPeerAsync(target.Owner, message, content, cts.Token).ConfigureAwait(false)
+                    : await _appInvoker.SendAsync(message, cts.Token).ConfigureAwait(false);
             }
             catch (Exception ex) when (ex is not OutOfMemoryException)
             {
                 // 5. Failed before any response.
                 return SendFailed(context, target, content, ex);
-            }
-            finally
-            {
-                ResilienceContextPool.Shared.Return(resilienceContext);
             }
 
             using (response)
@@ -220,6 +215,23 @@ internal sealed partial class HttpForwarder : IDisposable
             {
                 _metrics.RequestBytes(content.BytesSent);
             }
+        }
+    }
+
+    private async ValueTask<HttpResponseMessage> SendToPeerAsync(string owner, HttpRequestMessage message, StreamCopyHttpContent? content, CancellationToken cancellationToken)
+    {
+        var resilienceContext = ResilienceContextPool.Shared.Get(cancellationToken);
+        resilienceContext.Properties.Set(OwnerResilience.BodyKey, content);
+        try
+        {
+            return await _resilience.For(owner).ExecuteAsync(
+                static (ctx, state) => new ValueTask<HttpResponseMessage>(state.Invoker.SendAsync(state.Message, ctx.CancellationToken)),
+                resilienceContext,
+                (Invoker: _peerInvoker, Message: message)).ConfigureAwait(false);
+        }
+        finally
+        {
+            ResilienceContextPool.Shared.Return(resilienceContext);
         }
     }
 

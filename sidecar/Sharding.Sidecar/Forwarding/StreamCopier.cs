@@ -34,7 +34,17 @@ internal static class StreamCopier
         try
         {
             // A zero-byte read waits for data without holding a buffer (idle streams keep no 64 KiB each).
-            await source.ReadAsync(Memory<byte>.Empty, cancellationToken).ConfigureAwait(false);
+            // With autoFlush, if no data is there yet, flush first: a response's headers (a long poll, a stream that sent
+            // headers early) reach the client now instead of with the first body bytes.
+            var first = source.ReadAsync(Memory<byte>.Empty, cancellationToken);
+            if (autoFlush && !first.IsCompleted)
+            {
+                reading = false;
+                await destination.FlushAsync(cancellationToken).ConfigureAwait(false);
+                reading = true;
+            }
+
+            await first.ConfigureAwait(false);
             buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
 
             // Bounded by the body: each turn consumes at least one byte or ends. With autoFlush, data is flushed whenever

@@ -165,6 +165,37 @@ public sealed class StreamingForwardTests(ClusterFixture fixture)
         Assert.True(growth < 48L * 1024 * 1024, $"managed heap grew by {growth / (1024 * 1024)} MB while moving 200 MB in {watch.Elapsed}");
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ClientAbort_CancelsTheAppRequestThroughTwoSidecars(bool http2)
+    {
+        var (key, entry, app) = Forwarded("pod-1");
+        using var client = Cluster.Client(http2);
+        using var request = Cluster.Request(HttpMethod.Get, $"http://127.0.0.1:{entry.Port}/hang", http2);
+        request.Headers.Add("x-shard-key", key);
+        var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        response.Dispose(); // walk away mid-body
+
+        await app.HangAborted.Task.WaitAsync(TimeSpan.FromSeconds(10));
+    }
+
+    [Fact]
+    public async Task ChunkedUpload_ArrivesWhole()
+    {
+        var (key, entry, _) = Forwarded();
+        using var client = Cluster.Client(http2: false);
+        using var request = Cluster.Request(HttpMethod.Post, $"http://127.0.0.1:{entry.Port}/upload");
+        request.Headers.Add("x-shard-key", key);
+        request.Content = new GeneratedContent(3_000_000, knownLength: false);
+        using var response = await client.SendAsync(request);
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.True(request.Headers.TransferEncodingChunked ?? true);
+        Assert.Equal("3000000", body.Split('|')[3]);
+    }
+
     private static async Task<bool> ReadExactlyOrEndAsync(Stream stream, byte[] buffer)
     {
         var read = await stream.ReadAtLeastAsync(buffer, buffer.Length, throwOnEndOfStream: false);
@@ -172,7 +203,7 @@ public sealed class StreamingForwardTests(ClusterFixture fixture)
     }
 
     /// <summary>A body of <c>size</c> bytes produced on the fly (never held in memory).</summary>
-    private sealed class GeneratedContent(long size) : HttpContent
+    private sealed class GeneratedContent(long size, bool knownLength = true) : HttpContent
     {
         protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context)
         {
@@ -186,7 +217,7 @@ public sealed class StreamingForwardTests(ClusterFixture fixture)
         protected override bool TryComputeLength(out long length)
         {
             length = size;
-            return true;
+            return knownLength;
         }
     }
 }

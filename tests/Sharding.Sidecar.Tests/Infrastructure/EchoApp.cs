@@ -31,6 +31,9 @@ internal sealed class EchoApp : IAsyncDisposable
     /// <summary>Released by a test to let the SSE endpoint send its second event (proves per-event flushing).</summary>
     public TaskCompletionSource SseGate { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
+    /// <summary>Completed when a /hang request saw its client go away (through the sidecars).</summary>
+    public TaskCompletionSource HangAborted { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
     public static async Task<EchoApp> StartAsync(string name)
     {
         var builder = WebApplication.CreateSlimBuilder();
@@ -74,6 +77,22 @@ internal sealed class EchoApp : IAsyncDisposable
                 var reply = System.Text.Encoding.UTF8.GetBytes($"{Name}:{System.Text.Encoding.UTF8.GetString(buffer, 0, result.Count)}");
                 await socket.SendAsync(reply, WebSocketMessageType.Text, true, context.RequestAborted);
             }
+        }
+
+        if (path == "/hang")
+        {
+            await context.Response.StartAsync();
+            await context.Response.Body.FlushAsync();
+            try
+            {
+                await Task.Delay(Timeout.Infinite, context.RequestAborted);
+            }
+            catch (OperationCanceledException)
+            {
+                HangAborted.TrySetResult();
+            }
+
+            return;
         }
 
         if (path == "/sse")
