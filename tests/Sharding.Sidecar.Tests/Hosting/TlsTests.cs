@@ -1,0 +1,47 @@
+using System.Net;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using Sharding.Sidecar.Tests.Infrastructure;
+
+namespace Sharding.Sidecar.Tests.Hosting;
+
+public sealed class TlsTests
+{
+    [Fact]
+    public async Task Tls_AlpnPicksHttp2OrHttp11_OnTheDataPort()
+    {
+        var directory = Directory.CreateTempSubdirectory("sharding-tls-").FullName;
+        using var key = RSA.Create(2048);
+        var request = new CertificateRequest("CN=127.0.0.1", key, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        var san = new SubjectAlternativeNameBuilder();
+        san.AddIpAddress(IPAddress.Loopback);
+        request.CertificateExtensions.Add(san.Build());
+        using var certificate = request.CreateSelfSigned(TimeProvider.System.GetUtcNow().AddDays(-1), TimeProvider.System.GetUtcNow().AddDays(1));
+        var pfx = Path.Combine(directory, "sidecar.pfx");
+        await File.WriteAllBytesAsync(pfx, certificate.Export(X509ContentType.Pfx, "pw"));
+
+        await using var app = await EchoApp.StartAsync("pod-0");
+        var port = TestSidecar.FreePort();
+        var map = Path.Combine(directory, "map.yaml");
+        await File.WriteAllTextAsync(map, Cluster.MapYaml([port], "[\"header:x-shard-key\"]"));
+        await using var sidecar = await TestSidecar.StartAsync("pod-0", port, app.Port, map, new Dictionary<string, string?>
+        {
+            ["Sidecar:TlsCertificatePath"] = pfx,
+            ["Sidecar:TlsCertificatePassword"] = "pw",
+        });
+
+        foreach (var version in new[] { HttpVersion.Version20, HttpVersion.Version11 })
+        {
+            using var handler = new SocketsHttpHandler { UseProxy = false };
+            var expected = certificate.GetCertHash();
+            handler.SslOptions.RemoteCertificateValidationCallback = (_, presented, _, _) => presented is not null && presented.GetCertHash().AsSpan().SequenceEqual(expected);
+            using var client = new HttpClient(handler);
+            using var message = new HttpRequestMessage(HttpMethod.Get, $"https://127.0.0.1:{port}/t") { Version = version, VersionPolicy = HttpVersionPolicy.RequestVersionExact };
+            message.Headers.Add("x-shard-key", "tls-key");
+            using var response = await client.SendAsync(message);
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            Assert.Equal(version, response.Version);
+            Assert.StartsWith("pod-0|tls-key|GET /t|", await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+    }
+}
