@@ -32,7 +32,7 @@ internal sealed class TestSidecar : IAsyncDisposable
 
     public IServiceProvider Services => _app.Services;
 
-    public static async Task<TestSidecar> StartAsync(string podName, int port, int appPort, string mapFile, IDictionary<string, string?>? extra = null)
+    public static async Task<TestSidecar> StartAsync(string podName, int port, int appPort, string mapFile, IDictionary<string, string?>? extra = null, ILoggerProvider? logs = null)
     {
         var settings = new Dictionary<string, string?>
         {
@@ -57,6 +57,11 @@ internal sealed class TestSidecar : IAsyncDisposable
             if (Environment.GetEnvironmentVariable("SHARDING_TEST_LOGS") != "1")
             {
                 builder.Logging.ClearProviders();
+            }
+
+            if (logs is not null)
+            {
+                builder.Logging.AddProvider(logs);
             }
         });
         await app.StartAsync();

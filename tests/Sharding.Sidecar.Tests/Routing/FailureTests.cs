@@ -18,7 +18,8 @@ public sealed class FailureTests
         var map1 = Path.Combine(directory, "map1.yaml");
         await File.WriteAllTextAsync(map0, Cluster.MapYaml([ports[1]], "[\"header:x-shard-key\"]", names: ["pod-1"]));
         await File.WriteAllTextAsync(map1, Cluster.MapYaml([ports[0]], "[\"header:x-shard-key\"]", names: ["pod-0"]));
-        await using var sidecar0 = await TestSidecar.StartAsync("pod-0", ports[0], app0.Port, map0);
+        var logs = new CollectingLoggerProvider();
+        await using var sidecar0 = await TestSidecar.StartAsync("pod-0", ports[0], app0.Port, map0, logs: logs);
         await using var sidecar1 = await TestSidecar.StartAsync("pod-1", ports[1], app1.Port, map1);
 
         using var client = Cluster.Client(http2: false);
@@ -31,6 +32,10 @@ public sealed class FailureTests
         Assert.Equal("1", response.Headers.RetryAfter?.Delta?.TotalSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture));
         Assert.Equal("the shard maps disagree: after 2 hops this pod's map (generation 1) names pod-1 as owner; not forwarding again\n", body);
         Assert.Equal("pod-1", response.Headers.GetValues("x-sharding-owner").Single());
+        var loop = Assert.Single(logs.Entries, e => e.Id.Id == 501);
+        Assert.Equal("LoopPrevented", loop.Id.Name);
+        Assert.Equal("Not forwarding to pod-1 again: the request already took 2 hops (sender generation 1, ours 1)", loop.Message);
+        Assert.Contains(logs.Entries, e => e.Id.Id == 700 && e.Message.Contains("generation 1 is current", StringComparison.Ordinal));
     }
 
     [Fact]
