@@ -11,7 +11,7 @@ namespace Sharding.ControlPlane.Tests.Injection;
 
 public sealed class SidecarInjectorTests
 {
-    private static readonly string Fixtures = Path.Combine(RepositoryPaths.Root, "..", "shared", "k8s-fixtures", "webhook", "received");
+    private static readonly string Fixtures = Path.Combine(RepositoryPaths.KubernetesFixtures, "webhook", "received");
     private readonly SidecarInjector _injector = new(Options.Create(new SidecarInjectionOptions { Image = "sidecar:test" }));
 
     private static JsonObject Review(JsonObject pod, string operation = "CREATE") => new()

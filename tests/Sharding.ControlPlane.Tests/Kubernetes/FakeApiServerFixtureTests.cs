@@ -8,10 +8,10 @@ using Sharding.Testing.Kubernetes;
 
 namespace Sharding.ControlPlane.Tests.Kubernetes;
 
-/// <summary>The fake API server and the client checked against real kube-apiserver responses in ../shared/k8s-fixtures.</summary>
+/// <summary>The fake API server and the client checked against real kube-apiserver responses in tests/fixtures/k8s-fixtures (copied from the team's ../shared/k8s-fixtures).</summary>
 public sealed class FakeApiServerFixtureTests : IAsyncLifetime
 {
-    private static readonly string Fixtures = Path.Combine(RepositoryPaths.Root, "..", "shared", "k8s-fixtures");
+    private static readonly string Fixtures = RepositoryPaths.KubernetesFixtures;
     private FakeKubernetesApiServer _server = null!;
     private HttpClient _http = null!;
 
