@@ -89,7 +89,9 @@ internal static class SidecarHost
         services.AddSingleton<ShardRouter>();
         services.AddSingleton<AdminEndpoints>();
         services.AddSingleton(static _ => new PrometheusExporter(meterNamePrefix: "Sharding"));
-        services.TryAddSingleton<IShardMapSource, FileShardMapSource>();
+        services.TryAddSingleton<IShardMapSource>(static sp => sp.GetRequiredService<IOptions<SidecarOptions>>().Value.ControlPlaneUrls.Length > 0
+            ? ActivatorUtilities.CreateInstance<ControlPlaneMapSource>(sp)
+            : ActivatorUtilities.CreateInstance<FileShardMapSource>(sp));
         services.AddHostedService<MapSyncService>();
         return services;
     }

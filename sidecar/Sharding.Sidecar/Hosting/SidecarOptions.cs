@@ -47,7 +47,15 @@ internal sealed class SidecarOptions
     /// anyway because gRPC needs it; choose <see cref="AppProtocol.Auto"/> to mirror the client's version always.</value>
     public AppProtocol AppProtocol { get; set; } = AppProtocol.Http1;
 
-    /// <summary>The static shard-map file (JSON or YAML), watched for changes. Required until the control-plane subscription lands.</summary>
+    /// <summary>
+    /// The control plane's gRPC URLs (h2c, e.g. <c>http://sharding-controlplane.sharding-system.svc:8081</c>); any replica will do.
+    /// When set, shard maps come from its <c>Assignments/Watch</c> stream and <see cref="Service"/> is required.
+    /// </summary>
+    /// <value>Empty: use <see cref="MapFile"/>. Exactly one of the two must be given.</value>
+    public string[] ControlPlaneUrls { get; set; } = [];
+
+    /// <summary>A static shard-map file (JSON or YAML), watched for changes: for running without a control plane.</summary>
+    /// <value>Null. Exactly one of <see cref="MapFile"/> and <see cref="ControlPlaneUrls"/> must be given.</value>
     public string? MapFile { get; set; }
 
     /// <summary>The cluster secret for the forwarding proof (HMAC-SHA256); at least 16 chars, the same on every sidecar.</summary>

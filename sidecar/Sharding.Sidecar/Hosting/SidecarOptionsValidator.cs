@@ -19,9 +19,26 @@ internal sealed class SidecarOptionsValidator : IValidateOptions<SidecarOptions>
             failures.Add($"{P}ForwardingSecret must be at least 16 characters and the same on every sidecar (e.g. from a Kubernetes Secret via Sidecar__ForwardingSecret).");
         }
 
-        if (string.IsNullOrWhiteSpace(options.MapFile))
+        var hasFile = !string.IsNullOrWhiteSpace(options.MapFile);
+        var hasControlPlane = options.ControlPlaneUrls.Length > 0;
+        if (hasFile == hasControlPlane)
         {
-            failures.Add($"{P}MapFile is empty: point it at a JSON or YAML shard-map file (the control-plane subscription is not wired yet).");
+            failures.Add(hasFile
+                ? $"{P}MapFile and {P}ControlPlaneUrls are both set: choose the control plane (production) or a static map file (no control plane)."
+                : $"{P}ControlPlaneUrls (e.g. http://sharding-controlplane.sharding-system.svc:8081) or {P}MapFile (a JSON or YAML shard-map file) is required.");
+        }
+
+        foreach (var url in options.ControlPlaneUrls)
+        {
+            if (!Uri.TryCreate(url, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
+            {
+                failures.Add($"{P}ControlPlaneUrls entry '{url}' is not an absolute http(s) URL.");
+            }
+        }
+
+        if (hasControlPlane && string.IsNullOrWhiteSpace(options.Service))
+        {
+            failures.Add($"{P}Service is required with {P}ControlPlaneUrls: it names the sharded service whose map to follow.");
         }
 
         if (!System.Net.IPAddress.TryParse(options.ListenAddress, out _))

@@ -30,12 +30,35 @@ public sealed class SidecarOptionsValidatorTests
         var failures = result.Failures!.ToList();
         Assert.Contains(failures, f => f.StartsWith("Sidecar:PodName is empty", StringComparison.Ordinal) && f.Contains("POD_NAME", StringComparison.Ordinal));
         Assert.Contains(failures, f => f.StartsWith("Sidecar:ForwardingSecret must be at least 16", StringComparison.Ordinal));
-        Assert.Contains(failures, f => f.StartsWith("Sidecar:MapFile is empty", StringComparison.Ordinal));
+        Assert.Contains(failures, f => f.StartsWith("Sidecar:ControlPlaneUrls (e.g.", StringComparison.Ordinal) && f.Contains("Sidecar:MapFile", StringComparison.Ordinal));
         Assert.Contains(failures, f => f.StartsWith("Sidecar:ListenAddress 'not-an-ip'", StringComparison.Ordinal));
         Assert.Contains(failures, f => f.StartsWith("Sidecar:Port and Sidecar:AdminPort are both 9000", StringComparison.Ordinal));
         Assert.Contains(failures, f => f.StartsWith("Sidecar:ConnectTimeout must be positive", StringComparison.Ordinal));
         Assert.Contains(failures, f => f.StartsWith("Sidecar:BreakerFailureRatio", StringComparison.Ordinal));
         Assert.Contains(failures, f => f.StartsWith("Sidecar:BreakerSamplingDuration", StringComparison.Ordinal));
         Assert.Equal(8, failures.Count);
+    }
+
+    [Fact]
+    public void Validate_BothOrBadControlPlaneSettings_NamesEachProblem()
+    {
+        var both = Valid();
+        both.ControlPlaneUrls = ["http://127.0.0.1:15001"];
+        both.Service = "svc";
+        Assert.Contains(new SidecarOptionsValidator().Validate(null, both).Failures!, f => f.StartsWith("Sidecar:MapFile and Sidecar:ControlPlaneUrls are both set", StringComparison.Ordinal));
+
+        var bad = Valid();
+        bad.MapFile = null;
+        bad.ControlPlaneUrls = ["not a url", "ftp://x"];
+        var failures = new SidecarOptionsValidator().Validate(null, bad).Failures!.ToList();
+        Assert.Contains(failures, f => f == "Sidecar:ControlPlaneUrls entry 'not a url' is not an absolute http(s) URL.");
+        Assert.Contains(failures, f => f == "Sidecar:ControlPlaneUrls entry 'ftp://x' is not an absolute http(s) URL.");
+        Assert.Contains(failures, f => f.StartsWith("Sidecar:Service is required with Sidecar:ControlPlaneUrls", StringComparison.Ordinal));
+
+        var good = Valid();
+        good.MapFile = null;
+        good.ControlPlaneUrls = ["http://127.0.0.1:15001", "http://127.0.0.1:15011"];
+        good.Service = "svc";
+        Assert.True(new SidecarOptionsValidator().Validate(null, good).Succeeded);
     }
 }
