@@ -7,6 +7,8 @@ internal sealed class ChildProcess : IDisposable
 {
     private readonly Process _process;
     private readonly StreamWriter _log;
+    private bool _disposed;
+    private bool _exitedAtDispose;
 
     private ChildProcess(string name, Process process, StreamWriter log)
     {
@@ -19,7 +21,8 @@ internal sealed class ChildProcess : IDisposable
 
     public int Id => _process.Id;
 
-    public bool HasExited => _process.HasExited;
+    /// <summary>Whether the process has exited (remembered after <see cref="Dispose"/>).</summary>
+    public bool HasExited => _disposed ? _exitedAtDispose : _process.HasExited;
 
     /// <summary>Starts <c>dotnet <paramref name="assembly"/> args</c> with extra environment variables.</summary>
     public static ChildProcess Start(string name, string assembly, IEnumerable<string> arguments, IReadOnlyDictionary<string, string> environment, string logFile)
@@ -109,8 +112,15 @@ internal sealed class ChildProcess : IDisposable
 
     public void Dispose()
     {
+        if (_disposed)
+        {
+            return;
+        }
+
         Kill();
         _process.WaitForExit(5000);
+        _exitedAtDispose = _process.HasExited;
+        _disposed = true;
         _process.Dispose();
         _log.Dispose();
     }
