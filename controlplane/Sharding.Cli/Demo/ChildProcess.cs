@@ -14,12 +14,13 @@ internal sealed class ChildProcess : IDisposable
     {
         Name = name;
         _process = process;
+        Id = process.Id;
         _log = log;
     }
 
     public string Name { get; }
 
-    public int Id => _process.Id;
+    public int Id { get; }
 
     /// <summary>Whether the process has exited (remembered after <see cref="Dispose"/>).</summary>
     public bool HasExited => _disposed ? _exitedAtDispose : _process.HasExited;

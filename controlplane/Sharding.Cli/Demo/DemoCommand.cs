@@ -174,6 +174,7 @@ internal static class DemoCommand
             await cluster.DisposeAsync().ConfigureAwait(false);
             summary.ProcessesStarted = cluster.StartedProcesses.Count;
             summary.ProcessesExited = cluster.StartedProcesses.Count(p => p.HasExited);
+            summary.ProcessIds = [.. cluster.StartedProcesses.Select(p => p.Id)];
         }
 
         summary.Print(stdout);

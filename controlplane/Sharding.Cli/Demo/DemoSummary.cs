@@ -46,6 +46,9 @@ internal sealed class DemoSummary
 
     public int ProcessesExited { get; set; }
 
+    /// <summary>Every process id the demo started, so a caller can check that none is left.</summary>
+    public IReadOnlyList<int> ProcessIds { get; set; } = [];
+
     public bool Interrupted { get; set; }
 
     public string? Error { get; set; }
@@ -102,7 +105,7 @@ internal sealed class DemoSummary
         }
 
         text.Append(CultureInfo.InvariantCulture,
-            $"demo: result={(Passed ? "PASS" : "FAIL")} requests={Requests} failed={Failed} misroutes={Misroutes} mismatched={Mismatched} moved={MovedShare:F4} ideal={IdealShare:F4} failover_seconds={FailoverSeconds:F3} streams_ended={StreamsEnded} processes_started={ProcessesStarted} processes_exited={ProcessesExited}\n");
+            $"demo: result={(Passed ? "PASS" : "FAIL")} requests={Requests} failed={Failed} misroutes={Misroutes} mismatched={Mismatched} moved={MovedShare:F4} ideal={IdealShare:F4} failover_seconds={FailoverSeconds:F3} streams_ended={StreamsEnded} processes_started={ProcessesStarted} processes_exited={ProcessesExited} pids={string.Join(',', ProcessIds)}\n");
         stdout.Write(text.ToString());
     }
 }
