@@ -91,6 +91,7 @@ internal sealed class LoadGenerator : IAsyncDisposable
             {
                 using var request = new HttpRequestMessage(HttpMethod.Post, new Uri(target.SidecarUrl + "/counter"));
                 request.Headers.Add("x-shard-key", key);
+                request.Content = new StringContent("{\"op\":\"increment\"}", System.Text.Encoding.UTF8, "application/json");
                 using var response = await _http.SendAsync(request, CancellationToken.None).ConfigureAwait(false);
                 var body = await response.Content.ReadAsStringAsync(CancellationToken.None).ConfigureAwait(false);
                 if (response.StatusCode == HttpStatusCode.ServiceUnavailable && attempt < 3)
