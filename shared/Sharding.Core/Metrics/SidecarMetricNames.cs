@@ -43,6 +43,57 @@ public static class SidecarMetricNames
     /// <summary>Tag: <c>local</c> (this pod's app) or <c>peer</c> (another sidecar).</summary>
     public const string DestinationTag = "destination";
 
+    /// <summary>Up-down counter of tracked long-lived streams, tagged <see cref="ProtocolTag"/> (<c>sharding_sidecar_streams_tracked</c>).</summary>
+    public const string StreamsTracked = "sharding.sidecar.streams.tracked";
+
+    /// <summary>Counter of HTTP/2 GOAWAYs sent to clients whose streams' keys moved (<c>sharding_sidecar_goaways_sent_total</c>).</summary>
+    public const string GoAwaysSent = "sharding.sidecar.goaways.sent";
+
+    /// <summary>Counter of streams the sidecar ended, tagged <see cref="ReasonTag"/> and <see cref="ProtocolTag"/> (<c>sharding_sidecar_streams_drained_total</c>).</summary>
+    public const string StreamsDrained = "sharding.sidecar.streams.drained";
+
+    /// <summary>Histogram of the time from a new generation to the last moved stream closed, seconds (<c>sharding_sidecar_drain_duration_seconds</c>).</summary>
+    public const string DrainDuration = "sharding.sidecar.drain.duration";
+
+    /// <summary>Counter of forwarded requests that waited for a newer map, tagged <see cref="ResultTag"/> <c>caught_up</c> or <c>timed_out</c> (<c>sharding_sidecar_skew_waits_total</c>).</summary>
+    public const string SkewWaits = "sharding.sidecar.skew.waits";
+
+    /// <summary>Tag: a stream's protocol, one of the <c>Protocol…</c> values.</summary>
+    public const string ProtocolTag = "protocol";
+
+    /// <summary>Tag: why a stream was drained, one of the <c>Reason…</c> values.</summary>
+    public const string ReasonTag = "reason";
+
+    /// <summary><see cref="ProtocolTag"/>: gRPC (content type application/grpc).</summary>
+    public const string ProtocolGrpc = "grpc";
+
+    /// <summary><see cref="ProtocolTag"/>: server-sent events (text/event-stream).</summary>
+    public const string ProtocolSse = "sse";
+
+    /// <summary><see cref="ProtocolTag"/>: a WebSocket (HTTP/1.1 upgrade).</summary>
+    public const string ProtocolWebSocket = "websocket";
+
+    /// <summary><see cref="ProtocolTag"/>: a request whose response headers had not come after the stream threshold.</summary>
+    public const string ProtocolLongPoll = "long_poll";
+
+    /// <summary><see cref="ProtocolTag"/>: any other request open longer than the stream threshold.</summary>
+    public const string ProtocolHttp = "http";
+
+    /// <summary><see cref="ReasonTag"/>: the stream's key moved to another owner.</summary>
+    public const string ReasonMoved = "moved";
+
+    /// <summary><see cref="ReasonTag"/>: the sidecar is shutting down.</summary>
+    public const string ReasonShutdown = "shutdown";
+
+    /// <summary><see cref="ReasonTag"/>: the client connection reached its maximum age.</summary>
+    public const string ReasonMaxAge = "max_age";
+
+    /// <summary><see cref="ResultTag"/> of a skew wait: the newer map arrived in time.</summary>
+    public const string SkewCaughtUp = "caught_up";
+
+    /// <summary><see cref="ResultTag"/> of a skew wait: it did not; the request was decided on the older map.</summary>
+    public const string SkewTimedOut = "timed_out";
+
     /// <summary>Tag: a member (pod) name.</summary>
     public const string OwnerTag = "owner";
 

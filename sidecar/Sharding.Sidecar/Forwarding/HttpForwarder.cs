@@ -4,7 +4,9 @@ using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Options;
 using Polly;
 using Polly.CircuitBreaker;
+using Sharding.Sidecar.Draining;
 using Sharding.Sidecar.Hosting;
+using Sharding.Sidecar.Routing;
 
 namespace Sharding.Sidecar.Forwarding;
 
@@ -17,7 +19,10 @@ internal readonly record struct InternalHeaders(string Hop, string Generation, s
 /// <param name="IsPeer">Whether it is another sidecar (HTTP/2, internal headers, its x-sharding-* response headers pass).</param>
 /// <param name="BodyPrefix">Body bytes already read (JSON key extraction), sent before the rest.</param>
 /// <param name="Internal">Internal headers for a peer.</param>
-internal readonly record struct ForwardTarget(string BaseAddress, string Owner, bool IsPeer, ReadOnlyMemory<byte> BodyPrefix, InternalHeaders? Internal);
+/// <param name="Generation">For the local app: the generation the request was routed with (sent as <c>x-sharding-generation</c>,
+/// with <c>x-sharding-owner</c>, so the app knows what its sidecar decided).</param>
+internal readonly record struct ForwardTarget(
+    string BaseAddress, string Owner, bool IsPeer, ReadOnlyMemory<byte> BodyPrefix, InternalHeaders? Internal, string? Generation = null);
 
 /// <summary>A forward's outcome: the error (None when it went well) and, for 503s, when to retry.</summary>
 internal readonly record struct ForwardResult(ForwarderError Error, TimeSpan RetryAfter = default, Exception? Exception = null);
@@ -45,9 +50,15 @@ internal sealed partial class HttpForwarder : IDisposable
     private readonly SidecarMetrics _metrics;
     private readonly SidecarOptions _options;
     private readonly ILogger<HttpForwarder> _logger;
+    private readonly StreamRegistry _streams;
+    private readonly TimeProvider _time;
 
-    public HttpForwarder(IOptions<SidecarOptions> options, OwnerResilience resilience, SidecarMetrics metrics, ILogger<HttpForwarder> logger)
+    public HttpForwarder(
+        IOptions<SidecarOptions> options, OwnerResilience resilience, SidecarMetrics metrics, StreamRegistry streams, TimeProvider time,
+        ILogger<HttpForwarder> logger)
     {
+        _streams = streams;
+        _time = time;
         _options = options.Value;
         _resilience = resilience;
         _metrics = metrics;
@@ -123,7 +134,10 @@ internal sealed partial class HttpForwarder : IDisposable
     }
 
     /// <summary>Forwards the request; see the remarks on <see cref="HttpForwarder"/> for the steps.</summary>
-    public async ValueTask<ForwardResult> ForwardAsync(HttpContext context, ForwardTarget target)
+    /// <param name="context">The client's request.</param>
+    /// <param name="target">Where it goes.</param>
+    /// <param name="stream">Its routing decision, tracked by the stream registry (null: not drainable, e.g. direct tests).</param>
+    public async ValueTask<ForwardResult> ForwardAsync(HttpContext context, ForwardTarget target, ShardRequestContext? stream = null)
     {
         var upgradeFeature = context.Features.Get<IHttpUpgradeFeature>();
         var isUpgrade = upgradeFeature?.IsUpgradableRequest == true;
@@ -135,6 +149,7 @@ internal sealed partial class HttpForwarder : IDisposable
         }
 
         var activity = _options.ActivityTimeout > TimeSpan.Zero ? new ActivityTimeout(cts, _options.ActivityTimeout) : null;
+        stream?.AttachCancellation(cts);
 
         // 1. The upstream request.
         var request = context.Request;
@@ -165,6 +180,12 @@ internal sealed partial class HttpForwarder : IDisposable
             message.Headers.TryAddWithoutValidation(HeaderRules.Key, internalHeaders.Key);
             message.Headers.TryAddWithoutValidation(HeaderRules.Proof, internalHeaders.Proof);
         }
+        else if (target.Generation is not null)
+        {
+            // For the app (never a peer): what the sidecar decided. Anything x-sharding-* from outside was dropped above.
+            message.Headers.TryAddWithoutValidation(HeaderRules.Generation, target.Generation);
+            message.Headers.TryAddWithoutValidation(HeaderRules.Owner, target.Owner);
+        }
 
         // 4. Send.
         var start = Stopwatch.GetTimestamp();
@@ -182,7 +203,13 @@ internal sealed partial class HttpForwarder : IDisposable
             }
             catch (Exception ex) when (ex is not OutOfMemoryException)
             {
-                // 5. Failed before any response.
+                // 5. Failed before any response (or a drain ended a long poll that was still waiting).
+                if (StreamEnder.IsDrained(context, stream))
+                {
+                    await StreamEnder.EndBeforeResponseAsync(context, stream!).ConfigureAwait(false);
+                    return default;
+                }
+
                 return SendFailed(context, target, content, ex);
             }
 
@@ -202,14 +229,15 @@ internal sealed partial class HttpForwarder : IDisposable
 
                 if (isUpgrade && response.StatusCode == HttpStatusCode.SwitchingProtocols)
                 {
-                    return await UpgradeAsync(context, upgradeFeature!, response, target, activity, cts).ConfigureAwait(false);
+                    return await UpgradeAsync(context, upgradeFeature!, response, target, activity, cts, stream).ConfigureAwait(false);
                 }
 
-                return await CopyResponseAsync(context, response, target, activity, cts.Token).ConfigureAwait(false);
+                return await CopyResponseAsync(context, response, target, activity, stream, cts.Token).ConfigureAwait(false);
             }
         }
         finally
         {
+            stream?.AttachCancellation(null);
             _metrics.StreamEnded();
             if (content is not null)
             {
@@ -273,7 +301,8 @@ internal sealed partial class HttpForwarder : IDisposable
     }
 
     private async ValueTask<ForwardResult> CopyResponseAsync(
-        HttpContext context, HttpResponseMessage response, ForwardTarget target, ActivityTimeout? activity, CancellationToken cancellationToken)
+        HttpContext context, HttpResponseMessage response, ForwardTarget target, ActivityTimeout? activity, ShardRequestContext? stream,
+        CancellationToken cancellationToken)
     {
         // 6. Status and headers.
         var clientResponse = context.Response;
@@ -284,15 +313,26 @@ internal sealed partial class HttpForwarder : IDisposable
         // 7. The body: unknown length means it may be a stream (SSE, gRPC, long poll): flush every write. Event streams and
         // gRPC also get their headers at once (a client waits on them); other responses send headers with the first bytes.
         var streaming = response.Content.Headers.ContentLength is null;
+        var kind = streaming ? StreamEnder.KindOfResponse(response.Content.Headers.ContentType?.MediaType) : StreamKind.None;
         try
         {
-            if (streaming && IsEventStreamOrGrpc(response.Content.Headers.ContentType?.MediaType))
+            if (kind != StreamKind.None)
             {
+                if (stream is not null)
+                {
+                    _streams.MarkStreaming(stream, kind);
+                }
+
                 await clientResponse.StartAsync(cancellationToken).ConfigureAwait(false);
             }
         }
         catch (Exception ex) when (ex is IOException or OperationCanceledException or InvalidOperationException)
         {
+            if (StreamEnder.IsDrained(context, stream) && StreamEnder.EndStartedResponse(context, stream!, atBoundary: true, fixedLength: false))
+            {
+                return default;
+            }
+
             return Fail(context, target, ForwarderError.ResponseBodyClient, ex);
         }
 
@@ -308,8 +348,28 @@ internal sealed partial class HttpForwarder : IDisposable
 
         await using (upstream.ConfigureAwait(false))
         {
-            var (result, bytes, error) = await StreamCopier.CopyAsync(upstream, clientResponse.Body, streaming, activity, cancellationToken).ConfigureAwait(false);
+            StreamCopyResult result;
+            long bytes;
+            Exception? error;
+            var atBoundary = true;
+            if (kind == StreamKind.Grpc)
+            {
+                // Whole gRPC messages only, so a drain can end the call with a clean status.
+                var framed = await FramedCopier.CopyAsync(upstream, clientResponse.Body, FrameFormat.Grpc, activity, cancellationToken).ConfigureAwait(false);
+                (result, bytes, error, atBoundary) = (framed.Result, framed.Bytes, framed.Error, framed.AtBoundary);
+            }
+            else
+            {
+                (result, bytes, error) = await StreamCopier.CopyAsync(upstream, clientResponse.Body, streaming, activity, cancellationToken).ConfigureAwait(false);
+            }
+
             _metrics.ResponseBytes(bytes);
+            if (result == StreamCopyResult.Canceled && StreamEnder.IsDrained(context, stream)
+                && StreamEnder.EndStartedResponse(context, stream!, atBoundary, fixedLength: !streaming))
+            {
+                return default;
+            }
+
             switch (result)
             {
                 case StreamCopyResult.InputError:
@@ -328,7 +388,7 @@ internal sealed partial class HttpForwarder : IDisposable
 
     private async ValueTask<ForwardResult> UpgradeAsync(
         HttpContext context, IHttpUpgradeFeature upgradeFeature, HttpResponseMessage response, ForwardTarget target,
-        ActivityTimeout? activity, CancellationTokenSource cts)
+        ActivityTimeout? activity, CancellationTokenSource cts, ShardRequestContext? stream)
     {
         HeaderRules.CopyResponseHeaders(response, context.Response, target.IsPeer, isUpgrade: true);
         Stream client;
@@ -345,17 +405,40 @@ internal sealed partial class HttpForwarder : IDisposable
 
         await using (upstream.ConfigureAwait(false))
         {
+            // A drain stops only the upstream-to-client copy (at a frame boundary), so the sidecar can add its close frame
+            // and the client's answer can still reach the app.
+            using var downSource = CancellationTokenSource.CreateLinkedTokenSource(cts.Token);
+            stream?.AttachCancellation(downSource);
             var up = StreamCopier.CopyAsync(client, upstream, autoFlush: true, activity, cts.Token).AsTask();
-            var down = StreamCopier.CopyAsync(upstream, client, autoFlush: true, activity, cts.Token).AsTask();
+            var down = FramedCopier.CopyAsync(upstream, client, FrameFormat.WebSocket, activity, downSource.Token).AsTask();
 
             // When either side ends, end the other: a WebSocket's close handshake has already passed through by then.
             await Task.WhenAny(up, down).ConfigureAwait(false);
+            if (down.IsCompleted && down.Result.Result == StreamCopyResult.Canceled && StreamEnder.IsDrained(context, stream))
+            {
+                try
+                {
+                    if (down.Result.AtBoundary)
+                    {
+                        await StreamEnder.CloseWebSocketAsync(client, stream!, down.Result.SawClose, cts.Token).ConfigureAwait(false);
+
+                        // Bounded: the client answers the close (it goes up to the app) and hangs up, or we stop waiting.
+                        await Task.WhenAny(up, Task.Delay(TimeSpan.FromSeconds(1), _time, cts.Token)).ConfigureAwait(false);
+                    }
+                }
+                catch (Exception ex) when (ex is IOException or OperationCanceledException or ObjectDisposedException)
+                {
+                    Log.ClientCanceled(_logger, target.Owner);
+                }
+            }
+
+            stream?.AttachCancellation(null);
             await cts.CancelAsync().ConfigureAwait(false);
             var (upResult, upBytes, _) = await up.ConfigureAwait(false);
-            var (downResult, downBytes, _) = await down.ConfigureAwait(false);
+            var downResult = await down.ConfigureAwait(false);
             _metrics.RequestBytes(upBytes);
-            _metrics.ResponseBytes(downBytes);
-            Log.UpgradeEnded(_logger, target.Owner, upResult, downResult);
+            _metrics.ResponseBytes(downResult.Bytes);
+            Log.UpgradeEnded(_logger, target.Owner, upResult, downResult.Result);
         }
 
         return default;
@@ -409,10 +492,6 @@ internal sealed partial class HttpForwarder : IDisposable
             _ => IsGrpc(request) ? Http2 : Http11,
         };
     }
-
-    private static bool IsEventStreamOrGrpc(string? mediaType) =>
-        mediaType is not null && (mediaType.Equals("text/event-stream", StringComparison.OrdinalIgnoreCase)
-                                  || mediaType.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase));
 
     private static bool IsGrpc(HttpRequest request) =>
         request.ContentType is { } type && type.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase);

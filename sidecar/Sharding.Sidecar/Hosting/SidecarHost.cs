@@ -4,6 +4,7 @@ using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using Sharding.Mapping;
 using Sharding.Metrics;
+using Sharding.Sidecar.Draining;
 using Sharding.Sidecar.Forwarding;
 using Sharding.Sidecar.MapSync;
 using Sharding.Sidecar.Routing;
@@ -39,8 +40,10 @@ internal static class SidecarHost
             kestrel.AddServerHeader = false;
             kestrel.Limits.MaxRequestBodySize = null; // the app sets its own limits; the sidecar streams
             kestrel.Limits.Http2.MaxStreamsPerConnection = 250;
+            var streams = kestrel.ApplicationServices.GetRequiredService<StreamRegistry>();
             kestrel.Listen(IPAddress.Parse(options.ListenAddress), options.Port, listen =>
             {
+                listen.Use(streams.ConnectionMiddleware);
                 if (options.TlsCertificatePath is { } certificate)
                 {
                     listen.Protocols = HttpProtocols.Http1AndHttp2; // ALPN picks
@@ -85,6 +88,17 @@ internal static class SidecarHost
         services.AddSingleton<OwnerCircuitStates>();
         services.AddSingleton<OwnerResilience>();
         services.AddSingleton<ForwardingProof>();
+        services.AddSingleton<StreamRegistry>();
+        services.AddHostedService(static sp => sp.GetRequiredService<StreamRegistry>());
+        services.AddOptions<HostOptions>().Configure<IOptions<SidecarOptions>>(static (host, options) =>
+        {
+            // Room for the shutdown drain (grace, then the streams' ends) before the host gives up on Kestrel.
+            var needed = options.Value.DrainGrace + TimeSpan.FromSeconds(5);
+            if (host.ShutdownTimeout < needed)
+            {
+                host.ShutdownTimeout = needed;
+            }
+        });
         services.AddSingleton<HttpForwarder>();
         services.AddSingleton<ShardRouter>();
         services.AddSingleton<AdminEndpoints>();

@@ -11,6 +11,8 @@ internal sealed class SidecarMetrics
 {
     private static readonly double[] LatencyBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
+    private static readonly double[] DrainBuckets = [0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60];
+
     private readonly Counter<long> _requests;
     private readonly Histogram<double> _forwardDuration;
     private readonly UpDownCounter<long> _activeStreams;
@@ -18,6 +20,11 @@ internal sealed class SidecarMetrics
     private readonly Counter<long> _responseBytes;
     private readonly Counter<long> _mapLoads;
     private readonly Counter<long> _retries;
+    private readonly UpDownCounter<long> _streamsTracked;
+    private readonly Counter<long> _goAways;
+    private readonly Counter<long> _streamsDrained;
+    private readonly Histogram<double> _drainDuration;
+    private readonly Counter<long> _skewWaits;
 
     public SidecarMetrics(IMeterFactory meterFactory, ShardMapStore store, OwnerCircuitStates circuits)
     {
@@ -31,6 +38,13 @@ internal sealed class SidecarMetrics
         _responseBytes = meter.CreateCounter<long>(SidecarMetricNames.ResponseBytes, "By", "Response body bytes sent to clients");
         _mapLoads = meter.CreateCounter<long>(SidecarMetricNames.MapLoads, "{load}", "Shard-map loads by result");
         _retries = meter.CreateCounter<long>(SidecarMetricNames.ForwardRetries, "{retry}", "Connect retries by owner");
+        _streamsTracked = meter.CreateUpDownCounter<long>(SidecarMetricNames.StreamsTracked, "{stream}", "Long-lived streams tracked for draining, by protocol");
+        _goAways = meter.CreateCounter<long>(SidecarMetricNames.GoAwaysSent, "{goaway}", "HTTP/2 GOAWAYs sent to clients whose streams must move");
+        _streamsDrained = meter.CreateCounter<long>(SidecarMetricNames.StreamsDrained, "{stream}", "Streams ended by the sidecar, by reason and protocol");
+        _drainDuration = meter.CreateHistogram(
+            SidecarMetricNames.DrainDuration, "s", "Time from a new generation to the last moved stream closed",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = DrainBuckets });
+        _skewWaits = meter.CreateCounter<long>(SidecarMetricNames.SkewWaits, "{wait}", "Forwarded requests that waited for a newer map, by result");
         meter.CreateObservableGauge(SidecarMetricNames.MapGeneration, () => store.Generation, "{generation}", "Current shard-map generation");
         meter.CreateObservableGauge(SidecarMetricNames.CircuitState, circuits.Observe, "1", "Circuit-breaker state by owner: 0 closed, 1 open, 2 half-open, 3 isolated");
     }
@@ -76,4 +90,17 @@ internal sealed class SidecarMetrics
     public void MapLoaded(bool ok) => _mapLoads.Add(1, new KeyValuePair<string, object?>(SidecarMetricNames.ResultTag, ok ? "ok" : "error"));
 
     public void Retry(string owner) => _retries.Add(1, new KeyValuePair<string, object?>(SidecarMetricNames.OwnerTag, owner));
+
+    public void StreamTracked(string protocol, int delta) =>
+        _streamsTracked.Add(delta, new KeyValuePair<string, object?>(SidecarMetricNames.ProtocolTag, protocol));
+
+    public void GoAwaySent() => _goAways.Add(1);
+
+    public void StreamDrained(string reason, string protocol) => _streamsDrained.Add(
+        1, new KeyValuePair<string, object?>(SidecarMetricNames.ReasonTag, reason), new KeyValuePair<string, object?>(SidecarMetricNames.ProtocolTag, protocol));
+
+    public void DrainCompleted(TimeSpan elapsed) => _drainDuration.Record(elapsed.TotalSeconds);
+
+    public void SkewWait(bool caughtUp) =>
+        _skewWaits.Add(1, new KeyValuePair<string, object?>(SidecarMetricNames.ResultTag, caughtUp ? SidecarMetricNames.SkewCaughtUp : SidecarMetricNames.SkewTimedOut));
 }

@@ -124,6 +124,36 @@ internal sealed class SidecarOptions
     /// <value>1.</value>
     [Range(0, 3600)]
     public int RetryAfterSeconds { get; set; } = 1;
+
+    /// <summary>A request still open after this long is tracked as a long-lived stream (and drained when its key moves);
+    /// gRPC, <c>text/event-stream</c> and WebSocket requests are tracked from their start.</summary>
+    /// <value>1 s: ordinary requests finish well within it, long polls and streams do not.</value>
+    public TimeSpan StreamThreshold { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>How long a stream whose key moved may go on after its connection got GOAWAY before the sidecar ends it;
+    /// also the bound on draining every stream at shutdown.</summary>
+    /// <value>5 s: enough for a client to open its new connection and for in-flight messages to arrive; short enough that
+    /// nobody is served by a former owner for long.</value>
+    public TimeSpan DrainGrace { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>How long a forwarded request carrying a newer generation than this sidecar's waits for that map.</summary>
+    /// <value>100 ms: map propagation to all sidecars takes a few ms; waiting longer only adds latency when the map is stuck.</value>
+    public TimeSpan SkewWait { get; set; } = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>Client connections older than this get GOAWAY (HTTP/1.1: close after the response); their streams are ended
+    /// after <see cref="DrainGrace"/>. A coarse backstop; zero turns it off.</summary>
+    /// <value>Zero (off): the sidecar drains exactly the streams whose key moved.</value>
+    public TimeSpan MaxConnectionAge { get; set; } = TimeSpan.Zero;
+
+    /// <summary>Random extra age up to this fraction of <see cref="MaxConnectionAge"/>, so connections opened together do not all close together.</summary>
+    /// <value>0.1, as gRPC's MAX_CONNECTION_AGE jitter (±10 %).</value>
+    [Range(0.0, 1.0)]
+    public double MaxConnectionAgeJitter { get; set; } = 0.1;
+
+    /// <summary>How many keys one <c>POST /v1/ownership/check</c> may ask about.</summary>
+    /// <value>10,000.</value>
+    [Range(1, 1_000_000)]
+    public int OwnershipCheckMaxKeys { get; set; } = 10_000;
 }
 
 /// <summary>The HTTP version the sidecar uses towards its app.</summary>

@@ -65,6 +65,17 @@ internal sealed class SidecarOptionsValidator : IValidateOptions<SidecarOptions>
         Positive(failures, $"{P}ConnectTimeout", options.ConnectTimeout);
         Positive(failures, $"{P}RetryBaseDelay", options.RetryBaseDelay);
         Positive(failures, $"{P}BreakerDuration", options.BreakerDuration);
+        Positive(failures, $"{P}StreamThreshold", options.StreamThreshold);
+        Positive(failures, $"{P}DrainGrace", options.DrainGrace);
+        if (options.SkewWait < TimeSpan.Zero || options.SkewWait > TimeSpan.FromSeconds(10))
+        {
+            failures.Add($"{P}SkewWait must be 0 (never wait) .. 00:00:10, got {options.SkewWait}; the default 00:00:00.1 covers map propagation.");
+        }
+
+        if (options.MaxConnectionAge < TimeSpan.Zero)
+        {
+            failures.Add($"{P}MaxConnectionAge must be zero (off) or positive, got {options.MaxConnectionAge}.");
+        }
         if (options.BreakerSamplingDuration < TimeSpan.FromMilliseconds(500))
         {
             failures.Add($"{P}BreakerSamplingDuration must be at least 00:00:00.5 (Polly's minimum), got {options.BreakerSamplingDuration}.");

@@ -1,4 +1,5 @@
 using Sharding.Mapping;
+using Sharding.Sidecar.Draining;
 
 namespace Sharding.Sidecar.Routing;
 
@@ -16,8 +17,63 @@ internal enum RouteKind
 /// The routing decision of one request, set as a feature on its <c>HttpContext</c> (<c>Features.Get&lt;ShardRequestContext&gt;()</c>):
 /// the seam for tracking long-lived streams, draining and skew handling (issue 6).
 /// </summary>
+/// <remarks>The fields below the properties are the stream registry's (Draining/StreamRegistry), not part of the decision.</remarks>
 internal sealed class ShardRequestContext
 {
+    // Tracking state: 0 in flight, 1 tracked as a long-lived stream, 2 ended (see StreamRegistry).
+    internal int TrackingState;
+    internal int Bucket = -1;
+    internal int Slot = -1;
+    internal long StartTimestamp;
+    internal StreamKind StreamKind;
+    internal HttpContext? Http;
+    internal ConnectionState? ConnectionState;
+    internal DrainOrder? Drain;
+    internal DrainBatch? Batch;
+
+    // The forwarder's cancellation for this request, guarded by lock (this); ending a drained stream cancels it.
+    private CancellationTokenSource? _cancel;
+    private bool _endRequested;
+
+    /// <summary>Whether the registry asked the forwarder to end this stream (the drain order says why).</summary>
+    internal bool EndRequested => Volatile.Read(ref _endRequested);
+
+    /// <summary>The forwarder attaches the source that cancels its copies; true when an end was already requested.</summary>
+    internal void AttachCancellation(CancellationTokenSource? source)
+    {
+        bool cancelNow;
+        lock (this)
+        {
+            _cancel = source;
+            cancelNow = _endRequested && source is not null;
+        }
+
+        if (cancelNow)
+        {
+            source!.Cancel();
+        }
+    }
+
+    /// <summary>Asks the forwarder to end the stream now (after the drain's grace).</summary>
+    internal void RequestEnd()
+    {
+        CancellationTokenSource? cancel;
+        lock (this)
+        {
+            _endRequested = true;
+            cancel = _cancel;
+        }
+
+        try
+        {
+            cancel?.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // The forward finished in the meantime.
+        }
+    }
+
     /// <summary>xxHash64 of the key's UTF-8 bytes (0 when the request had no key).</summary>
     public ulong KeyHash { get; init; }
 

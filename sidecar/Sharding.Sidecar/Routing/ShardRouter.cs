@@ -5,6 +5,7 @@ using Sharding.Hashing;
 using Sharding.Keys;
 using Sharding.Mapping;
 using Sharding.Metrics;
+using Sharding.Sidecar.Draining;
 using Sharding.Sidecar.Forwarding;
 using Sharding.Sidecar.Hosting;
 
@@ -33,14 +34,16 @@ internal sealed partial class ShardRouter
     private readonly SidecarMetrics _metrics;
     private readonly SidecarOptions _options;
     private readonly ILogger<ShardRouter> _logger;
+    private readonly StreamRegistry _streams;
     private readonly string _retryAfter;
     private readonly string _appBase;
     private MapState? _state;
 
     public ShardRouter(
         ShardMapStore store, HttpForwarder forwarder, ForwardingProof proof, SidecarMetrics metrics, IOptions<SidecarOptions> options,
-        ILogger<ShardRouter> logger)
+        StreamRegistry streams, ILogger<ShardRouter> logger)
     {
+        _streams = streams;
         _store = store;
         _forwarder = forwarder;
         _proof = proof;
@@ -60,6 +63,12 @@ internal sealed partial class ShardRouter
             await WriteErrorAsync(context, StatusCodes.Status503ServiceUnavailable, SidecarMetricNames.OutcomeNoMap,
                 map is null ? "no shard map yet" : $"the shard map of service '{map.Service}' has no members", _retryAfter, _options.PodName).ConfigureAwait(false);
             return;
+        }
+
+        // Version skew: a peer that routed with a newer map than ours; wait briefly for it before deciding.
+        if (context.Request.Headers[HeaderRules.Hop].Count > 0 && SenderGeneration(context) is var sent && sent > map.Generation && _options.SkewWait > TimeSpan.Zero)
+        {
+            map = await WaitForSkewAsync(context, map, sent).ConfigureAwait(false);
         }
 
         var state = StateFor(map);
@@ -85,7 +94,7 @@ internal sealed partial class ShardRouter
 
             var owner = decision.Owner!;
             var isLocal = decision.Kind == DecisionKind.Local;
-            context.Features.Set(new ShardRequestContext
+            var shard = new ShardRequestContext
             {
                 KeyHash = decision.Hash,
                 HasKey = decision.HasKey,
@@ -97,16 +106,25 @@ internal sealed partial class ShardRouter
                 SenderGeneration = decision.SenderGeneration,
                 ConnectionId = context.Connection.Id,
                 Protocol = context.Request.Protocol,
-            });
+            };
+            context.Features.Set(shard);
             context.Response.Headers[HeaderRules.Owner] = owner.Name;
             var body = prefix is null ? ReadOnlyMemory<byte>.Empty : prefix.AsMemory(0, prefixLength);
             var target = isLocal
-                ? new ForwardTarget(_appBase, _options.PodName, IsPeer: false, body, Internal: null)
+                ? new ForwardTarget(_appBase, _options.PodName, IsPeer: false, body, Internal: null, state.GenerationText)
                 : new ForwardTarget(state.PeerBase(owner), owner.Name, IsPeer: true, body,
                     new InternalHeaders(decision.NextHopText!, state.GenerationText, decision.KeyHeader ?? string.Empty, decision.Proof!));
 
-            var result = await _forwarder.ForwardAsync(context, target).ConfigureAwait(false);
-            await CompleteAsync(context, result, owner, isLocal).ConfigureAwait(false);
+            _streams.Begin(shard, context);
+            try
+            {
+                var result = await _forwarder.ForwardAsync(context, target, shard).ConfigureAwait(false);
+                await CompleteAsync(context, result, owner, isLocal).ConfigureAwait(false);
+            }
+            finally
+            {
+                _streams.End(shard);
+            }
         }
         finally
         {
@@ -115,6 +133,24 @@ internal sealed partial class ShardRouter
                 ArrayPool<byte>.Shared.Return(prefix);
             }
         }
+    }
+
+    private static long SenderGeneration(HttpContext context) =>
+        long.TryParse(context.Request.Headers[HeaderRules.Generation].ToString(), NumberStyles.None, CultureInfo.InvariantCulture, out var generation)
+            ? generation
+            : -1;
+
+    /// <summary>
+    /// The sender's map is newer: wait (bounded by <see cref="SidecarOptions.SkewWait"/>) for it, then decide on whatever map
+    /// is current. The proof is verified afterwards as usual, so an unproven request costs at most the wait.
+    /// </summary>
+    private async ValueTask<ShardMap> WaitForSkewAsync(HttpContext context, ShardMap map, long senderGeneration)
+    {
+        var caughtUp = await _store.WaitForGenerationAsync(senderGeneration, _options.SkewWait, context.RequestAborted).ConfigureAwait(false);
+        _metrics.SkewWait(caughtUp);
+        var current = _store.Current ?? map;
+        Log.SkewWait(_logger, senderGeneration, map.Generation, current.Generation, caughtUp);
+        return current.IsEmpty ? map : current;
     }
 
     private async Task CompleteAsync(HttpContext context, ForwardResult result, ShardMember owner, bool isLocal)
@@ -203,7 +239,8 @@ internal sealed partial class ShardRouter
             return Rejected(context, $"the forwarding proof ({HeaderRules.Proof}) is {proof.ToString().ToLowerInvariant()}");
         }
 
-        // Version skew (issue 6 waits here for a newer map when senderGeneration > state.Map.Generation).
+        // Version skew: InvokeAsync already waited for the sender's newer map (SkewWait); a map that still differs forwards at
+        // most once more (Peer refuses a third hop).
         if (length == 0)
         {
             // The sender applied its no-key fallback and picked us: serve it.
@@ -437,6 +474,10 @@ internal sealed partial class ShardRouter
 
         [LoggerMessage(EventId = 502, EventName = "Unavailable", Level = LogLevel.Information, Message = "Answered {Status} ({Outcome}): {Reason}")]
         public static partial void Unavailable(ILogger logger, int status, string outcome, string reason);
+
+        [LoggerMessage(EventId = 504, EventName = "SkewWait", Level = LogLevel.Debug,
+            Message = "A forwarded request carried generation {SenderGeneration}, ours was {Generation}; waited, now {Current} (caught up: {CaughtUp})")]
+        public static partial void SkewWait(ILogger logger, long senderGeneration, long generation, long current, bool caughtUp);
 
         [LoggerMessage(EventId = 503, EventName = "BadRequest", Level = LogLevel.Debug, Message = "Answered {Status} ({Outcome}): {Reason}")]
         public static partial void BadRequest(ILogger logger, int status, string outcome, string reason);
