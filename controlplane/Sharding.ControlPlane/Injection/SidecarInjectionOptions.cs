@@ -28,7 +28,18 @@ public sealed class SidecarInjectionOptions
 
     /// <summary>The control-plane URL the sidecar subscribes to.</summary>
     /// <value>The control-plane Service in <c>sharding-system</c>.</value>
-    public string ControlPlaneAddress { get; set; } = "http://sharding-controlplane.sharding-system.svc:8080";
+    public string ControlPlaneAddress { get; set; } = "http://sharding-controlplane.sharding-system.svc:8081";
+
+    /// <summary>
+    /// The Secret, in the workload's namespace, holding the cluster's forwarding secret (the HMAC key of the forwarding proof,
+    /// the same for every sidecar of a service); injected as <c>Sidecar__ForwardingSecret</c>.
+    /// </summary>
+    /// <value><c>sharding-forwarding-secret</c>, key <see cref="ForwardingSecretKey"/>.</value>
+    public string ForwardingSecretName { get; set; } = "sharding-forwarding-secret";
+
+    /// <summary>The key inside <see cref="ForwardingSecretName"/>.</summary>
+    /// <value><c>secret</c>.</value>
+    public string ForwardingSecretKey { get; set; } = "secret";
 
     /// <summary>CPU request of the sidecar.</summary>
     /// <value>50m.</value>

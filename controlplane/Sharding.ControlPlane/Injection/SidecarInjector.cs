@@ -196,11 +196,13 @@ internal sealed class SidecarInjector(IOptions<SidecarInjectionOptions> options)
             FieldEnv("POD_NAME", "metadata.name"),
             FieldEnv("POD_NAMESPACE", "metadata.namespace"),
             FieldEnv("POD_IP", "status.podIP"),
-            Env("SHARDING_SERVICE", service),
-            Env("SHARDING_APP_PORT", appPort.ToString(CultureInfo.InvariantCulture)),
-            Env("SHARDING_SIDECAR_PORT", _options.SidecarPort.ToString(CultureInfo.InvariantCulture)),
-            Env("SHARDING_ADMIN_PORT", _options.AdminPort.ToString(CultureInfo.InvariantCulture)),
-            Env("SHARDING_CONTROL_PLANE", _options.ControlPlaneAddress)),
+            // The sidecar's own option keys (section Sidecar, docs/sidecar.md); it reads POD_NAME itself.
+            Env("Sidecar__Service", service),
+            Env("Sidecar__AppPort", appPort.ToString(CultureInfo.InvariantCulture)),
+            Env("Sidecar__Port", _options.SidecarPort.ToString(CultureInfo.InvariantCulture)),
+            Env("Sidecar__AdminPort", _options.AdminPort.ToString(CultureInfo.InvariantCulture)),
+            Env("Sidecar__ControlPlaneUrls__0", _options.ControlPlaneAddress),
+            SecretEnv("Sidecar__ForwardingSecret", _options.ForwardingSecretName, _options.ForwardingSecretKey)),
         ["resources"] = new JsonObject
         {
             ["requests"] = new JsonObject { ["cpu"] = _options.CpuRequest, ["memory"] = _options.MemoryRequest },
@@ -225,6 +227,9 @@ internal sealed class SidecarInjector(IOptions<SidecarInjectionOptions> options)
     };
 
     private static JsonObject Env(string name, string value) => new() { ["name"] = name, ["value"] = value };
+
+    private static JsonObject SecretEnv(string name, string secret, string key) =>
+        new() { ["name"] = name, ["valueFrom"] = new JsonObject { ["secretKeyRef"] = new JsonObject { ["name"] = secret, ["key"] = key } } };
 
     private static JsonObject FieldEnv(string name, string fieldPath) =>
         new() { ["name"] = name, ["valueFrom"] = new JsonObject { ["fieldRef"] = new JsonObject { ["fieldPath"] = fieldPath } } };

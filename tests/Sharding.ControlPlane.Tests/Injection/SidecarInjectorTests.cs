@@ -93,8 +93,12 @@ public sealed class SidecarInjectorTests
         Assert.Equal("metadata.name", (string?)env["POD_NAME"]!["valueFrom"]!["fieldRef"]!["fieldPath"]);
         Assert.Equal("metadata.namespace", (string?)env["POD_NAMESPACE"]!["valueFrom"]!["fieldRef"]!["fieldPath"]);
         Assert.Equal("status.podIP", (string?)env["POD_IP"]!["valueFrom"]!["fieldRef"]!["fieldPath"]);
-        Assert.Equal("7000", (string?)env["SHARDING_APP_PORT"]!["value"]);
-        Assert.Equal("carts", (string?)env["SHARDING_SERVICE"]!["value"]);
+        Assert.Equal("7000", (string?)env["Sidecar__AppPort"]!["value"]);
+        Assert.Equal("carts", (string?)env["Sidecar__Service"]!["value"]);
+        Assert.Equal("15100", (string?)env["Sidecar__Port"]!["value"]);
+        Assert.Equal("15101", (string?)env["Sidecar__AdminPort"]!["value"]);
+        Assert.Equal("http://sharding-controlplane.sharding-system.svc:8081", (string?)env["Sidecar__ControlPlaneUrls__0"]!["value"]);
+        Assert.Equal("sharding-forwarding-secret", (string?)env["Sidecar__ForwardingSecret"]!["valueFrom"]!["secretKeyRef"]!["name"]);
         Assert.NotNull(sidecar["resources"]!["requests"]);
     }
 
@@ -114,7 +118,7 @@ public sealed class SidecarInjectorTests
         var (_, patched) = Run(Review(pod));
         Assert.Equal("docs", (string?)patched!["metadata"]!["labels"]!["sharding.dev/service"]);
         var env = patched["spec"]!["containers"]![1]!["env"]!.AsArray();
-        Assert.Equal("9000", (string?)env.Single(e => (string?)e!["name"] == "SHARDING_APP_PORT")!["value"]);
+        Assert.Equal("9000", (string?)env.Single(e => (string?)e!["name"] == "Sidecar__AppPort")!["value"]);
     }
 
     [Fact]
