@@ -61,6 +61,20 @@ internal sealed class OwnershipChecker(IHttpClientFactory clients, IOptions<Samp
         }
     }
 
+    /// <summary>Records that this pod served <paramref name="key"/> now under the generation its sidecar routed with (watch
+    /// streams call it for every event, so a stream's whole serving window is visible). Capped: the oldest records go first.</summary>
+    public void RecordServed(string key, long routedGeneration)
+    {
+        _served.Enqueue(new ServedRecord(key, routedGeneration, time.GetUtcNow().ToUnixTimeMilliseconds()));
+
+        // Bounded: trims at most what the last enqueues added past the cap.
+        while (_served.Count > MaxServedRecords && _served.TryDequeue(out _))
+        {
+        }
+    }
+
+    private const int MaxServedRecords = 200_000;
+
     public OwnershipStats Snapshot(int keyCount) =>
         new(options.Value.PodName, keyCount, Interlocked.Read(ref _verified), Interlocked.Read(ref _misroutes), Interlocked.Read(ref _unverified));
 

@@ -24,12 +24,15 @@ internal static class SampleEndpoints
         // Watch a key's counter as server-sent events: one event now, then on every change or heartbeat.
         app.MapGet("/watch", WatchAsync);
 
+        // The same watch over gRPC server streaming (h2c): sample.v1.Counter/Watch, see GrpcWatch.
+        app.MapPost(GrpcWatch.Path, GrpcWatch.HandleAsync);
+
         app.MapGet("/stats", (CounterStore store, OwnershipChecker checker) => Results.Json(checker.Snapshot(store.KeyCount), SampleJsonContext.Default.OwnershipStats));
         app.MapGet("/served", (OwnershipChecker checker) => Results.Json(checker.Served, SampleJsonContext.Default.IReadOnlyCollectionServedRecord));
         app.MapGet("/healthz", () => "ok");
     }
 
-    private static string? KeyFromHeader(HttpContext context) =>
+    internal static string? KeyFromHeader(HttpContext context) =>
         context.Request.Headers.TryGetValue(KeyHeader, out var values) && values.Count > 0 && !string.IsNullOrEmpty(values[0]) ? values[0] : null;
 
     private static async Task<IResult> Increment(HttpContext context, string? key, CounterStore store, OwnershipChecker checker, SampleAppOptions options)
@@ -76,6 +79,7 @@ internal static class SampleEndpoints
             {
                 var changed = store.NextChangeAsync(key);
                 var line = string.Create(CultureInfo.InvariantCulture, $"data: {{\"pod\":\"{pod}\",\"key\":\"{JsonEscape(key)}\",\"value\":{store.Get(key)}}}\n\n");
+                checker.RecordServed(key, RoutedGeneration(context));
                 await context.Response.WriteAsync(line, Encoding.UTF8, token).ConfigureAwait(false);
                 await context.Response.Body.FlushAsync(token).ConfigureAwait(false);
                 await Task.WhenAny(changed, Task.Delay(options.Value.WatchHeartbeat, time, token)).ConfigureAwait(false);
@@ -87,7 +91,7 @@ internal static class SampleEndpoints
         }
     }
 
-    private static long RoutedGeneration(HttpContext context) =>
+    internal static long RoutedGeneration(HttpContext context) =>
         context.Request.Headers.TryGetValue("x-sharding-generation", out var values)
         && long.TryParse(values.ToString(), NumberStyles.None, CultureInfo.InvariantCulture, out var generation) ? generation : -1;
 

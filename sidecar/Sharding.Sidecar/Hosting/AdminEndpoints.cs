@@ -12,13 +12,24 @@ internal sealed class AdminConnectionFeature
     public static readonly AdminConnectionFeature Instance = new();
 }
 
-/// <summary>The admin port: <c>/metrics</c>, <c>/healthz</c>, <c>/readyz</c> (a map is present), <c>/v1/map</c>.</summary>
-internal sealed class AdminEndpoints(ShardMapStore store, PrometheusExporter exporter, OwnerCircuitStates circuits, Microsoft.Extensions.Options.IOptions<SidecarOptions> options)
+/// <summary>
+/// The admin port: <c>/metrics</c>, <c>/healthz</c>, <c>/readyz</c> (a map is present), <c>/v1/map</c>, and the ownership API
+/// for the app beside the sidecar (loopback callers only): <c>/v1/ownership</c>, <c>/v1/ownership/check</c>, <c>/v1/ownership/watch</c>.
+/// </summary>
+internal sealed class AdminEndpoints(
+    ShardMapStore store, PrometheusExporter exporter, OwnerCircuitStates circuits, Microsoft.Extensions.Options.IOptions<SidecarOptions> options,
+    OwnershipApi ownership)
 {
     public async Task HandleAsync(HttpContext context)
     {
         var path = context.Request.Path.Value ?? "/";
         var response = context.Response;
+        if (path.StartsWith(OwnershipApi.PathPrefix, StringComparison.Ordinal))
+        {
+            await ownership.HandleAsync(context, path).ConfigureAwait(false);
+            return;
+        }
+
         if (!HttpMethods.IsGet(context.Request.Method) && !HttpMethods.IsHead(context.Request.Method))
         {
             response.StatusCode = StatusCodes.Status405MethodNotAllowed;
@@ -50,7 +61,7 @@ internal sealed class AdminEndpoints(ShardMapStore store, PrometheusExporter exp
                 return;
             default:
                 response.StatusCode = StatusCodes.Status404NotFound;
-                await response.WriteAsync("unknown admin path: use /metrics, /healthz, /readyz or /v1/map\n", context.RequestAborted).ConfigureAwait(false);
+                await response.WriteAsync("unknown admin path: use /metrics, /healthz, /readyz, /v1/map or /v1/ownership\n", context.RequestAborted).ConfigureAwait(false);
                 return;
         }
     }

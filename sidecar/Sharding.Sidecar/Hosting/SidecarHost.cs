@@ -101,6 +101,7 @@ internal static class SidecarHost
         });
         services.AddSingleton<HttpForwarder>();
         services.AddSingleton<ShardRouter>();
+        services.AddSingleton<OwnershipApi>();
         services.AddSingleton<AdminEndpoints>();
         services.AddSingleton(static _ => new PrometheusExporter(meterNamePrefix: "Sharding"));
         services.TryAddSingleton<IShardMapSource>(static sp => sp.GetRequiredService<IOptions<SidecarOptions>>().Value.ControlPlaneUrls.Length > 0
