@@ -1,0 +1,110 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Logging;
+using Sharding.ControlPlane.Distribution;
+using Sharding.ControlPlane.Hosting;
+using Sharding.ControlPlane.Leadership;
+using Sharding.Kubernetes;
+using Sharding.Testing.Kubernetes;
+
+namespace Sharding.ControlPlane.Tests.Kubernetes;
+
+/// <summary>The whole control-plane app in Kubernetes mode against the fake API server: Lease election, pod membership, directory.</summary>
+public sealed class KubernetesModeTests
+{
+    private const string Ns = "shop";
+
+    [Fact]
+    public async Task ControlPlane_KubernetesMode_LeadsThroughLeaseAndServesPodMembership()
+    {
+        await using var api = await FakeKubernetesApiServer.StartAsync();
+        var labels = new Dictionary<string, string> { ["sharding.dev/service"] = "carts" };
+        var annotations = new Dictionary<string, string> { ["sharding.dev/key"] = "header:x-cart" };
+        api.AddPod(Ns, "carts-0", labels, annotations, ready: true, podIP: "10.0.0.10");
+        api.AddPod(Ns, "carts-1", labels, annotations, ready: true, podIP: "10.0.0.11");
+        api.AddPod(Ns, "carts-2", labels, annotations, ready: false, podIP: "10.0.0.12");
+
+        string[] args =
+        [
+            "--ControlPlane:Mode=kubernetes",
+            "--ControlPlane:HttpUrl=http://127.0.0.1:0",
+            "--ControlPlane:GrpcUrl=http://127.0.0.1:0",
+            "--ControlPlane:Debounce=00:00:00.050",
+            "--Sharding:Kubernetes:Election:Namespace=sharding-system",
+            "--Sharding:Kubernetes:Election:Identity=cp-0",
+            "--Sharding:Kubernetes:Election:LeaderUrl=http://127.0.0.1:1",
+            $"--Sharding:Kubernetes:Injection:WebhookPort={FreePort()}",
+        ];
+        var app = ControlPlaneApp.Build(args, builder =>
+        {
+            builder.Logging.ClearProviders();
+            builder.Services.Replace(ServiceDescriptor.Singleton(api.CreateClient()));
+        });
+        await app.StartAsync();
+        try
+        {
+            var (http, _) = await app.Services.GetRequiredService<ControlPlaneEndpoints>().Bound.WaitAsync(TimeSpan.FromSeconds(10));
+            var elector = app.Services.GetRequiredService<ILeaderElector>();
+            Assert.IsType<LeaseLeaderElector>(elector);
+            using var client = new HttpClient { BaseAddress = http };
+
+            var map = await PollAsync(client, "/v1/services/carts/map?table=false", doc => doc.RootElement.GetProperty("members").GetArrayLength() == 2);
+
+            Assert.True(elector.Current.IsLeader);
+            var members = map.RootElement.GetProperty("members").EnumerateArray().Select(m => m.GetProperty("name").GetString()).ToList();
+            Assert.Equal(["carts-0", "carts-1"], members);
+            var lease = api.Get("leases", "sharding-system", "sharding-controlplane");
+            Assert.Equal("cp-0", (string?)lease!["spec"]!["holderIdentity"]);
+
+            // A pod turning Ready joins the next generation.
+            api.Update("pods", Ns, "carts-2", pod => pod["status"]!["conditions"]![0]!["status"] = "True");
+            using var grown = await PollAsync(client, "/v1/services/carts/map?table=false", doc => doc.RootElement.GetProperty("members").GetArrayLength() == 3);
+            Assert.True(grown.RootElement.GetProperty("generation").GetInt64() > map.RootElement.GetProperty("generation").GetInt64());
+            map.Dispose();
+        }
+        finally
+        {
+            await app.StopAsync();
+            await app.DisposeAsync();
+        }
+
+        // Graceful shutdown released the Lease so the next replica can take over at once.
+        Assert.True(string.IsNullOrEmpty((string?)api.Get("leases", "sharding-system", "sharding-controlplane")!["spec"]!["holderIdentity"]));
+    }
+
+    private static async Task<JsonDocument> PollAsync(HttpClient client, string path, Func<JsonDocument, bool> done)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        string last = "(nothing)";
+        while (clock.Elapsed < TimeSpan.FromSeconds(20))
+        {
+            using var response = await client.GetAsync(new Uri(path, UriKind.Relative));
+            last = $"{(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}";
+            if (response.IsSuccessStatusCode)
+            {
+                var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+                if (done(doc))
+                {
+                    return doc;
+                }
+
+                doc.Dispose();
+            }
+
+            await Task.Delay(50);
+        }
+
+        throw new TimeoutException($"{path} never satisfied the condition; last answer: {last}");
+    }
+
+    private static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+}
