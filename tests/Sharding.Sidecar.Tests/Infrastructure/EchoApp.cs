@@ -79,6 +79,35 @@ internal sealed class EchoApp : IAsyncDisposable
             }
         }
 
+        if (path == "/ws-watch" && context.WebSockets.IsWebSocketRequest)
+        {
+            await WebSocketWatchAsync(context);
+            return;
+        }
+
+        if (path == "/sse-forever")
+        {
+            // A watch stream: this instance's name every 200 ms until the client or a drain ends it.
+            context.Response.ContentType = "text/event-stream";
+            try
+            {
+                while (!context.RequestAborted.IsCancellationRequested)
+                {
+                    await context.Response.WriteAsync($"data: {Name}\n\n", context.RequestAborted);
+                    await context.Response.Body.FlushAsync(context.RequestAborted);
+                    await Task.Delay(200, context.RequestAborted);
+                }
+            }
+            catch (OperationCanceledException)
+            {
+            }
+            catch (IOException)
+            {
+            }
+
+            return;
+        }
+
         if (path == "/hang")
         {
             await context.Response.StartAsync();
@@ -136,6 +165,47 @@ internal sealed class EchoApp : IAsyncDisposable
         await context.Response.WriteAsync($"{Name}|{request.Headers["x-shard-key"]}|{request.Method} {request.Path}{request.QueryString}|{bytes}|{seen}|{request.Protocol}");
     }
 
+    /// <summary>Sends this instance's name now and every 200 ms; answers the client's close.</summary>
+    private async Task WebSocketWatchAsync(HttpContext context)
+    {
+        using var socket = await context.WebSockets.AcceptWebSocketAsync();
+        using var done = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
+        var sender = Task.Run(async () =>
+        {
+            try
+            {
+                while (!done.IsCancellationRequested)
+                {
+                    await socket.SendAsync(System.Text.Encoding.UTF8.GetBytes(Name), WebSocketMessageType.Text, true, done.Token);
+                    await Task.Delay(200, done.Token);
+                }
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or WebSocketException or IOException or ObjectDisposedException)
+            {
+            }
+        });
+        try
+        {
+            var buffer = new byte[1024];
+            while (true)
+            {
+                var result = await socket.ReceiveAsync(buffer, context.RequestAborted);
+                if (result.MessageType == WebSocketMessageType.Close)
+                {
+                    await done.CancelAsync();
+                    await sender;
+                    await socket.CloseOutputAsync(WebSocketCloseStatus.NormalClosure, "bye", CancellationToken.None);
+                    return;
+                }
+            }
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or WebSocketException or IOException)
+        {
+            await done.CancelAsync();
+            await sender;
+        }
+    }
+
     /// <summary>gRPC framing: 1 byte compressed flag, 4 bytes big-endian length, payload; status in trailers.</summary>
     private async Task GrpcAsync(HttpContext context, bool streaming)
     {
@@ -145,6 +215,29 @@ internal sealed class EchoApp : IAsyncDisposable
         var length = BinaryPrimitives.ReadInt32BigEndian(frame.AsSpan(1, 4));
         var message = System.Text.Encoding.UTF8.GetString(frame, 5, length);
         context.Response.ContentType = "application/grpc";
+        if (context.Request.Path.Value!.EndsWith("/Watch", StringComparison.Ordinal))
+        {
+            // Endless server streaming: "{Name}:{message}:{i}" every 200 ms until cancelled or drained.
+            try
+            {
+                for (var i = 0; !context.RequestAborted.IsCancellationRequested; i++)
+                {
+                    var payload = System.Text.Encoding.UTF8.GetBytes($"{Name}:{message}:{i}");
+                    var header = new byte[5];
+                    BinaryPrimitives.WriteInt32BigEndian(header.AsSpan(1), payload.Length);
+                    await context.Response.Body.WriteAsync(header, context.RequestAborted);
+                    await context.Response.Body.WriteAsync(payload, context.RequestAborted);
+                    await context.Response.Body.FlushAsync(context.RequestAborted);
+                    await Task.Delay(200, context.RequestAborted);
+                }
+            }
+            catch (OperationCanceledException)
+            {
+            }
+
+            return;
+        }
+
         var count = streaming ? 5 : 1;
         for (var i = 0; i < count; i++)
         {

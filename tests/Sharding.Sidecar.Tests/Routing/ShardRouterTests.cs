@@ -143,7 +143,8 @@ public sealed class ShardRouterTests(ClusterFixture fixture)
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         var parts = body.Split('|');
         Assert.Equal("pod-1", parts[0]);
-        Assert.Equal(string.Empty, parts[4]); // the app saw no x-sharding-* header at all
+        // The app saw only what its sidecar added (routed generation and owner), none of the spoofed ones.
+        Assert.Equal("x-sharding-generation,x-sharding-owner", parts[4]);
     }
 
     [Theory]
