@@ -4,23 +4,10 @@ using System.Text.Json.Serialization;
 
 namespace Sharding.Kubernetes;
 
-/// <summary>
-/// <c>metav1.MicroTime</c>: RFC 3339 in UTC with exactly six fractional digits (<c>2026-11-21T23:23:54.816248Z</c>).
-/// </summary>
-/// <remarks>
-/// The apiserver rejects any other precision with 400 while decoding: seven digits (what .NET's <c>"o"</c> writes) and no
-/// fraction both fail (fixtures <c>leases/09</c>, <c>leases/10</c>). Reading accepts any RFC 3339 form.
-/// </remarks>
-public sealed class MicroTimeConverter : JsonConverter<DateTimeOffset?>
+/// <summary>A Kubernetes timestamp: RFC 3339 in UTC, written in one fixed format; reading accepts any RFC 3339 form.</summary>
+/// <param name="format">The write format.</param>
+public abstract class KubernetesTimestampConverter(string format) : JsonConverter<DateTimeOffset?>
 {
-    /// <summary>The write format.</summary>
-    public const string Format = "yyyy-MM-dd'T'HH:mm:ss.ffffff'Z'";
-
-    /// <summary>Formats a time as MicroTime.</summary>
-    /// <param name="value">The time.</param>
-    /// <returns>The text.</returns>
-    public static string ToText(DateTimeOffset value) => value.UtcDateTime.ToString(Format, CultureInfo.InvariantCulture);
-
     /// <inheritdoc />
     public override bool HandleNull => true;
 
@@ -34,7 +21,7 @@ public sealed class MicroTimeConverter : JsonConverter<DateTimeOffset?>
         ArgumentNullException.ThrowIfNull(writer);
         if (value is { } time)
         {
-            writer.WriteStringValue(ToText(time));
+            writer.WriteStringValue(time.UtcDateTime.ToString(format, CultureInfo.InvariantCulture));
         }
         else
         {
@@ -43,8 +30,26 @@ public sealed class MicroTimeConverter : JsonConverter<DateTimeOffset?>
     }
 }
 
+/// <summary>
+/// <c>metav1.MicroTime</c>: RFC 3339 in UTC with exactly six fractional digits (<c>2026-11-21T23:23:54.816248Z</c>).
+/// </summary>
+/// <remarks>
+/// The apiserver rejects any other precision with 400 while decoding: seven digits (what .NET's <c>"o"</c> writes) and no
+/// fraction both fail (fixtures <c>leases/09</c>, <c>leases/10</c>).
+/// </remarks>
+public sealed class MicroTimeConverter() : KubernetesTimestampConverter(Format)
+{
+    /// <summary>The write format.</summary>
+    public const string Format = "yyyy-MM-dd'T'HH:mm:ss.ffffff'Z'";
+
+    /// <summary>Formats a time as MicroTime.</summary>
+    /// <param name="value">The time.</param>
+    /// <returns>The text.</returns>
+    public static string ToText(DateTimeOffset value) => value.UtcDateTime.ToString(Format, CultureInfo.InvariantCulture);
+}
+
 /// <summary><c>metav1.Time</c>: RFC 3339 in UTC, whole seconds (<c>2026-11-21T23:23:54Z</c>).</summary>
-public sealed class KubernetesTimeConverter : JsonConverter<DateTimeOffset?>
+public sealed class KubernetesTimeConverter() : KubernetesTimestampConverter(Format)
 {
     /// <summary>The write format.</summary>
     public const string Format = "yyyy-MM-dd'T'HH:mm:ss'Z'";
@@ -53,27 +58,6 @@ public sealed class KubernetesTimeConverter : JsonConverter<DateTimeOffset?>
     /// <param name="value">The time.</param>
     /// <returns>The text.</returns>
     public static string ToText(DateTimeOffset value) => value.UtcDateTime.ToString(Format, CultureInfo.InvariantCulture);
-
-    /// <inheritdoc />
-    public override bool HandleNull => true;
-
-    /// <inheritdoc />
-    public override DateTimeOffset? Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) =>
-        reader.TokenType == JsonTokenType.Null ? null : DateTimeOffset.Parse(reader.GetString()!, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal);
-
-    /// <inheritdoc />
-    public override void Write(Utf8JsonWriter writer, DateTimeOffset? value, JsonSerializerOptions options)
-    {
-        ArgumentNullException.ThrowIfNull(writer);
-        if (value is { } time)
-        {
-            writer.WriteStringValue(ToText(time));
-        }
-        else
-        {
-            writer.WriteNullValue();
-        }
-    }
 }
 
 /// <summary>Bytes as a base64 string (the AdmissionResponse <c>patch</c>).</summary>
