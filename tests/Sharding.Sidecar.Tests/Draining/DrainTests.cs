@@ -9,8 +9,9 @@ using Xunit.Abstractions;
 
 namespace Sharding.Sidecar.Tests.Draining;
 
-/// <summary>Drain tests start their own clusters; one at a time (2 cores).</summary>
-[CollectionDefinition(Name)]
+/// <summary>Drain tests start their own clusters with hundreds of streams: one at a time and not beside other tests (2 cores;
+/// the forwarding tests measure the process's heap).</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
 public sealed class DrainGroup
 {
     public const string Name = "drain";

@@ -57,7 +57,7 @@ public sealed class AdminAndProtocolTests(ClusterFixture fixture)
         Assert.Equal(0, result.ExitCode);
         Assert.Contains("recv SETTINGS frame", result.StandardOutput, StringComparison.Ordinal);
         Assert.Contains($"x-sharding-owner: {Cluster.OwnerOf("nghttp-key")}", result.StandardOutput, StringComparison.Ordinal);
-        Assert.Contains($"{Cluster.OwnerOf("nghttp-key")}|nghttp-key|GET /n|0||HTTP/", result.StandardOutput, StringComparison.Ordinal);
+        Assert.Contains($"{Cluster.OwnerOf("nghttp-key")}|nghttp-key|GET /n|0|x-sharding-generation,x-sharding-owner|HTTP/", result.StandardOutput, StringComparison.Ordinal);
     }
 }
 
