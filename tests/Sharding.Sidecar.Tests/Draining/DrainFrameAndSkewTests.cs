@@ -155,4 +155,26 @@ public sealed class DrainFrameAndSkewTests
         await cluster.ChangeMembersAsync(4, 20);
         Assert.Equal("{\"generation\":20,\"self\":\"pod-0\",\"member\":true,\"members\":[\"pod-0\",\"pod-1\",\"pod-2\",\"pod-3\"]}", await reader.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(5)));
     }
+
+    [Fact]
+    public async Task Shutdown_EndsStreamsWithinTheGrace()
+    {
+        await using var cluster = await DrainCluster.StartAsync(size: 3, members: 3);
+        var sidecar = cluster.Sidecars[0];
+        var key = Enumerable.Range(0, 1000).Select(i => $"bye-{i}").First(k => cluster.OwnerOf(k) == "pod-0");
+        using var client = WatchClients.CreateClient();
+        var sse = new Watch(1, "sse", key, sidecar.Port);
+        var ws = new Watch(2, "ws", key, sidecar.Port);
+        var tasks = new[] { WatchClients.RunAsync(sse, client, http2: true, CancellationToken.None), WatchClients.RunAsync(ws, client, http2: false, CancellationToken.None) };
+        await sse.FirstPod.WaitAsync(TimeSpan.FromSeconds(10));
+        await ws.FirstPod.WaitAsync(TimeSpan.FromSeconds(10));
+
+        var start = Stopwatch.GetTimestamp();
+        await sidecar.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+        await Task.WhenAll(tasks).WaitAsync(TimeSpan.FromSeconds(5));
+        Assert.Equal("eof", sse.EndStatus);
+        Assert.Equal("close 1012", ws.EndStatus);
+        var elapsed = Stopwatch.GetElapsedTime(start, Math.Max(sse.EndedAt, ws.EndedAt));
+        Assert.True(elapsed < DrainCluster.Grace + TimeSpan.FromSeconds(1), $"streams ended {elapsed} after shutdown began");
+    }
 }
