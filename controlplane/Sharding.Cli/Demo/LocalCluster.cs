@@ -85,6 +85,10 @@ internal sealed class LocalCluster : IAsyncDisposable
 
     public IReadOnlyList<ChildProcess> StartedProcesses => _started;
 
+    /// <summary>How long sidecars let a stream whose key moved run before ending it (their <c>Sidecar:DrainGrace</c>).</summary>
+    /// <value>2 s: short enough for the demo's phases to show drained streams reopening on their new owners.</value>
+    public TimeSpan SidecarDrainGrace { get; init; } = TimeSpan.FromSeconds(2);
+
     /// <summary>Starts <paramref name="controlPlanes"/> replicas and <paramref name="pods"/> pods and waits until every sidecar has a map.</summary>
     public async Task StartAsync(int controlPlanes, int pods, CancellationToken cancellationToken)
     {
@@ -292,6 +296,7 @@ internal sealed class LocalCluster : IAsyncDisposable
             $"--Sidecar:AdminPort={pod.AdminPort}",
             $"--Sidecar:AppPort={pod.AppPort}",
             $"--Sidecar:ForwardingSecret={_secret}",
+            $"--Sidecar:DrainGrace={SidecarDrainGrace:c}",
             "--Logging:LogLevel:Default=Information",
             "--Logging:LogLevel:Microsoft.AspNetCore=Warning",
         };
