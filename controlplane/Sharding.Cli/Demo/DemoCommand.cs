@@ -74,7 +74,9 @@ internal static class DemoCommand
 
             // Phase 2: scale out by one pod.
             var before = cluster.ExpectedMap();
+            // Owners seen before the change; after it, only keys requested again count (LastOwner starts over).
             var observedBefore = new Dictionary<string, string>(load.LastOwner, StringComparer.Ordinal);
+            load.LastOwner.Clear();
             var generationBefore = (await cluster.SidecarGenerationsAsync(cancellationToken).ConfigureAwait(false)).Values.Max();
             var endedBefore = watchers.Ended;
             Say($"scale out: {cluster.Members.Count} -> {cluster.Members.Count + 1} pods");

@@ -88,7 +88,7 @@ internal sealed class DemoSummary
         Row("misroutes (app checked ownership)", $"{Misroutes} (verified {Verified}, unverifiable during a change {Unverified})");
         Row("replies whose server was not the named owner", Mismatched.ToString(CultureInfo.InvariantCulture));
         Row("keys moved on scale-out (100,000 keys)", string.Create(CultureInfo.InvariantCulture, $"{MovedShare:P2} (ideal {IdealShare:P2}, bound ideal + 2 %)"));
-        Row("keys seen moving under load", double.IsNaN(ObservedMovedShare) ? "n/a" : ObservedMovedShare.ToString("P2", CultureInfo.InvariantCulture));
+        Row("keys requested before and after that moved", double.IsNaN(ObservedMovedShare) ? "n/a" : ObservedMovedShare.ToString("P2", CultureInfo.InvariantCulture));
         Row("watch streams with a new owner on scale-out", $"{StreamsMovedOnScaleOut}, ended by the sidecars: {StreamsEndedOnScaleOut}");
         Row("watch streams ended / reopened on owner / elsewhere", $"{StreamsEnded} / {StreamsReopenedOnOwner} / {StreamsReopenedElsewhere}");
         Row("leader failover", double.IsNaN(FailoverSeconds) ? "not done" : string.Create(CultureInfo.InvariantCulture, $"{FailoverSeconds:F2} s, failed requests meanwhile {FailedDuringFailover}"));
