@@ -47,6 +47,18 @@ public sealed class DashboardQueryTests(ITestOutputHelper output)
                 await WriteTargetsAsync(cluster, targets);
                 await Task.Delay(TimeSpan.FromSeconds(10), cancel.Token);
 
+                // The real components' expositions, under load and after a change, pass promtool's checks.
+                if (ExternalTool.Find("promtool") is not null || ExternalTool.PeersRequired)
+                {
+                    using var scrape = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
+                    foreach (var url in cluster.ControlPlanes.Select(c => c.HttpUrl).Concat(cluster.Members.Select(p => p.AdminUrl)))
+                    {
+                        var exposition = await scrape.GetStringAsync(new Uri(url + "/metrics"), cancel.Token);
+                        var lint = await ProcessRunner.RunAsync("promtool", ["check", "metrics"], Encoding.UTF8.GetBytes(exposition));
+                        Assert.True(lint.ExitCode == 0, $"promtool check metrics on {url}/metrics: {lint.StandardOutput}{lint.StandardError}");
+                    }
+                }
+
                 var missing = new List<string>();
                 foreach (var (dashboard, title, expression) in expressions)
                 {
