@@ -69,7 +69,8 @@ internal static class KubernetesServiceCollectionExtensions
             options.Namespace ??= Namespace();
             if (options.LeaderUrl is null && Environment.GetEnvironmentVariable("POD_IP") is { Length: > 0 } ip)
             {
-                var port = new Uri(configuration["ControlPlane:HttpUrl"] ?? "http://0.0.0.0:8080").Port;
+                // Followers relay the leader's Watch stream, so they need its gRPC (h2c) port, not the HTTP/1.1 one.
+                var port = new Uri(configuration["ControlPlane:GrpcUrl"] ?? "http://0.0.0.0:15001").Port;
                 options.LeaderUrl = $"http://{(ip.Contains(':', StringComparison.Ordinal) ? $"[{ip}]" : ip)}:{port}";
             }
         }

@@ -76,6 +76,71 @@ public sealed class KubernetesModeTests
         Assert.True(string.IsNullOrEmpty((string?)api.Get("leases", "sharding-system", "sharding-controlplane")!["spec"]!["holderIdentity"]));
     }
 
+    [Fact]
+    public async Task TwoReplicas_KubernetesMode_FollowerRelaysLeaderAndTakesOverOnRelease()
+    {
+        await using var api = await FakeKubernetesApiServer.StartAsync();
+        var labels = new Dictionary<string, string> { ["sharding.dev/service"] = "carts" };
+        api.AddPod(Ns, "carts-0", labels, ready: true, podIP: "10.0.0.10");
+        api.AddPod(Ns, "carts-1", labels, ready: true, podIP: "10.0.0.11");
+
+        var first = await StartReplicaAsync(api, "cp-0");
+        var second = await StartReplicaAsync(api, "cp-1");
+        try
+        {
+            using var firstClient = new HttpClient { BaseAddress = first.Http };
+            using var secondClient = new HttpClient { BaseAddress = second.Http };
+            using var leaderMap = await PollAsync(firstClient, "/v1/services/carts/map?table=false", doc => doc.RootElement.GetProperty("members").GetArrayLength() == 2);
+            var generation = leaderMap.RootElement.GetProperty("generation").GetInt64();
+
+            // The follower learned the leader's gRPC URL from the Lease annotation and relays its generation.
+            using var relayed = await PollAsync(secondClient, "/v1/services/carts/map?table=false", doc => doc.RootElement.GetProperty("generation").GetInt64() == generation);
+            Assert.False(second.App.Services.GetRequiredService<ILeaderElector>().Current.IsLeader);
+
+            // The leader stops gracefully and releases the Lease; the follower takes over and publishes a newer generation.
+            await first.App.StopAsync();
+            api.AddPod(Ns, "carts-2", labels, ready: true, podIP: "10.0.0.12");
+            using var taken = await PollAsync(secondClient, "/v1/services/carts/map?table=false", doc => doc.RootElement.GetProperty("members").GetArrayLength() == 3);
+            Assert.True(second.App.Services.GetRequiredService<ILeaderElector>().Current.IsLeader);
+            Assert.True(taken.RootElement.GetProperty("generation").GetInt64() > generation);
+            Assert.Equal("cp-1", (string?)api.Get("leases", "sharding-system", "sharding-controlplane")!["spec"]!["holderIdentity"]);
+        }
+        finally
+        {
+            await second.App.StopAsync();
+            await second.App.DisposeAsync();
+            await first.App.DisposeAsync();
+        }
+    }
+
+    private static async Task<(WebApplication App, Uri Http)> StartReplicaAsync(FakeKubernetesApiServer api, string identity)
+    {
+        var grpcPort = FreePort();
+        string[] args =
+        [
+            "--ControlPlane:Mode=kubernetes",
+            $"--ControlPlane:ReplicaId={identity}",
+            "--ControlPlane:HttpUrl=http://127.0.0.1:0",
+            $"--ControlPlane:GrpcUrl=http://127.0.0.1:{grpcPort}",
+            "--ControlPlane:Debounce=00:00:00.050",
+            "--Sharding:Kubernetes:Election:Namespace=sharding-system",
+            $"--Sharding:Kubernetes:Election:Identity={identity}",
+            "--Sharding:Kubernetes:Election:RetryPeriod=00:00:00.200",
+            "--Sharding:Kubernetes:Election:RenewDeadline=00:00:01",
+            "--Sharding:Kubernetes:Election:LeaseDuration=00:00:02",
+            $"--Sharding:Kubernetes:Election:LeaderUrl=http://127.0.0.1:{grpcPort}",
+            $"--Sharding:Kubernetes:Injection:WebhookPort={FreePort()}",
+        ];
+        var app = ControlPlaneApp.Build(args, builder =>
+        {
+            builder.Logging.ClearProviders();
+            builder.Services.Replace(ServiceDescriptor.Singleton(api.CreateClient()));
+        });
+        await app.StartAsync();
+        var (http, _) = await app.Services.GetRequiredService<ControlPlaneEndpoints>().Bound.WaitAsync(TimeSpan.FromSeconds(10));
+        return (app, http);
+    }
+
     private static async Task<JsonDocument> PollAsync(HttpClient client, string path, Func<JsonDocument, bool> done)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
