@@ -99,6 +99,9 @@ internal sealed class ConnectionState(Microsoft.AspNetCore.Connections.Features.
 
     public long StartTimestamp { get; } = startTimestamp;
 
+    /// <summary>The client's address as text for <c>x-forwarded-for</c>, formatted once per connection (see HttpForwarder).</summary>
+    public string? RemoteAddressText { get; set; }
+
     /// <summary>Set when the connection reached its max age (its streams are drained with reason max_age).</summary>
     public bool MaxAgeReached { get; set; }
 

@@ -518,10 +518,22 @@ internal sealed partial class HttpForwarder : IDisposable
         return string.Concat(request.PathBase.ToUriComponent(), request.Path.ToUriComponent(), request.QueryString.ToUriComponent());
     }
 
+    /// <summary>The client's address as text, formatted once per connection rather than once per request.</summary>
+    private static string? RemoteAddressText(HttpContext context)
+    {
+        var connection = context.Features.Get<ConnectionState>();
+        if (connection is null)
+        {
+            return context.Connection.RemoteIpAddress?.ToString();
+        }
+
+        return connection.RemoteAddressText ??= context.Connection.RemoteIpAddress?.ToString();
+    }
+
     private static void AddForwardedHeaders(HttpContext context, HttpRequestMessage message)
     {
         var request = context.Request;
-        var remote = context.Connection.RemoteIpAddress?.ToString();
+        var remote = RemoteAddressText(context);
         if (remote is not null)
         {
             var existing = request.Headers["x-forwarded-for"];

@@ -26,10 +26,20 @@ internal sealed class SidecarEndpoints
 /// <summary>Builds the sidecar: options, map sync, routing, forwarding, metrics, and Kestrel with its two ports.</summary>
 internal static class SidecarHost
 {
+    private const string HostingDiagnosticsCategory = "Microsoft.AspNetCore.Hosting.Diagnostics";
+
     public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
     {
         var builder = WebApplication.CreateSlimBuilder(args);
         configure?.Invoke(builder);
+
+        // ASP.NET Core's hosting diagnostics start an Activity and a logging scope for every request whenever its category
+        // logs at any level; the sidecar logs its own events (5xx..8xx), so that category is off unless configured.
+        if (builder.Configuration[$"Logging:LogLevel:{HostingDiagnosticsCategory}"] is null)
+        {
+            builder.Logging.AddFilter(HostingDiagnosticsCategory, LogLevel.None);
+        }
+
         builder.Services.AddShardingSidecar();
         builder.Services.AddOptions<Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets.SocketTransportOptions>()
             .Configure<IOptions<SidecarOptions>>(static (transport, options) => transport.UnsafePreferInlineScheduling = options.Value.InlineSocketCompletions);
