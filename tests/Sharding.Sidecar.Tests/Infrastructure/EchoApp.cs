@@ -108,6 +108,20 @@ internal sealed class EchoApp : IAsyncDisposable
             return;
         }
 
+        if (path == "/long-poll")
+        {
+            // A long poll that never answers: no response headers until the client or a drain ends it.
+            try
+            {
+                await Task.Delay(TimeSpan.FromSeconds(60), context.RequestAborted);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+
+            return;
+        }
+
         if (path == "/hang")
         {
             await context.Response.StartAsync();
