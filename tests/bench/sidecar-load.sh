@@ -141,7 +141,8 @@ def ms(v):
     return {"us": n / 1000, "ms": n, "s": n * 1000, "m": n * 60000}[u]
 try:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-    p50 = ms(re.search(r"50%\s+(\S+)", text).group(1)); p99 = ms(re.search(r"99%\s+(\S+)", text).group(1))
+    # Anchored to the line start: the latency stdev column can end in "50%" or "99%" too.
+    p50 = ms(re.search(r"^\s*50%\s+(\S+)", text, re.M).group(1)); p99 = ms(re.search(r"^\s*99%\s+(\S+)", text, re.M).group(1))
 except Exception as e:
     sys.stderr.write(f"cannot parse wrk output ({e}):\n{text}\n")
     rps = p50 = p99 = 0.0
