@@ -85,6 +85,13 @@ public sealed class KubernetesModeTests
         api.AddPod(Ns, "carts-1", labels, ready: true, podIP: "10.0.0.11");
 
         var first = await StartReplicaAsync(api, "cp-0");
+        var firstElector = first.App.Services.GetRequiredService<ILeaderElector>();
+        for (var i = 0; i < 200 && !firstElector.Current.IsLeader; i++)
+        {
+            await Task.Delay(25);
+        }
+
+        Assert.True(firstElector.Current.IsLeader, "the first replica did not acquire the Lease");
         var second = await StartReplicaAsync(api, "cp-1");
         try
         {
