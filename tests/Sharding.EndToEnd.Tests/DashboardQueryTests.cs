@@ -241,10 +241,5 @@ public sealed class DashboardQueryTests(ITestOutputHelper output)
         throw new TimeoutException("prometheus did not become ready within 20 s");
     }
 
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
+    private static int FreePort() => LoopbackPorts.Free();
 }

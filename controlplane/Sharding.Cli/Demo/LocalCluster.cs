@@ -383,10 +383,27 @@ internal sealed class LocalCluster : IAsyncDisposable
         return process;
     }
 
+    /// <summary>
+    /// A free port below Linux's ephemeral range (32768–60999): ports the OS hands out for "port 0" are also what outgoing
+    /// connections (the load, other processes) get as source ports, and could be taken before the child process binds them.
+    /// </summary>
     private static int FreePort()
     {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
+        for (var attempt = 0; attempt < 500; attempt++)
+        {
+            var port = Random.Shared.Next(20000, 32000);
+            try
+            {
+                using var listener = new TcpListener(IPAddress.Loopback, port);
+                listener.Start();
+                return port;
+            }
+            catch (SocketException)
+            {
+                // Taken: try another.
+            }
+        }
+
+        throw new InvalidOperationException("no free port on 127.0.0.1 between 20000 and 32000");
     }
 }

@@ -186,12 +186,7 @@ internal sealed class LocalCluster : IAsyncDisposable
         }
     }
 
-    public static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
+    public static int FreePort() => Sharding.Testing.LoopbackPorts.Free();
 
     public static async Task Until(Func<Task<bool>> condition, TimeSpan timeout, string what)
     {

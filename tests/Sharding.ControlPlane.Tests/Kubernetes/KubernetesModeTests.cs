@@ -9,6 +9,7 @@ using Sharding.ControlPlane.Distribution;
 using Sharding.ControlPlane.Hosting;
 using Sharding.ControlPlane.Leadership;
 using Sharding.Kubernetes;
+using Sharding.Testing;
 using Sharding.Testing.Kubernetes;
 
 namespace Sharding.ControlPlane.Tests.Kubernetes;
@@ -173,10 +174,5 @@ public sealed class KubernetesModeTests
         throw new TimeoutException($"{path} never satisfied the condition; last answer: {last}");
     }
 
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
+    private static int FreePort() => LoopbackPorts.Free();
 }

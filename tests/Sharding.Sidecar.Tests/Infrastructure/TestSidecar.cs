@@ -71,12 +71,7 @@ internal sealed class TestSidecar : IAsyncDisposable
     }
 
     /// <summary>A port that was free a moment ago (members' addresses must be in the map before the sidecars start).</summary>
-    public static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
+    public static int FreePort() => Sharding.Testing.LoopbackPorts.Free();
 
     public async ValueTask DisposeAsync()
     {
