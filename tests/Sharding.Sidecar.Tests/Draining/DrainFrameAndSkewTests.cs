@@ -22,50 +22,14 @@ public sealed class DrainFrameAndSkewTests
         var key = Enumerable.Range(0, 10_000).Select(i => $"frame-{i}")
             .First(k => before.OwnerOf(k.AsSpan())!.Name == "pod-0"
                         && Sharding.Mapping.ShardMap.Create("x", 1, before.Members.Add(new Sharding.Mapping.ShardMember("pod-3", "127.0.0.1:1"))).OwnerOf(k.AsSpan())!.Name == "pod-3");
-        var stdout = new System.Text.StringBuilder();
-        var firstData = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var process = Process.Start(new ProcessStartInfo("nghttp",
-            ["-v", "-H", $"x-shard-key: {key}", "-H", "accept: text/event-stream", $"http://127.0.0.1:{cluster.Sidecars[0].Port}/sse-forever"])
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        })!;
-        process.OutputDataReceived += (_, e) =>
-        {
-            lock (stdout)
-            {
-                stdout.AppendLine(e.Data);
-            }
+        using var nghttp = NghttpSseStream.Open(cluster.Sidecars[0].Port, key);
+        await nghttp.FirstData.WaitAsync(TimeSpan.FromSeconds(10));
+        var changedAt = await cluster.ChangeMembersAsync(4, 20);
+        await nghttp.Process.WaitForExitAsync().WaitAsync(DrainCluster.Grace + TimeSpan.FromSeconds(3));
+        var elapsed = Stopwatch.GetElapsedTime(changedAt);
+        Assert.True(elapsed < DrainCluster.Grace + TimeSpan.FromSeconds(1), $"the stream ended {elapsed} after the change");
 
-            if (e.Data?.Contains("recv DATA frame", StringComparison.Ordinal) == true)
-            {
-                firstData.TrySetResult();
-            }
-        };
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        try
-        {
-            await firstData.Task.WaitAsync(TimeSpan.FromSeconds(10));
-            var changedAt = await cluster.ChangeMembersAsync(4, 20);
-            await process.WaitForExitAsync().WaitAsync(DrainCluster.Grace + TimeSpan.FromSeconds(3));
-            var elapsed = Stopwatch.GetElapsedTime(changedAt);
-            Assert.True(elapsed < DrainCluster.Grace + TimeSpan.FromSeconds(1), $"the stream ended {elapsed} after the change");
-        }
-        finally
-        {
-            if (!process.HasExited)
-            {
-                process.Kill();
-            }
-        }
-
-        string text;
-        lock (stdout)
-        {
-            text = stdout.ToString();
-        }
+        var text = nghttp.Output();
 
         // The graceful first GOAWAY: NO_ERROR with last-stream-id 2^31-1 (new streams go to a new connection).
         var goaway = text.IndexOf("recv GOAWAY frame", StringComparison.Ordinal);

@@ -30,36 +30,14 @@ public sealed partial class MaxAgeAndLongPollTests
         var key = Enumerable.Range(0, 1000).Select(i => $"age-{i}").First(k => cluster.OwnerOf(k) == "pod-0");
 
         // The old connection: an SSE stream over h2c, every frame logged by nghttp with its time since connect.
-        var stdout = new System.Text.StringBuilder();
-        var firstData = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var process = Process.Start(new ProcessStartInfo("nghttp",
-            ["-v", "-H", $"x-shard-key: {key}", "-H", "accept: text/event-stream", $"http://127.0.0.1:{sidecar.Port}/sse-forever"])
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        })!;
-        process.OutputDataReceived += (_, e) =>
-        {
-            lock (stdout)
-            {
-                stdout.AppendLine(e.Data);
-            }
-
-            if (e.Data?.Contains("recv DATA frame", StringComparison.Ordinal) == true)
-            {
-                firstData.TrySetResult();
-            }
-        };
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
+        using var nghttp = NghttpSseStream.Open(sidecar.Port, key);
         using var client = WatchClients.CreateClient();
         using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(30));
         Watch? young = null;
         Task? youngTask = null;
         try
         {
-            await firstData.Task.WaitAsync(TimeSpan.FromSeconds(10));
+            await nghttp.FirstData.WaitAsync(TimeSpan.FromSeconds(10));
             var oldOpened = Stopwatch.GetTimestamp();
 
             // A younger connection, opened well after the old one: it reaches its own age long after the old one ended.
@@ -69,7 +47,7 @@ public sealed partial class MaxAgeAndLongPollTests
             Assert.Equal("pod-0", await young.FirstPod.WaitAsync(TimeSpan.FromSeconds(5)));
 
             // Bound: age + jitter, the half-threshold sweep, the grace, and slack for a loaded machine.
-            await process.WaitForExitAsync().WaitAsync(MaxAge * (1 + Jitter) + DrainCluster.Grace + TimeSpan.FromSeconds(4));
+            await nghttp.Process.WaitForExitAsync().WaitAsync(MaxAge * (1 + Jitter) + DrainCluster.Grace + TimeSpan.FromSeconds(4));
             var oldEnded = Stopwatch.GetElapsedTime(oldOpened);
             Assert.True(young.IsOpen, $"the younger connection's stream ended ({young.EndStatus}) when the old one reached its age");
             var servedBefore = young.LastPod;
@@ -80,11 +58,7 @@ public sealed partial class MaxAgeAndLongPollTests
         }
         finally
         {
-            if (!process.HasExited)
-            {
-                process.Kill();
-            }
-
+            nghttp.Dispose();
             await stop.CancelAsync();
             if (youngTask is not null)
             {
@@ -92,11 +66,7 @@ public sealed partial class MaxAgeAndLongPollTests
             }
         }
 
-        string text;
-        lock (stdout)
-        {
-            text = stdout.ToString();
-        }
+        var text = nghttp.Output();
 
         // GOAWAY: graceful (NO_ERROR, last-stream-id 2^31-1), no earlier than the age, no later than age + jitter (+ slack).
         var goaway = GoAwayLine().Match(text);
