@@ -14,9 +14,6 @@ internal sealed partial class ControlPlaneMapSource(
 {
     private readonly ILogger _logger = loggerFactory.CreateLogger<ControlPlaneMapSource>();
 
-    /// <summary>The watcher's state, for the admin API (null before start).</summary>
-    public AssignmentsWatcherStatus? Status { get; private set; }
-
     public async Task RunAsync(ShardMapStore store, CancellationToken cancellationToken)
     {
         var settings = options.Value;
@@ -35,12 +32,12 @@ internal sealed partial class ControlPlaneMapSource(
             // The watcher keeps its own store per service; every map it applies (checksum verified) goes into ours, which
             // refuses anything not newer, so a reconnect to a lagging replica can never move the sidecar backwards.
             watcher.MapApplied += applied => store.TryPublish(applied.Map);
+            var connected = false;
             watcher.StatusChanged += status =>
             {
-                var wasConnected = Status?.Connected ?? false;
-                Status = status;
-                if (status.Connected != wasConnected)
+                if (status.Connected != connected)
                 {
+                    connected = status.Connected;
                     Log.SubscriptionChanged(_logger, settings.Service, status.Connected, status.ControlPlane, status.Generation);
                 }
             };
