@@ -12,7 +12,7 @@ namespace Sharding.Sidecar.Draining;
 /// after <see cref="SidecarOptions.DrainGrace"/> in the way its protocol understands (see <see cref="StreamEnder"/>).
 /// </summary>
 /// <remarks>
-/// <para>Hot path: every request takes a slot in one of a few striped arrays (<see cref="Begin"/>/<see cref="End"/>: a short
+/// <para>Hot path: every request takes a slot in one of a few striped arrays (<see cref="Begin(ShardRequestContext, HttpContext)"/>/<see cref="End"/>: a short
 /// lock, no allocation). Requests of a known streaming kind (gRPC, <c>text/event-stream</c>, WebSocket) are tracked at once;
 /// a timer sweeps the slots every half threshold and tracks requests open longer than <see cref="SidecarOptions.StreamThreshold"/>.</para>
 /// <para>Tracking and drain decisions run under one lock: a stream tracked while a new map is published is checked against
@@ -70,12 +70,17 @@ internal sealed partial class StreamRegistry : IHostedLifecycleService, IDisposa
     public void Begin(ShardRequestContext stream, HttpContext context)
     {
         stream.Http = context;
+        Begin(stream, context.Features.Get<ConnectionState>(), KindOfRequest(context));
+    }
+
+    /// <summary>A request starts on a path without an <c>HttpContext</c> (the HTTP/1.1 fast path).</summary>
+    public void Begin(ShardRequestContext stream, ConnectionState? connection, StreamKind kind)
+    {
         stream.StartTimestamp = _time.GetTimestamp();
-        stream.ConnectionState = context.Features.Get<ConnectionState>();
+        stream.ConnectionState = connection;
         var bucketIndex = (int)((uint)Environment.CurrentManagedThreadId % BucketCount);
         stream.Bucket = bucketIndex;
         stream.Slot = _buckets[bucketIndex].Add(stream);
-        var kind = KindOfRequest(context);
         if (kind != StreamKind.None)
         {
             Track(stream, kind);
@@ -354,7 +359,7 @@ internal sealed partial class StreamRegistry : IHostedLifecycleService, IDisposa
             if (Volatile.Read(ref stream.TrackingState) == 0 && _time.GetElapsedTime(stream.StartTimestamp) >= threshold)
             {
                 var http = stream.Http;
-                var started = http is not null && Volatile.Read(ref stream.TrackingState) == 0 && http.Response.HasStarted;
+                var started = Volatile.Read(ref stream.TrackingState) == 0 && (http is null ? stream.ResponseStarted : http.Response.HasStarted);
                 Track(stream, started ? StreamKind.Http : StreamKind.LongPoll);
             }
 

@@ -5,6 +5,7 @@ using Microsoft.Extensions.Options;
 using Sharding.Mapping;
 using Sharding.Metrics;
 using Sharding.Sidecar.Draining;
+using Sharding.Sidecar.FastPath;
 using Sharding.Sidecar.Forwarding;
 using Sharding.Sidecar.MapSync;
 using Sharding.Sidecar.Routing;
@@ -62,6 +63,10 @@ internal static class SidecarHost
                 else
                 {
                     listen.UseHttp1AndHttp2PriorKnowledge();
+                    if (Http1FastPath.AppliesTo(options))
+                    {
+                        listen.Use(kestrel.ApplicationServices.GetRequiredService<Http1FastPath>().Middleware(kestrel.Limits));
+                    }
                 }
 
                 endpoints.Data = listen;
@@ -110,6 +115,7 @@ internal static class SidecarHost
             }
         });
         services.AddSingleton<HttpForwarder>();
+        services.AddSingleton<Http1FastPath>();
         services.AddSingleton<ShardRouter>();
         services.AddSingleton<OwnershipApi>();
         services.AddSingleton<AdminEndpoints>();

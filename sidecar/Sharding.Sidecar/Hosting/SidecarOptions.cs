@@ -120,6 +120,12 @@ internal sealed class SidecarOptions
     /// 2-core benchmark machine the difference was within the noise (docs/benchmarks.md), so the default stays conservative.</value>
     public bool InlineSocketCompletions { get; set; }
 
+    /// <summary>Serve plain HTTP/1.1 requests for keys this pod owns on the connection-level fast path (FastPath/Http1FastPath)
+    /// instead of Kestrel plus an HTTP client. Applies on a cleartext data port with <see cref="AppProtocol"/> Http1; requests
+    /// it does not take (forwards, upgrades, chunked uploads, JSON-body keys, event streams) use the full path as before.</summary>
+    /// <value>True.</value>
+    public bool Http1FastPath { get; set; } = true;
+
     /// <summary>The <c>Retry-After</c> seconds on 503s that are not a breaker's (no map, loop prevented).</summary>
     /// <value>1.</value>
     [Range(0, 3600)]

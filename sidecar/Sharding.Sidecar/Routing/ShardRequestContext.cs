@@ -27,6 +27,9 @@ internal sealed class ShardRequestContext
     internal long StartTimestamp;
     internal StreamKind StreamKind;
     internal HttpContext? Http;
+
+    // Set by the HTTP/1.1 fast path (which has no HttpContext) once the response head went out.
+    internal volatile bool ResponseStarted;
     internal ConnectionState? ConnectionState;
     internal DrainOrder? Drain;
     internal DrainBatch? Batch;

@@ -1,0 +1,209 @@
+using System.Buffers;
+using System.Net;
+using System.Net.Sockets;
+
+namespace Sharding.Sidecar.FastPath;
+
+/// <summary>One HTTP/1.1 connection to this pod's app, with its receive buffer.</summary>
+internal sealed class AppConnection : IDisposable
+{
+    /// <summary>Room for the app's response head (SocketsHttpHandler's default limit is 64 KiB as well).</summary>
+    public const int MaxHeadBytes = 64 * 1024;
+
+    private const int InitialBufferSize = 16 * 1024;
+
+    public AppConnection(Socket socket)
+    {
+        Socket = socket;
+        Buffer = ArrayPool<byte>.Shared.Rent(InitialBufferSize);
+    }
+
+    public Socket Socket { get; }
+
+    /// <summary>Received bytes not yet handled are <c>Buffer[Start..End]</c>.</summary>
+    public byte[] Buffer { get; private set; }
+
+    public int Start { get; set; }
+
+    public int End { get; set; }
+
+    /// <summary>Requests this connection has carried (a failure on a used one may be a stale keep-alive).</summary>
+    public int Requests { get; set; }
+
+    public long IdleSince { get; set; }
+
+    public ReadOnlySpan<byte> Pending => Buffer.AsSpan(Start, End - Start);
+
+    /// <summary>Moves pending bytes to the front, growing the buffer (up to <see cref="MaxHeadBytes"/>) when it is full.</summary>
+    /// <returns>False when the buffer cannot grow further.</returns>
+    public bool MakeRoom()
+    {
+        if (Start > 0)
+        {
+            Buffer.AsSpan(Start, End - Start).CopyTo(Buffer);
+            End -= Start;
+            Start = 0;
+        }
+
+        if (End < Buffer.Length)
+        {
+            return true;
+        }
+
+        if (Buffer.Length >= MaxHeadBytes)
+        {
+            return false;
+        }
+
+        var larger = ArrayPool<byte>.Shared.Rent(Buffer.Length * 2);
+        Buffer.AsSpan(0, End).CopyTo(larger);
+        ArrayPool<byte>.Shared.Return(Buffer);
+        Buffer = larger;
+        return true;
+    }
+
+    public async ValueTask<int> ReceiveAsync(CancellationToken cancellationToken)
+    {
+        if (!MakeRoom())
+        {
+            throw new InvalidOperationException($"the app's response head is larger than {MaxHeadBytes} bytes");
+        }
+
+        var read = await Socket.ReceiveAsync(Buffer.AsMemory(End), SocketFlags.None, cancellationToken).ConfigureAwait(false);
+        End += read;
+        return read;
+    }
+
+    public async ValueTask SendAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+    {
+        // Bounded by data: every turn sends at least one byte or throws.
+        while (!data.IsEmpty)
+        {
+            var sent = await Socket.SendAsync(data, SocketFlags.None, cancellationToken).ConfigureAwait(false);
+            data = data[sent..];
+        }
+    }
+
+    public void Dispose()
+    {
+        Socket.Dispose();
+        var buffer = Buffer;
+        Buffer = [];
+        if (buffer.Length > 0)
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+}
+
+/// <summary>
+/// Idle keep-alive connections to this pod's app for the HTTP/1.1 fast path. A client connection keeps the app connection
+/// it leased until it ends, so the pool is touched once per client connection, not per request.
+/// </summary>
+internal sealed class AppConnectionPool : IDisposable
+{
+    /// <summary>Idle connections older than this are closed rather than reused (the app's keep-alive may have ended them).</summary>
+    public static readonly TimeSpan IdleTimeout = TimeSpan.FromSeconds(60);
+
+    private const int MaxIdle = 256;
+
+    private readonly Stack<AppConnection> _idle = new();
+    private readonly EndPoint _endPoint;
+    private readonly TimeSpan _connectTimeout;
+    private readonly TimeProvider _time;
+    private bool _disposed;
+
+    public AppConnectionPool(EndPoint endPoint, TimeSpan connectTimeout, TimeProvider time)
+    {
+        _endPoint = endPoint;
+        _connectTimeout = connectTimeout;
+        _time = time;
+    }
+
+    /// <summary>An idle connection that still looks open, or a new one.</summary>
+    public ValueTask<AppConnection> RentAsync(CancellationToken cancellationToken)
+    {
+        // Bounded by the idle stack.
+        while (TryPop(out var connection))
+        {
+            if (_time.GetElapsedTime(connection.IdleSince) < IdleTimeout && IsOpen(connection))
+            {
+                return ValueTask.FromResult(connection);
+            }
+
+            connection.Dispose();
+        }
+
+        return ConnectAsync(cancellationToken);
+    }
+
+    /// <summary>A new connection (a retry after a stale keep-alive one failed).</summary>
+    public async ValueTask<AppConnection> ConnectAsync(CancellationToken cancellationToken)
+    {
+        var socket = _endPoint is UnixDomainSocketEndPoint
+            ? new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified)
+            : new Socket(_endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            timeout.CancelAfter(_connectTimeout);
+            await socket.ConnectAsync(_endPoint, timeout.Token).ConfigureAwait(false);
+            return new AppConnection(socket);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Gives back a connection that ended a response cleanly; anything else is disposed by the caller.</summary>
+    public void Return(AppConnection connection)
+    {
+        connection.IdleSince = _time.GetTimestamp();
+        lock (_idle)
+        {
+            if (!_disposed && _idle.Count < MaxIdle && connection.Start == connection.End)
+            {
+                connection.Start = connection.End = 0;
+                _idle.Push(connection);
+                return;
+            }
+        }
+
+        connection.Dispose();
+    }
+
+    private bool TryPop(out AppConnection connection)
+    {
+        lock (_idle)
+        {
+            return _idle.TryPop(out connection!);
+        }
+    }
+
+    /// <summary>An idle connection with something to read has been closed (or sent garbage): do not reuse it.</summary>
+    private static bool IsOpen(AppConnection connection)
+    {
+        try
+        {
+            return !connection.Socket.Poll(0, SelectMode.SelectRead);
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        {
+            return false;
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (_idle)
+        {
+            _disposed = true;
+            while (_idle.TryPop(out var connection))
+            {
+                connection.Dispose();
+            }
+        }
+    }
+}

@@ -1,0 +1,1030 @@
+using System.Buffers;
+using System.Globalization;
+using System.IO.Pipelines;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.Options;
+using Sharding.Hashing;
+using Sharding.Keys;
+using Sharding.Mapping;
+using Sharding.Metrics;
+using Sharding.Sidecar.Draining;
+using Sharding.Sidecar.Hosting;
+using Sharding.Sidecar.Routing;
+
+namespace Sharding.Sidecar.FastPath;
+
+/// <summary>
+/// The HTTP/1.1 fast path: a connection middleware that serves plain HTTP/1.1 requests for keys this pod owns by relaying
+/// bytes between the client connection and a kept-alive connection to the app, without a second HTTP stack (what nginx and
+/// Envoy do). Everything else goes to Kestrel and the full router (<see cref="ShardRouter"/>), unchanged.
+/// </summary>
+/// <remarks>
+/// <para>Per request: the head is parsed in place (<see cref="RequestHead"/>); a request qualifies when it is HTTP/1.1 in
+/// origin form with a Host, has no Transfer-Encoding, Upgrade, Expect or internal hop header, is not gRPC or an event
+/// stream, its key comes from the request line or headers (not the JSON body) and this pod owns it (or the no-key policy
+/// serves it here). A request that does not qualify, and everything after it on that connection, is handed to Kestrel with
+/// its bytes unread, so Kestrel parses it from its first byte.</para>
+/// <para>The head goes to the app with the same header rules as the full path (hop-by-hop and <c>x-sharding-*</c> removed,
+/// <c>x-forwarded-*</c>, <c>x-sharding-generation</c> and <c>x-sharding-owner</c> added), followed by the Content-Length body
+/// streamed from the client. The response head comes back with the same rules plus <c>x-sharding-owner</c> and
+/// <c>x-sharding-generation</c>; the body passes through as it is (Content-Length, chunked, or until close), flushed as it
+/// arrives. Requests are tracked by the <see cref="StreamRegistry"/> like the full path's, so drains, shutdown and max age
+/// end them the same way: 503 before the response, the chunked terminator at a chunk boundary, else the connection is cut.</para>
+/// </remarks>
+internal sealed partial class Http1FastPath : IDisposable
+{
+    private const int MaxRequestHeadBytes = 16 * 1024;
+
+    /// <summary>Body bytes already received with the head that are sent in the same write as the head.</summary>
+    private const int CoalescedBodyBytes = 16 * 1024;
+
+    private readonly ShardMapStore _store;
+    private readonly StreamRegistry _streams;
+    private readonly SidecarMetrics _metrics;
+    private readonly SidecarOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ILogger<Http1FastPath> _logger;
+    private readonly AppConnectionPool _pool;
+    private KestrelServerLimits _limits = new();
+    private readonly byte[] _retryAfter;
+    private MapState? _state;
+
+    public Http1FastPath(
+        ShardMapStore store, StreamRegistry streams, SidecarMetrics metrics, IOptions<SidecarOptions> options, TimeProvider time, ILogger<Http1FastPath> logger)
+    {
+        _store = store;
+        _streams = streams;
+        _metrics = metrics;
+        _options = options.Value;
+        _time = time;
+        _logger = logger;
+        _retryAfter = Encoding.ASCII.GetBytes(Math.Max(1, _options.RetryAfterSeconds).ToString(CultureInfo.InvariantCulture));
+        EndPoint app = _options.AppUnixSocket is { } path ? new UnixDomainSocketEndPoint(path) : new IPEndPoint(IPAddress.Loopback, _options.AppPort);
+        _pool = new AppConnectionPool(app, _options.ConnectTimeout, time);
+    }
+
+    /// <summary>Whether the fast path applies to this configuration: cleartext data port, HTTP/1.1 to the app, not turned off.</summary>
+    public static bool AppliesTo(SidecarOptions options) =>
+        options.Http1FastPath && options.TlsCertificatePath is null && options.AppProtocol == AppProtocol.Http1;
+
+    /// <summary>The connection middleware (after h2c detection: an HTTP/2 preface is not a valid HTTP/1.1 head, so it falls through).</summary>
+    /// <param name="limits">Kestrel's limits: its keep-alive and request-headers timeouts apply here too.</param>
+    public Func<ConnectionDelegate, ConnectionDelegate> Middleware(KestrelServerLimits limits)
+    {
+        _limits = limits;
+        return next => connection => RunAsync(connection, next);
+    }
+
+    public void Dispose() => _pool.Dispose();
+
+    private async Task RunAsync(ConnectionContext connection, ConnectionDelegate next)
+    {
+        bool handOver;
+        var session = new Session(this, connection);
+        try
+        {
+            handOver = await session.RunAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            session.Dispose();
+        }
+
+        if (handOver)
+        {
+            await next(connection).ConfigureAwait(false);
+        }
+    }
+
+    private MapState? StateFor(ShardMap? map)
+    {
+        if (map is null || map.IsEmpty)
+        {
+            return null;
+        }
+
+        var state = Volatile.Read(ref _state);
+        if (state is not null && ReferenceEquals(state.Map, map))
+        {
+            return state;
+        }
+
+        var extractor = state is not null && state.Extractor.Policy.Equals(map.KeyPolicy) ? state.Extractor : new ShardKeyExtractor(map.KeyPolicy);
+        var created = new MapState(map, extractor, _options.PodName);
+        Volatile.Write(ref _state, created);
+        return created;
+    }
+
+    /// <summary>What the fast path derives once per map.</summary>
+    private sealed class MapState
+    {
+        public MapState(ShardMap map, ShardKeyExtractor extractor, string podName)
+        {
+            Map = map;
+            Extractor = extractor;
+            Self = map.FindMember(podName);
+            var generation = map.Generation.ToString(CultureInfo.InvariantCulture);
+            AppHeaders = Encoding.Latin1.GetBytes($"x-sharding-generation: {generation}\r\nx-sharding-owner: {podName}\r\n");
+            ResponseHeaders = Encoding.Latin1.GetBytes($"x-sharding-owner: {podName}\r\nx-sharding-generation: {generation}\r\n");
+            NoKeyServedHere = map.KeyPolicy.NoKey == NoKeyAction.ServeLocally
+                || (map.KeyPolicy.NoKey == NoKeyAction.FixedMember && string.Equals(map.KeyPolicy.FallbackMember, podName, StringComparison.Ordinal));
+        }
+
+        public ShardMap Map { get; }
+
+        public ShardKeyExtractor Extractor { get; }
+
+        /// <summary>This pod in the map (null: not a member, so it owns nothing).</summary>
+        public ShardMember? Self { get; }
+
+        /// <summary><c>x-sharding-generation</c> and <c>x-sharding-owner</c> for the app (what the sidecar decided).</summary>
+        public byte[] AppHeaders { get; }
+
+        /// <summary><c>x-sharding-owner</c> and <c>x-sharding-generation</c> for the client.</summary>
+        public byte[] ResponseHeaders { get; }
+
+        public bool NoKeyServedHere { get; }
+    }
+
+    /// <summary>A request that qualified, as far as the async part needs it (the parsed head is a ref struct).</summary>
+    private struct Accepted
+    {
+        public MapState State;
+        public ulong Hash;
+        public bool HasKey;
+        public long ContentLength;
+        public bool IsHead;
+        public bool Close;
+        public int HeadLength;
+        public int UpstreamLength;
+    }
+
+    /// <summary>One client connection on the fast path.</summary>
+    private sealed class Session : IDisposable
+    {
+        private readonly Http1FastPath _owner;
+        private readonly ConnectionContext _connection;
+        private readonly PipeReader _input;
+        private readonly PipeWriter _output;
+        private readonly CancellationTokenSource _cts;
+        private readonly ConnectionState? _connectionState;
+        private readonly IConnectionLifetimeNotificationFeature? _lifetime;
+        private readonly byte[] _forwardedFor;
+        private CancellationTokenRegistration _closeRequested;
+        private byte[] _headBytes = ArrayPool<byte>.Shared.Rent(4096);
+        private char[] _headChars = ArrayPool<char>.Shared.Rent(4096);
+        private byte[] _upstream = ArrayPool<byte>.Shared.Rent(8192);
+        private readonly HeaderLine[] _headers = ArrayPool<HeaderLine>.Shared.Rent(RequestHead.MaxHeaders);
+        private AppConnection? _app;
+
+        public Session(Http1FastPath owner, ConnectionContext connection)
+        {
+            _owner = owner;
+            _connection = connection;
+            _input = connection.Transport.Input;
+            _output = connection.Transport.Output;
+            _cts = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed);
+            _connectionState = connection.Features.Get<ConnectionState>();
+            _lifetime = connection.Features.Get<IConnectionLifetimeNotificationFeature>();
+            var remote = connection.RemoteEndPoint is IPEndPoint ip ? ip.Address.ToString() : null;
+            if (_connectionState is not null)
+            {
+                _connectionState.RemoteAddressText ??= remote;
+            }
+
+            _forwardedFor = remote is null ? [] : Encoding.ASCII.GetBytes(remote);
+            if (_lifetime is not null)
+            {
+                // A graceful close (drain, max age, shutdown) while waiting for the next request ends the wait.
+                _closeRequested = _lifetime.ConnectionClosedRequested.UnsafeRegister(static state => ((PipeReader)state!).CancelPendingRead(), _input);
+            }
+        }
+
+        private bool CloseRequested => _lifetime?.ConnectionClosedRequested.IsCancellationRequested == true;
+
+        /// <summary>Serves requests until one does not qualify (true: hand the connection to Kestrel) or the connection ends.</summary>
+        public async Task<bool> RunAsync()
+        {
+            // TryRead sees bytes that were examined but not consumed too: after a partial head, wait for more instead.
+            var partialHead = false;
+
+            // Bounded by the connection: every turn serves one request or ends.
+            while (true)
+            {
+                if (CloseRequested)
+                {
+                    return false;
+                }
+
+                ReadResult result;
+                try
+                {
+                    if (partialHead || !_input.TryRead(out result))
+                    {
+                        if (!partialHead)
+                        {
+                            _cts.CancelAfter(_owner._limits.KeepAliveTimeout);
+                        }
+
+                        result = await _input.ReadAsync(_cts.Token).ConfigureAwait(false);
+                    }
+                }
+                catch (OperationCanceledException)
+                {
+                    return false; // idle too long, or the connection closed
+                }
+
+                var buffer = result.Buffer;
+                if (result.IsCanceled)
+                {
+                    _input.AdvanceTo(buffer.Start);
+                    if (CloseRequested)
+                    {
+                        return false;
+                    }
+
+                    continue;
+                }
+
+                if (buffer.IsEmpty && result.IsCompleted)
+                {
+                    _input.AdvanceTo(buffer.End);
+                    return false;
+                }
+
+                var headLength = FindHeadEnd(buffer);
+                if (headLength < 0)
+                {
+                    if (buffer.Length > MaxRequestHeadBytes || result.IsCompleted)
+                    {
+                        _input.AdvanceTo(buffer.Start);
+                        return true; // Kestrel answers (431, 400) or sees the connection end
+                    }
+
+                    _input.AdvanceTo(buffer.Start, buffer.End);
+                    _cts.CancelAfter(_owner._limits.RequestHeadersTimeout);
+                    partialHead = true;
+                    continue;
+                }
+
+                partialHead = false;
+                if (!TryAccept(buffer, headLength, out var request))
+                {
+                    _input.AdvanceTo(buffer.Start);
+                    return true;
+                }
+
+                // The head is copied (TryAccept built the app's head from it): consume it, the body stays in the pipe.
+                _input.AdvanceTo(buffer.GetPosition(headLength));
+                if (!await ServeAsync(request).ConfigureAwait(false))
+                {
+                    return false;
+                }
+            }
+        }
+
+        private static int FindHeadEnd(in ReadOnlySequence<byte> buffer)
+        {
+            if (buffer.IsSingleSegment)
+            {
+                var index = buffer.FirstSpan.IndexOf("\r\n\r\n"u8);
+                return index < 0 ? -1 : index + 4;
+            }
+
+            var reader = new SequenceReader<byte>(buffer);
+            return reader.TryReadTo(out ReadOnlySequence<byte> _, "\r\n\r\n"u8, advancePastDelimiter: true) ? (int)reader.Consumed : -1;
+        }
+
+        /// <summary>Parses and routes the head; when it qualifies, writes the app's head into the upstream buffer.</summary>
+        private bool TryAccept(in ReadOnlySequence<byte> buffer, int headLength, out Accepted request)
+        {
+            request = default;
+            if (headLength > _headBytes.Length)
+            {
+                Grow(ref _headBytes, headLength);
+                Grow(ref _headChars, headLength);
+            }
+
+            var bytes = _headBytes.AsSpan(0, headLength);
+            buffer.Slice(0, headLength).CopyTo(bytes);
+            var chars = _headChars.AsSpan(0, headLength);
+            Encoding.Latin1.GetChars(bytes, chars);
+            var headers = _headers.AsSpan(0, RequestHead.MaxHeaders);
+            if (!RequestHead.TryParse(chars, headers, out var head) || (head.Traits & RequestTraits.NotSimple) != 0)
+            {
+                return false;
+            }
+
+            var state = _owner.StateFor(_owner._store.Current);
+            if (state?.Self is not { } self)
+            {
+                return false; // no map, or this pod is not in it: the full path answers
+            }
+
+            var keyRequest = new RequestHeadKeyRequest(head, headers);
+            Span<char> key = stackalloc char[ShardKeyExtractor.MaxKeyLength];
+            switch (state.Extractor.TryExtract(ref keyRequest, key, out var keyLength))
+            {
+                case ShardKeyStatus.Found:
+                    request.Hash = XxHash64.HashUtf8(key[..keyLength]);
+                    request.HasKey = true;
+                    if (!ReferenceEquals(state.Map.OwnerOf(request.Hash), self))
+                    {
+                        return false; // another pod's key: forwarded by the full path
+                    }
+
+                    break;
+                case ShardKeyStatus.NotFound when state.NoKeyServedHere:
+                    break;
+                default:
+                    return false; // JSON body rule, too long, or a no-key answer: the full path's messages
+            }
+
+            request.State = state;
+            request.ContentLength = head.ContentLength < 0 ? 0 : head.ContentLength;
+            request.IsHead = head.Method.SequenceEqual("HEAD");
+            request.Close = (head.Traits & RequestTraits.Close) != 0;
+            request.HeadLength = headLength;
+            request.UpstreamLength = WriteAppHead(head, headers, state);
+            return true;
+        }
+
+        /// <summary>The head for the app: the client's, minus hop-by-hop and internal headers, plus the sidecar's.</summary>
+        private int WriteAppHead(in RequestHead head, ReadOnlySpan<HeaderLine> headers, MapState state)
+        {
+            var needed = head.Text.Length + _forwardedFor.Length + state.AppHeaders.Length + 128
+                + (head.HostIndex >= 0 ? headers[head.HostIndex].ValueLength : 0);
+            if (needed + CoalescedBodyBytes > _upstream.Length)
+            {
+                Grow(ref _upstream, needed + CoalescedBodyBytes);
+            }
+
+            var source = _headBytes.AsSpan();
+            var destination = _upstream.AsSpan();
+            var written = 0;
+            Append(destination, ref written, source[..head.RequestLineEnd]);
+            var connection = head.ConnectionIndex >= 0 && (head.Traits & RequestTraits.ConnectionTokens) != 0
+                ? head.Value(headers[head.ConnectionIndex])
+                : [];
+            for (var i = 0; i < head.HeaderCount; i++)
+            {
+                ref readonly var line = ref headers[i];
+                var name = head.Name(line);
+                if (i == head.ForwardedForIndex || IsHopByHopOrInternal(name) || (!connection.IsEmpty && HeaderTokens.Contains(connection, name)))
+                {
+                    continue;
+                }
+
+                Append(destination, ref written, source[line.LineStart..line.LineEnd]);
+            }
+
+            if ((head.Traits & RequestTraits.TeTrailers) != 0)
+            {
+                Append(destination, ref written, "te: trailers\r\n"u8);
+            }
+
+            if (_forwardedFor.Length > 0)
+            {
+                Append(destination, ref written, "x-forwarded-for: "u8);
+                if (head.ForwardedForIndex >= 0)
+                {
+                    ref readonly var existing = ref headers[head.ForwardedForIndex];
+                    Append(destination, ref written, source.Slice(existing.ValueStart, existing.ValueLength));
+                    Append(destination, ref written, ", "u8);
+                }
+
+                Append(destination, ref written, _forwardedFor);
+                Append(destination, ref written, "\r\n"u8);
+            }
+
+            if ((head.Traits & RequestTraits.HasForwardedProto) == 0)
+            {
+                Append(destination, ref written, "x-forwarded-proto: http\r\n"u8);
+            }
+
+            if ((head.Traits & RequestTraits.HasForwardedHost) == 0)
+            {
+                ref readonly var host = ref headers[head.HostIndex];
+                Append(destination, ref written, "x-forwarded-host: "u8);
+                Append(destination, ref written, source.Slice(host.ValueStart, host.ValueLength));
+                Append(destination, ref written, "\r\n"u8);
+            }
+
+            Append(destination, ref written, state.AppHeaders);
+            Append(destination, ref written, "\r\n"u8);
+            return written;
+        }
+
+        private static bool IsHopByHopOrInternal(ReadOnlySpan<char> name)
+        {
+            if (name.StartsWith("x-sharding-", StringComparison.OrdinalIgnoreCase))
+            {
+                return true; // nothing internal crosses from outside
+            }
+
+            return name.Length switch
+            {
+                2 => name.Equals("te", StringComparison.OrdinalIgnoreCase),
+                7 => name.Equals("trailer", StringComparison.OrdinalIgnoreCase),
+                10 => name.Equals("connection", StringComparison.OrdinalIgnoreCase) || name.Equals("keep-alive", StringComparison.OrdinalIgnoreCase),
+                16 => name.Equals("proxy-connection", StringComparison.OrdinalIgnoreCase),
+                19 => name.Equals("proxy-authorization", StringComparison.OrdinalIgnoreCase),
+                _ => false,
+            };
+        }
+
+        /// <summary>Relays one accepted request and its response; false when the client connection must close afterwards.</summary>
+        private async ValueTask<bool> ServeAsync(Accepted request)
+        {
+            var state = request.State;
+            var stream = new ShardRequestContext
+            {
+                KeyHash = request.Hash,
+                HasKey = request.HasKey,
+                Owner = state.Self!,
+                Map = state.Map,
+                Kind = RouteKind.Local,
+                ConnectionId = _connection.ConnectionId,
+                Protocol = "HTTP/1.1",
+            };
+            var owner = _owner;
+            owner._streams.Begin(stream, _connectionState, StreamKind.None);
+            owner._metrics.StreamStarted();
+            var exchange = new Exchange(request);
+            try
+            {
+                stream.AttachCancellation(_cts);
+                if (stream.EndRequested)
+                {
+                    exchange.Failure = Failure.Drained;
+                }
+                else
+                {
+                    _cts.CancelAfter(owner._options.ResponseHeadersTimeout > TimeSpan.Zero ? owner._options.ResponseHeadersTimeout : Timeout.InfiniteTimeSpan);
+                    await RelayAsync(exchange, stream).ConfigureAwait(false);
+                }
+            }
+            catch (OperationCanceledException) when (exchange.Failure == Failure.None)
+            {
+                exchange.Failure = stream.EndRequested && stream.Drain is not null ? Failure.Drained
+                    : _connection.ConnectionClosed.IsCancellationRequested ? Failure.ClientGone
+                    : exchange.ResponseStarted ? Failure.Activity : Failure.Timeout;
+            }
+            finally
+            {
+                stream.AttachCancellation(null);
+                owner._metrics.StreamEnded();
+                owner._metrics.RequestBytes(exchange.RequestBytes);
+                owner._metrics.ResponseBytes(exchange.ResponseBytes);
+            }
+
+            try
+            {
+                return await FinishAsync(exchange, stream).ConfigureAwait(false);
+            }
+            finally
+            {
+                owner._streams.End(stream);
+            }
+        }
+
+        private async ValueTask RelayAsync(Exchange exchange, ShardRequestContext stream)
+        {
+            var request = exchange.Request;
+            var owner = _owner;
+
+            // 1. The head (with whatever body arrived with it) to the app, on this connection's app connection.
+            var start = System.Diagnostics.Stopwatch.GetTimestamp();
+            var upstreamLength = request.UpstreamLength + await TakeBodyPrefixAsync(exchange, request.UpstreamLength).ConfigureAwait(false);
+            if (!await SendHeadAsync(exchange, upstreamLength).ConfigureAwait(false))
+            {
+                return;
+            }
+
+            // 2. The rest of the body, streamed.
+            if (!await SendBodyAsync(exchange).ConfigureAwait(false))
+            {
+                return;
+            }
+
+            // 3. The response head (1xx interim responses are dropped, as the full path's HTTP client does).
+            var app = _app!;
+            ResponseHead response;
+            int headLength;
+
+            // Bounded: each turn reads more bytes (up to the head limit) or ends.
+            while (true)
+            {
+                headLength = app.Pending.IndexOf("\r\n\r\n"u8);
+                if (headLength >= 0)
+                {
+                    headLength += 4;
+                    if (!ResponseHead.TryParse(app.Pending[..headLength], request.IsHead, out response))
+                    {
+                        exchange.Failure = Failure.BadResponse;
+                        return;
+                    }
+
+                    if (response.StatusCode is >= 100 and < 200 and not 101)
+                    {
+                        app.Start += headLength;
+                        continue;
+                    }
+
+                    if (response.StatusCode == 101)
+                    {
+                        exchange.Failure = Failure.BadResponse; // no upgrade was asked for
+                        return;
+                    }
+
+                    break;
+                }
+
+                int read;
+                try
+                {
+                    read = await app.ReceiveAsync(_cts.Token).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is SocketException or InvalidOperationException or ObjectDisposedException)
+                {
+                    exchange.Failure = Failure.AppError;
+                    exchange.Error = ex;
+                    return;
+                }
+
+                if (read == 0)
+                {
+                    exchange.Failure = app.Requests > 0 && app.Pending.IsEmpty && exchange.CanRetry ? Failure.Stale : Failure.AppError;
+                    return;
+                }
+            }
+
+            owner._metrics.ForwardDuration(local: true, start);
+            var activity = owner._options.ActivityTimeout;
+            _cts.CancelAfter(activity > TimeSpan.Zero ? activity : Timeout.InfiniteTimeSpan);
+            if (response.IsEventStream)
+            {
+                owner._streams.MarkStreaming(stream, StreamKind.Sse);
+            }
+
+            // 4. The head to the client, with the body bytes that came with it, in one write.
+            exchange.Response = response;
+            exchange.Close |= request.Close || response.Framing == BodyFraming.UntilClose || CloseRequested;
+            var headSpan = app.Pending[..headLength];
+            var maxHead = headSpan.Length + request.State.ResponseHeaders.Length + 32;
+            var destination = _output.GetSpan(maxHead);
+            var written = ResponseHead.WriteForClient(headSpan, request.State.ResponseHeaders, exchange.Close, keepTransferEncoding: true, destination);
+            if (written < 0)
+            {
+                exchange.Failure = Failure.BadResponse;
+                return;
+            }
+
+            _output.Advance(written);
+            app.Start += headLength;
+            exchange.ResponseStarted = true;
+            stream.ResponseStarted = true;
+            await CopyResponseBodyAsync(exchange).ConfigureAwait(false);
+        }
+
+        private static void Grow<T>(ref T[] array, int atLeast)
+        {
+            var larger = ArrayPool<T>.Shared.Rent(atLeast);
+            ArrayPool<T>.Shared.Return(array);
+            array = larger;
+        }
+
+        /// <summary>Body bytes already in the pipe go in the head's write (up to <see cref="CoalescedBodyBytes"/>).</summary>
+        private ValueTask<int> TakeBodyPrefixAsync(Exchange exchange, int offset)
+        {
+            if (exchange.Request.ContentLength == 0 || !_input.TryRead(out var result))
+            {
+                return ValueTask.FromResult(0);
+            }
+
+            var take = (int)Math.Min(Math.Min(result.Buffer.Length, exchange.Request.ContentLength), CoalescedBodyBytes);
+            result.Buffer.Slice(0, take).CopyTo(_upstream.AsSpan(offset));
+            _input.AdvanceTo(result.Buffer.GetPosition(take));
+            exchange.BodySent += take;
+            exchange.RequestBytes += take;
+            return ValueTask.FromResult(take);
+        }
+
+        private async ValueTask<bool> SendHeadAsync(Exchange exchange, int length)
+        {
+            // Bounded: at most one retry, on a new connection, when a kept-alive one turns out closed.
+            for (var attempt = 0; ; attempt++)
+            {
+                try
+                {
+                    _app ??= await _owner._pool.RentAsync(_cts.Token).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is SocketException || (ex is OperationCanceledException && !_cts.IsCancellationRequested))
+                {
+                    exchange.Failure = Failure.AppUnavailable;
+                    exchange.Error = ex;
+                    return false;
+                }
+
+                try
+                {
+                    await _app.SendAsync(_upstream.AsMemory(0, length), _cts.Token).ConfigureAwait(false);
+                    return true;
+                }
+                catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+                {
+                    var used = _app.Requests > 0;
+                    DropApp();
+                    if (!used || attempt > 0)
+                    {
+                        exchange.Failure = Failure.AppError;
+                        exchange.Error = ex;
+                        return false;
+                    }
+                }
+            }
+        }
+
+        private async ValueTask<bool> SendBodyAsync(Exchange exchange)
+        {
+            var length = exchange.Request.ContentLength;
+
+            // Bounded by the body: each turn sends at least one byte or ends.
+            while (exchange.BodySent < length)
+            {
+                var result = await _input.ReadAsync(_cts.Token).ConfigureAwait(false);
+                var buffer = result.Buffer;
+                if (buffer.IsEmpty && result.IsCompleted)
+                {
+                    _input.AdvanceTo(buffer.End);
+                    exchange.Failure = Failure.ClientGone;
+                    return false;
+                }
+
+                var take = buffer.Slice(0, Math.Min(buffer.Length, length - exchange.BodySent));
+                try
+                {
+                    foreach (var segment in take)
+                    {
+                        await _app!.SendAsync(segment, _cts.Token).ConfigureAwait(false);
+                    }
+                }
+                catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+                {
+                    _input.AdvanceTo(take.End);
+                    exchange.Failure = Failure.AppError;
+                    exchange.Error = ex;
+                    return false;
+                }
+
+                _input.AdvanceTo(take.End);
+                exchange.BodySent += take.Length;
+                exchange.RequestBytes += take.Length;
+            }
+
+            return true;
+        }
+
+        /// <summary>Copies the body as it is, by its framing, flushing whenever the app's bytes run out.</summary>
+        private async ValueTask CopyResponseBodyAsync(Exchange exchange)
+        {
+            var app = _app!;
+            var framing = exchange.Response.Framing;
+            var remaining = framing == BodyFraming.Length ? exchange.Response.ContentLength : long.MaxValue;
+
+            // Bounded by the body: each turn passes on at least one byte or ends.
+            while (true)
+            {
+                var pending = app.Pending;
+                if (!pending.IsEmpty && framing != BodyFraming.None)
+                {
+                    int take;
+                    if (framing == BodyFraming.Chunked)
+                    {
+                        take = exchange.Chunks.Scan(pending);
+                        if (take < 0)
+                        {
+                            exchange.Failure = Failure.AppBodyError;
+                            return;
+                        }
+                    }
+                    else
+                    {
+                        take = (int)Math.Min(pending.Length, remaining);
+                    }
+
+                    _output.Write(pending[..take]);
+                    app.Start += take;
+                    exchange.ResponseBytes += take;
+                    remaining -= take;
+                }
+
+                var done = framing switch
+                {
+                    BodyFraming.None => true,
+                    BodyFraming.Length => remaining == 0,
+                    BodyFraming.Chunked => exchange.Chunks.IsDone,
+                    _ => false,
+                };
+                if (done)
+                {
+                    if (!app.Pending.IsEmpty)
+                    {
+                        exchange.Response.UpstreamClose = true; // bytes after the response: the connection is not clean
+                    }
+
+                    await FlushAsync(exchange).ConfigureAwait(false);
+                    return;
+                }
+
+                // More is coming: what arrived goes out before waiting for the app.
+                if (!await FlushAsync(exchange).ConfigureAwait(false))
+                {
+                    return;
+                }
+
+                app.Start = app.End = 0;
+                int read;
+                try
+                {
+                    read = await app.ReceiveAsync(_cts.Token).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is SocketException or InvalidOperationException or ObjectDisposedException)
+                {
+                    exchange.Failure = Failure.AppBodyError;
+                    exchange.Error = ex;
+                    return;
+                }
+
+                if (read == 0)
+                {
+                    if (framing == BodyFraming.UntilClose)
+                    {
+                        return; // the body ended with the app's close; the client's connection closes too (Close was set)
+                    }
+
+                    exchange.Failure = Failure.AppBodyError;
+                    return;
+                }
+
+                _cts.CancelAfter(_owner._options.ActivityTimeout > TimeSpan.Zero ? _owner._options.ActivityTimeout : Timeout.InfiniteTimeSpan);
+            }
+        }
+
+        private async ValueTask<bool> FlushAsync(Exchange exchange)
+        {
+            try
+            {
+                var result = await _output.FlushAsync(_cts.Token).ConfigureAwait(false);
+                if (result.IsCompleted || result.IsCanceled)
+                {
+                    exchange.Failure = Failure.ClientGone;
+                    return false;
+                }
+
+                return true;
+            }
+            catch (Exception ex) when (ex is IOException or InvalidOperationException or ConnectionResetException)
+            {
+                exchange.Failure = Failure.ClientGone;
+                return false;
+            }
+        }
+
+        /// <summary>After the relay: keep or drop the app connection, answer failures, count the outcome.</summary>
+        private async ValueTask<bool> FinishAsync(Exchange exchange, ShardRequestContext stream)
+        {
+            var owner = _owner;
+            var metrics = owner._metrics;
+            var failure = exchange.Failure;
+            if (failure == Failure.Stale)
+            {
+                // A kept-alive connection the app had closed: the request (without a body) goes again on a new one.
+                DropApp();
+                exchange.Failure = Failure.None;
+                exchange.Retried = true;
+                _cts.CancelAfter(owner._options.ResponseHeadersTimeout > TimeSpan.Zero ? owner._options.ResponseHeadersTimeout : Timeout.InfiniteTimeSpan);
+                try
+                {
+                    await RelayAsync(exchange, stream).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (exchange.Failure == Failure.None)
+                {
+                    exchange.Failure = _connection.ConnectionClosed.IsCancellationRequested ? Failure.ClientGone : Failure.Timeout;
+                }
+
+                failure = exchange.Failure == Failure.Stale ? Failure.AppError : exchange.Failure;
+            }
+
+            if (failure == Failure.None)
+            {
+                if (_app is { } app)
+                {
+                    app.Requests++;
+                    if (exchange.Response.UpstreamClose)
+                    {
+                        DropApp();
+                    }
+                }
+
+                metrics.Request(SidecarMetricNames.OutcomeLocal);
+                return !exchange.Close;
+            }
+
+            // Anything else leaves the app connection mid-exchange.
+            DropApp();
+            switch (failure)
+            {
+                case Failure.ClientGone:
+                    metrics.Request(SidecarMetricNames.OutcomeClientAborted);
+                    _connection.Abort(new ConnectionAbortedException("the client went away"));
+                    return false;
+                case Failure.Drained:
+                    return await EndDrainedAsync(exchange, stream).ConfigureAwait(false);
+            }
+
+            if (exchange.ResponseStarted)
+            {
+                // A cut body must not look whole.
+                metrics.Request(SidecarMetricNames.OutcomeUpstreamError);
+                Log.RelayFailed(owner._logger, failure, exchange.Error);
+                _connection.Abort(new ConnectionAbortedException("the app's response was cut"));
+                return false;
+            }
+
+            var (status, outcome, message, retryAfter) = failure switch
+            {
+                Failure.AppUnavailable => (StatusCodes.Status503ServiceUnavailable, SidecarMetricNames.OutcomeOwnerUnavailable,
+                    "this pod's app is unavailable; the key is not moved to another pod, retry later", owner._retryAfter),
+                Failure.Timeout => (StatusCodes.Status504GatewayTimeout, SidecarMetricNames.OutcomeUpstreamError,
+                    $"this pod's app did not answer within {owner._options.ResponseHeadersTimeout}", null),
+                _ => (StatusCodes.Status502BadGateway, SidecarMetricNames.OutcomeUpstreamError,
+                    $"forwarding to this pod's app failed: {failure}", (byte[]?)null),
+            };
+            metrics.Request(outcome);
+            Log.RelayFailed(owner._logger, failure, exchange.Error);
+
+            // The rest of an unsent body is still in the pipe: the connection cannot go on.
+            var close = exchange.Close || exchange.BodySent < exchange.Request.ContentLength;
+            await WriteSimpleResponseAsync(status, message, retryAfter, exchange.Request.State.ResponseHeaders, null, close).ConfigureAwait(false);
+            return !close;
+        }
+
+        /// <summary>A drain (moved key, shutdown, max age) ended the request: like the full path's <see cref="StreamEnder"/>.</summary>
+        private async ValueTask<bool> EndDrainedAsync(Exchange exchange, ShardRequestContext stream)
+        {
+            var order = stream.Drain!;
+            _owner._metrics.Request(SidecarMetricNames.OutcomeLocal);
+            if (!exchange.ResponseStarted)
+            {
+                var owner = order.NewOwner is null ? null : Encoding.Latin1.GetBytes($"x-sharding-owner: {order.NewOwner}\r\n");
+                await WriteSimpleResponseAsync(StatusCodes.Status503ServiceUnavailable, order.Message, "0"u8.ToArray(), null, owner, close: true).ConfigureAwait(false);
+                return false;
+            }
+
+            if (exchange.Response.Framing == BodyFraming.Chunked && exchange.Chunks.AtBoundary)
+            {
+                _output.Write("0\r\n\r\n"u8);
+                await FlushQuietlyAsync().ConfigureAwait(false);
+                return false;
+            }
+
+            if (exchange.Response.Framing == BodyFraming.UntilClose)
+            {
+                await FlushQuietlyAsync().ConfigureAwait(false);
+                return false; // closing is the end of such a body
+            }
+
+            _connection.Abort(new ConnectionAbortedException(order.Message));
+            return false;
+        }
+
+        private async ValueTask WriteSimpleResponseAsync(int status, string message, byte[]? retryAfter, byte[]? sidecarHeaders, byte[]? ownerHeader, bool close)
+        {
+            var body = Encoding.UTF8.GetBytes(string.Concat(message, "\n"));
+            var text = new StringBuilder(256)
+                .Append(CultureInfo.InvariantCulture, $"HTTP/1.1 {status} {ReasonPhrase(status)}\r\n")
+                .Append(CultureInfo.InvariantCulture, $"date: {_owner._time.GetUtcNow():r}\r\n")
+                .Append("content-type: text/plain; charset=utf-8\r\n")
+                .Append(CultureInfo.InvariantCulture, $"content-length: {body.Length}\r\n");
+            _output.Write(Encoding.Latin1.GetBytes(text.ToString()));
+            if (sidecarHeaders is not null)
+            {
+                _output.Write(sidecarHeaders);
+            }
+
+            if (ownerHeader is not null)
+            {
+                _output.Write(ownerHeader);
+            }
+
+            if (retryAfter is not null)
+            {
+                _output.Write("retry-after: "u8);
+                _output.Write(retryAfter);
+                _output.Write("\r\n"u8);
+            }
+
+            if (close)
+            {
+                _output.Write("connection: close\r\n"u8);
+            }
+
+            _output.Write("\r\n"u8);
+            _output.Write(body);
+            await FlushQuietlyAsync().ConfigureAwait(false);
+        }
+
+        private static string ReasonPhrase(int status) => status switch
+        {
+            502 => "Bad Gateway",
+            503 => "Service Unavailable",
+            504 => "Gateway Timeout",
+            _ => string.Empty,
+        };
+
+        private async ValueTask FlushQuietlyAsync()
+        {
+            try
+            {
+                await _output.FlushAsync(_connection.ConnectionClosed).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is IOException or OperationCanceledException or InvalidOperationException)
+            {
+                // The client is gone; nothing to tell it.
+            }
+        }
+
+        private void DropApp()
+        {
+            _app?.Dispose();
+            _app = null;
+        }
+
+        private static void Append(Span<byte> destination, ref int written, ReadOnlySpan<byte> bytes)
+        {
+            bytes.CopyTo(destination[written..]);
+            written += bytes.Length;
+        }
+
+        public void Dispose()
+        {
+            _closeRequested.Dispose();
+            _cts.Dispose();
+            if (_app is { } app)
+            {
+                _app = null;
+                _owner._pool.Return(app);
+            }
+
+            ArrayPool<byte>.Shared.Return(_headBytes);
+            ArrayPool<char>.Shared.Return(_headChars);
+            ArrayPool<byte>.Shared.Return(_upstream);
+            ArrayPool<HeaderLine>.Shared.Return(_headers);
+        }
+    }
+
+    private enum Failure
+    {
+        None,
+        AppUnavailable,
+        AppError,
+        Stale,
+        BadResponse,
+        AppBodyError,
+        Timeout,
+        Activity,
+        ClientGone,
+        Drained,
+    }
+
+    /// <summary>One request's progress through the relay.</summary>
+    private sealed class Exchange(Accepted request)
+    {
+        public Accepted Request = request;
+        public ResponseHead Response;
+        public ChunkedScanner Chunks;
+        public Failure Failure;
+        public Exception? Error;
+        public bool ResponseStarted;
+        public bool Close;
+        public bool Retried;
+        public long BodySent;
+        public long RequestBytes;
+        public long ResponseBytes;
+
+        /// <summary>A request may go again on a new connection only when nothing of its body was sent yet, once.</summary>
+        public bool CanRetry => !Retried && Request.ContentLength == 0;
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 900, EventName = "FastPathRelayFailed", Level = LogLevel.Warning, Message = "Relaying to this pod's app failed: {Failure}")]
+        public static partial void RelayFailed(ILogger logger, Failure failure, Exception? exception);
+    }
+}

@@ -1,0 +1,406 @@
+using Sharding.Keys;
+
+namespace Sharding.Sidecar.FastPath;
+
+/// <summary>One header line of a head: offsets into the head's text (name, value without surrounding whitespace, whole line with CRLF).</summary>
+internal struct HeaderLine
+{
+    public int NameStart;
+    public int NameLength;
+    public int ValueStart;
+    public int ValueLength;
+    public int LineStart;
+    public int LineEnd;
+}
+
+/// <summary>What the fast path needs to know of the request's headers, found while parsing.</summary>
+[Flags]
+internal enum RequestTraits
+{
+    None = 0,
+
+    /// <summary>Something the fast path leaves to Kestrel: Transfer-Encoding, Upgrade, Expect, an internal hop header, a
+    /// second or unreadable Content-Length, gRPC or an event stream.</summary>
+    NotSimple = 1,
+
+    /// <summary><c>Connection: close</c>: answer, then close.</summary>
+    Close = 2,
+
+    /// <summary>The Connection header names other headers (they are hop-by-hop too).</summary>
+    ConnectionTokens = 4,
+
+    HasHost = 8,
+    HasForwardedProto = 16,
+    HasForwardedHost = 32,
+
+    /// <summary><c>TE</c> contains <c>trailers</c> (passed on as <c>te: trailers</c>).</summary>
+    TeTrailers = 64,
+}
+
+/// <summary>
+/// An HTTP/1.1 request head parsed in place (RFC 9112 §2–5) over its Latin-1 text: offsets, no strings. Anything unusual
+/// (absolute-form targets, HTTP/1.0, obsolete line folding, bare LF, control characters) makes <see cref="TryParse"/> refuse,
+/// and the request goes to Kestrel, which answers it or rejects it with the right status.
+/// </summary>
+internal ref struct RequestHead
+{
+    public const int MaxHeaders = 64;
+
+    public ReadOnlySpan<char> Text;
+    public int MethodLength;
+    public int TargetStart;
+    public int TargetLength;
+    public int RequestLineEnd;
+    public int HeaderCount;
+    public long ContentLength;
+    public RequestTraits Traits;
+    public int HostIndex;
+    public int ConnectionIndex;
+    public int ForwardedForIndex;
+
+    public readonly ReadOnlySpan<char> Method => Text[..MethodLength];
+
+    public readonly ReadOnlySpan<char> Target => Text.Slice(TargetStart, TargetLength);
+
+    public readonly ReadOnlySpan<char> Name(in HeaderLine line) => Text.Slice(line.NameStart, line.NameLength);
+
+    public readonly ReadOnlySpan<char> Value(in HeaderLine line) => Text.Slice(line.ValueStart, line.ValueLength);
+
+    /// <summary>Parses <paramref name="text"/>, the head including its final empty line.</summary>
+    /// <returns>False when the head is not plain HTTP/1.1 in origin form (Kestrel takes it).</returns>
+    public static bool TryParse(ReadOnlySpan<char> text, Span<HeaderLine> headers, out RequestHead head)
+    {
+        head = default;
+        head.Text = text;
+        head.ContentLength = -1;
+        head.HostIndex = head.ConnectionIndex = head.ForwardedForIndex = -1;
+
+        var lineEnd = text.IndexOf("\r\n");
+        if (lineEnd < 0)
+        {
+            return false;
+        }
+
+        var line = text[..lineEnd];
+        var space = line.IndexOf(' ');
+        if (space <= 0 || !IsToken(line[..space]))
+        {
+            return false;
+        }
+
+        var rest = line[(space + 1)..];
+        var space2 = rest.IndexOf(' ');
+        if (space2 <= 0 || rest[0] != '/' || !rest[(space2 + 1)..].SequenceEqual("HTTP/1.1") || !IsVisible(rest[..space2]))
+        {
+            return false;
+        }
+
+        head.MethodLength = space;
+        head.TargetStart = space + 1;
+        head.TargetLength = space2;
+        head.RequestLineEnd = lineEnd + 2;
+
+        // Bounded by the text: each turn consumes one line.
+        var position = head.RequestLineEnd;
+        while (true)
+        {
+            var remaining = text[position..];
+            var end = remaining.IndexOf("\r\n");
+            if (end < 0)
+            {
+                return false;
+            }
+
+            if (end == 0)
+            {
+                return (head.Traits & RequestTraits.HasHost) != 0; // HTTP/1.1 requires Host; Kestrel answers 400 without it
+            }
+
+            if (head.HeaderCount == headers.Length)
+            {
+                return false;
+            }
+
+            var headerLine = remaining[..end];
+            var colon = headerLine.IndexOf(':');
+            if (colon <= 0 || !IsToken(headerLine[..colon]))
+            {
+                return false; // includes obs-fold (a line starting with whitespace) and whitespace before the colon
+            }
+
+            var valueStart = colon + 1;
+            var valueEnd = headerLine.Length;
+            while (valueStart < valueEnd && headerLine[valueStart] is ' ' or '\t')
+            {
+                valueStart++;
+            }
+
+            while (valueEnd > valueStart && headerLine[valueEnd - 1] is ' ' or '\t')
+            {
+                valueEnd--;
+            }
+
+            if (!IsFieldValue(headerLine[valueStart..valueEnd]))
+            {
+                return false;
+            }
+
+            ref var entry = ref headers[head.HeaderCount];
+            entry.LineStart = position;
+            entry.LineEnd = position + end + 2;
+            entry.NameStart = position;
+            entry.NameLength = colon;
+            entry.ValueStart = position + valueStart;
+            entry.ValueLength = valueEnd - valueStart;
+            if (!head.Classify(entry, head.HeaderCount))
+            {
+                return false;
+            }
+
+            head.HeaderCount++;
+            position = entry.LineEnd;
+        }
+    }
+
+    /// <summary>Notes the headers the fast path acts on; false when one makes the request Kestrel's.</summary>
+    private bool Classify(in HeaderLine line, int index)
+    {
+        var name = Name(line);
+        var value = Value(line);
+        switch (name.Length)
+        {
+            case 2 when name.Equals("te", StringComparison.OrdinalIgnoreCase):
+                if (HeaderTokens.Contains(value, "trailers"))
+                {
+                    Traits |= RequestTraits.TeTrailers;
+                }
+
+                return true;
+            case 4 when name.Equals("host", StringComparison.OrdinalIgnoreCase):
+                if (HostIndex >= 0)
+                {
+                    return false; // two Host headers: Kestrel answers 400
+                }
+
+                HostIndex = index;
+                Traits |= RequestTraits.HasHost;
+                return true;
+            case 6 when name.Equals("expect", StringComparison.OrdinalIgnoreCase):
+            case 7 when name.Equals("upgrade", StringComparison.OrdinalIgnoreCase):
+            case 17 when name.Equals("transfer-encoding", StringComparison.OrdinalIgnoreCase):
+                return false;
+            case 6 when name.Equals("accept", StringComparison.OrdinalIgnoreCase):
+                // Event streams are long-lived: Kestrel's path tracks them from the start.
+                return !value.Contains("text/event-stream", StringComparison.OrdinalIgnoreCase);
+            case 10 when name.Equals("connection", StringComparison.OrdinalIgnoreCase):
+                if (ConnectionIndex >= 0)
+                {
+                    return false;
+                }
+
+                ConnectionIndex = index;
+                return ClassifyConnection(value);
+            case 12 when name.Equals("content-type", StringComparison.OrdinalIgnoreCase):
+                return !value.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase);
+            case 14 when name.Equals("content-length", StringComparison.OrdinalIgnoreCase):
+                if (ContentLength >= 0 || value.IsEmpty || value.Length > 18)
+                {
+                    return false;
+                }
+
+                long length = 0;
+                foreach (var c in value)
+                {
+                    if (!char.IsAsciiDigit(c))
+                    {
+                        return false;
+                    }
+
+                    length = (length * 10) + (c - '0');
+                }
+
+                ContentLength = length;
+                return true;
+            case 15 when name.Equals("x-forwarded-for", StringComparison.OrdinalIgnoreCase):
+                if (ForwardedForIndex >= 0)
+                {
+                    return false; // rare; Kestrel's path joins several
+                }
+
+                ForwardedForIndex = index;
+                return true;
+            case 16 when name.Equals("x-forwarded-host", StringComparison.OrdinalIgnoreCase):
+                Traits |= RequestTraits.HasForwardedHost;
+                return true;
+            case 17 when name.Equals("x-forwarded-proto", StringComparison.OrdinalIgnoreCase):
+                Traits |= RequestTraits.HasForwardedProto;
+                return true;
+            case 14 when name.Equals("x-sharding-hop", StringComparison.OrdinalIgnoreCase):
+                return false; // from another sidecar: its proof is checked on Kestrel's path
+            default:
+                return true;
+        }
+    }
+
+    private bool ClassifyConnection(scoped ReadOnlySpan<char> value)
+    {
+        // Bounded by the value: each turn consumes one token.
+        var rest = value;
+        while (!rest.IsEmpty)
+        {
+            var comma = rest.IndexOf(',');
+            var token = (comma < 0 ? rest : rest[..comma]).Trim(" \t");
+            rest = comma < 0 ? [] : rest[(comma + 1)..];
+            if (token.IsEmpty || token.Equals("keep-alive", StringComparison.OrdinalIgnoreCase))
+            {
+                continue;
+            }
+
+            if (token.Equals("close", StringComparison.OrdinalIgnoreCase))
+            {
+                Traits |= RequestTraits.Close;
+            }
+            else if (token.Equals("upgrade", StringComparison.OrdinalIgnoreCase))
+            {
+                return false;
+            }
+            else
+            {
+                Traits |= RequestTraits.ConnectionTokens;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>RFC 9110 §5.6.2 token characters.</summary>
+    internal static bool IsToken(ReadOnlySpan<char> value)
+    {
+        foreach (var c in value)
+        {
+            if (!(char.IsAsciiLetterOrDigit(c) || c is '!' or '#' or '$' or '%' or '&' or '\'' or '*' or '+' or '-' or '.' or '^' or '_' or '`' or '|' or '~'))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    private static bool IsVisible(ReadOnlySpan<char> value) => value.IndexOfAnyExceptInRange((char)0x21, (char)0x7E) < 0;
+
+    /// <summary>Field values: visible characters, spaces, tabs and obs-text; no controls (Kestrel decides about those).</summary>
+    internal static bool IsFieldValue(ReadOnlySpan<char> value)
+    {
+        foreach (var c in value)
+        {
+            if ((c < 0x20 && c != '\t') || c == 0x7F)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+}
+
+/// <summary>The parsed head as the shard-key rules see it (no copies; several cookie headers are joined).</summary>
+internal readonly ref struct RequestHeadKeyRequest : IShardKeyRequest
+{
+    private readonly ReadOnlySpan<char> _text;
+    private readonly ReadOnlySpan<HeaderLine> _headers;
+    private readonly ReadOnlySpan<char> _path;
+    private readonly ReadOnlySpan<char> _query;
+    private readonly string _method;
+
+    public RequestHeadKeyRequest(in RequestHead head, ReadOnlySpan<HeaderLine> headers)
+    {
+        _text = head.Text;
+        _headers = headers[..head.HeaderCount];
+        var target = head.Target;
+        var q = target.IndexOf('?');
+        _path = q < 0 ? target : target[..q];
+        _query = q < 0 ? [] : target[(q + 1)..];
+        _method = KnownMethod(head.Method);
+    }
+
+    public string Method => _method;
+
+    public ReadOnlySpan<char> Path => _path;
+
+    public ReadOnlySpan<char> Query => _query;
+
+    public bool TryGetHeader(string name, out ReadOnlySpan<char> value)
+    {
+        var found = -1;
+        var count = 0;
+        for (var i = 0; i < _headers.Length; i++)
+        {
+            if (_text.Slice(_headers[i].NameStart, _headers[i].NameLength).Equals(name, StringComparison.OrdinalIgnoreCase))
+            {
+                found = found < 0 ? i : found;
+                count++;
+            }
+        }
+
+        if (found < 0)
+        {
+            value = default;
+            return false;
+        }
+
+        if (count == 1 || !string.Equals(name, "cookie", StringComparison.OrdinalIgnoreCase))
+        {
+            value = _text.Slice(_headers[found].ValueStart, _headers[found].ValueLength);
+            return true;
+        }
+
+        var parts = new List<string>(count);
+        foreach (var line in _headers)
+        {
+            if (_text.Slice(line.NameStart, line.NameLength).Equals(name, StringComparison.OrdinalIgnoreCase))
+            {
+                parts.Add(_text.Slice(line.ValueStart, line.ValueLength).ToString());
+            }
+        }
+
+        value = string.Join("; ", parts);
+        return true;
+    }
+
+    private static string KnownMethod(ReadOnlySpan<char> method) => method switch
+    {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        _ => method.ToString(),
+    };
+}
+
+/// <summary>Comma-separated header tokens (RFC 9110 §5.6.1).</summary>
+internal static class HeaderTokens
+{
+    public static bool Contains(ReadOnlySpan<char> value, ReadOnlySpan<char> token)
+    {
+        // Bounded by the value: each turn consumes one item.
+        var rest = value;
+        while (!rest.IsEmpty)
+        {
+            var comma = rest.IndexOf(',');
+            var item = (comma < 0 ? rest : rest[..comma]).Trim(" \t");
+            var semicolon = item.IndexOf(';');
+            if ((semicolon < 0 ? item : item[..semicolon].TrimEnd(" \t")).Equals(token, StringComparison.OrdinalIgnoreCase))
+            {
+                return true;
+            }
+
+            rest = comma < 0 ? [] : rest[(comma + 1)..];
+        }
+
+        return false;
+    }
+}

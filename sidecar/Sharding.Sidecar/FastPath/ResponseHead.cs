@@ -1,0 +1,506 @@
+using System.Text;
+
+namespace Sharding.Sidecar.FastPath;
+
+/// <summary>How the app's response body is delimited (RFC 9112 §6.3).</summary>
+internal enum BodyFraming
+{
+    /// <summary>No body: HEAD, 1xx, 204, 304.</summary>
+    None,
+
+    /// <summary>Content-Length bytes.</summary>
+    Length,
+
+    /// <summary>Chunked transfer coding, passed through as it is.</summary>
+    Chunked,
+
+    /// <summary>Until the app closes the connection (the client's connection closes after it too).</summary>
+    UntilClose,
+}
+
+/// <summary>
+/// The app's response head, parsed from bytes, and written on to the client with hop-by-hop and <c>x-sharding-*</c> headers
+/// removed and the sidecar's own headers added: the same header rules as <see cref="Forwarding.HeaderRules"/>, on bytes.
+/// </summary>
+internal struct ResponseHead
+{
+    public int StatusCode;
+    public BodyFraming Framing;
+    public long ContentLength;
+
+    /// <summary>The app asked to close its connection (or spoke HTTP/1.0 without keep-alive): do not reuse it.</summary>
+    public bool UpstreamClose;
+
+    /// <summary>The response is an event stream (tracked for draining at once).</summary>
+    public bool IsEventStream;
+
+    private const int MaxHeaders = 128;
+
+    /// <summary>Parses the head in <paramref name="head"/> (ending with its empty line).</summary>
+    /// <returns>False when it is not a valid HTTP/1.x response head.</returns>
+    public static bool TryParse(ReadOnlySpan<byte> head, bool isHeadRequest, out ResponseHead response)
+    {
+        response = default;
+        response.ContentLength = -1;
+        var lineEnd = head.IndexOf("\r\n"u8);
+        if (lineEnd < 12 || !head.StartsWith("HTTP/1."u8) || head[8] != ' ')
+        {
+            return false;
+        }
+
+        var http10 = head[7] == '0';
+        if (!http10 && head[7] != '1')
+        {
+            return false;
+        }
+
+        var code = head.Slice(9, 3);
+        if (!char.IsAsciiDigit((char)code[0]) || !char.IsAsciiDigit((char)code[1]) || !char.IsAsciiDigit((char)code[2])
+            || (lineEnd > 12 && head[12] != ' '))
+        {
+            return false;
+        }
+
+        response.StatusCode = ((code[0] - '0') * 100) + ((code[1] - '0') * 10) + (code[2] - '0');
+        var chunked = false;
+        var hasTransferEncoding = false;
+        var keepAlive = false;
+        var headers = 0;
+
+        // Bounded by the head: each turn consumes one line.
+        var position = lineEnd + 2;
+        while (true)
+        {
+            var remaining = head[position..];
+            var end = remaining.IndexOf("\r\n"u8);
+            if (end < 0)
+            {
+                return false;
+            }
+
+            if (end == 0)
+            {
+                break;
+            }
+
+            if (++headers > MaxHeaders)
+            {
+                return false;
+            }
+
+            var line = remaining[..end];
+            position += end + 2;
+            var colon = line.IndexOf((byte)':');
+            if (colon <= 0)
+            {
+                return false;
+            }
+
+            var name = line[..colon];
+            var value = line[(colon + 1)..].Trim(" \t"u8);
+            if (Ascii.EqualsIgnoreCase(name, "content-length"u8))
+            {
+                if (!TryParseLength(value, out var length) || (response.ContentLength >= 0 && response.ContentLength != length))
+                {
+                    return false;
+                }
+
+                response.ContentLength = length;
+            }
+            else if (Ascii.EqualsIgnoreCase(name, "transfer-encoding"u8))
+            {
+                hasTransferEncoding = true;
+                var last = value.LastIndexOf((byte)',');
+                chunked = Ascii.EqualsIgnoreCase((last < 0 ? value : value[(last + 1)..]).Trim(" \t"u8), "chunked"u8);
+            }
+            else if (Ascii.EqualsIgnoreCase(name, "connection"u8))
+            {
+                var text = Encoding.Latin1.GetString(value);
+                response.UpstreamClose |= HeaderTokens.Contains(text, "close");
+                keepAlive |= HeaderTokens.Contains(text, "keep-alive");
+            }
+            else if (Ascii.EqualsIgnoreCase(name, "content-type"u8))
+            {
+                response.IsEventStream = value.Length >= 17 && Ascii.EqualsIgnoreCase(value[..17], "text/event-stream"u8);
+            }
+        }
+
+        if (http10 && !keepAlive)
+        {
+            response.UpstreamClose = true;
+        }
+
+        if (isHeadRequest || response.StatusCode is < 200 or 204 or 304)
+        {
+            response.Framing = BodyFraming.None;
+        }
+        else if (hasTransferEncoding)
+        {
+            // RFC 9112 §6.3: Transfer-Encoding wins over Content-Length; not chunked last means "until close".
+            response.Framing = chunked ? BodyFraming.Chunked : BodyFraming.UntilClose;
+            response.ContentLength = -1;
+        }
+        else if (response.ContentLength >= 0)
+        {
+            response.Framing = BodyFraming.Length;
+        }
+        else
+        {
+            response.Framing = BodyFraming.UntilClose;
+        }
+
+        if (response.Framing == BodyFraming.UntilClose)
+        {
+            response.UpstreamClose = true;
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// Writes the head for the client: status line as HTTP/1.1, the app's headers minus hop-by-hop ones (and those its
+    /// Connection header names) and minus <c>x-sharding-*</c>, then <paramref name="extra"/> (the sidecar's headers, each line
+    /// with its CRLF), then the empty line.
+    /// </summary>
+    /// <returns>Bytes written; -1 when <paramref name="destination"/> is too small.</returns>
+    public static int WriteForClient(ReadOnlySpan<byte> head, ReadOnlySpan<byte> extra, bool close, bool keepTransferEncoding, Span<byte> destination)
+    {
+        var lineEnd = head.IndexOf("\r\n"u8);
+        var written = 0;
+        if (!Append(destination, ref written, "HTTP/1.1"u8) || !Append(destination, ref written, head[8..(lineEnd + 2)]))
+        {
+            return -1;
+        }
+
+        // The names the Connection header lists are hop-by-hop too.
+        Span<Range> named = stackalloc Range[8];
+        var namedCount = 0;
+        var connectionValue = ReadOnlySpan<byte>.Empty;
+        var position = lineEnd + 2;
+        var scan = head[position..];
+
+        // Bounded by the head: each turn consumes one line.
+        while (true)
+        {
+            var end = scan.IndexOf("\r\n"u8);
+            if (end <= 0)
+            {
+                break;
+            }
+
+            var line = scan[..end];
+            var colon = line.IndexOf((byte)':');
+            if (Ascii.EqualsIgnoreCase(line[..colon], "connection"u8))
+            {
+                connectionValue = line[(colon + 1)..];
+                namedCount = SplitTokens(connectionValue, named);
+            }
+
+            scan = scan[(end + 2)..];
+        }
+
+        // Bounded by the head: each turn consumes one line.
+        while (true)
+        {
+            var remaining = head[position..];
+            var end = remaining.IndexOf("\r\n"u8);
+            if (end <= 0)
+            {
+                break;
+            }
+
+            var line = remaining[..(end + 2)];
+            position += end + 2;
+            var name = line[..line.IndexOf((byte)':')];
+            if (IsDropped(name, keepTransferEncoding) || IsNamed(name, connectionValue, named[..namedCount]))
+            {
+                continue;
+            }
+
+            if (!Append(destination, ref written, line))
+            {
+                return -1;
+            }
+        }
+
+        if (!Append(destination, ref written, extra)
+            || (close && !Append(destination, ref written, "connection: close\r\n"u8))
+            || !Append(destination, ref written, "\r\n"u8))
+        {
+            return -1;
+        }
+
+        return written;
+    }
+
+    private static bool IsDropped(ReadOnlySpan<byte> name, bool keepTransferEncoding)
+    {
+        if (name.Length >= 11 && Ascii.EqualsIgnoreCase(name[..11], "x-sharding-"u8))
+        {
+            return true; // the app cannot claim the sidecar's headers
+        }
+
+        return name.Length switch
+        {
+            10 => Ascii.EqualsIgnoreCase(name, "connection"u8) || Ascii.EqualsIgnoreCase(name, "keep-alive"u8),
+            16 => Ascii.EqualsIgnoreCase(name, "proxy-connection"u8),
+            17 => !keepTransferEncoding && Ascii.EqualsIgnoreCase(name, "transfer-encoding"u8),
+            18 => Ascii.EqualsIgnoreCase(name, "proxy-authenticate"u8),
+            7 => Ascii.EqualsIgnoreCase(name, "upgrade"u8),
+            _ => false,
+        };
+    }
+
+    private static bool IsNamed(ReadOnlySpan<byte> name, ReadOnlySpan<byte> connectionValue, ReadOnlySpan<Range> named)
+    {
+        foreach (var range in named)
+        {
+            var token = connectionValue[range];
+            if (Ascii.EqualsIgnoreCase(name, token) && !Ascii.EqualsIgnoreCase(token, "transfer-encoding"u8))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    private static int SplitTokens(ReadOnlySpan<byte> value, Span<Range> into)
+    {
+        var count = 0;
+        var start = 0;
+
+        // Bounded by the value.
+        for (var i = 0; i <= value.Length && count < into.Length; i++)
+        {
+            if (i == value.Length || value[i] == ',')
+            {
+                var s = start;
+                var e = i;
+                while (s < e && value[s] is (byte)' ' or (byte)'\t')
+                {
+                    s++;
+                }
+
+                while (e > s && value[e - 1] is (byte)' ' or (byte)'\t')
+                {
+                    e--;
+                }
+
+                if (e > s)
+                {
+                    into[count++] = s..e;
+                }
+
+                start = i + 1;
+            }
+        }
+
+        return count;
+    }
+
+    private static bool TryParseLength(ReadOnlySpan<byte> value, out long length)
+    {
+        length = 0;
+        if (value.IsEmpty || value.Length > 18)
+        {
+            return false;
+        }
+
+        foreach (var b in value)
+        {
+            if (b is < (byte)'0' or > (byte)'9')
+            {
+                return false;
+            }
+
+            length = (length * 10) + (b - '0');
+        }
+
+        return true;
+    }
+
+    private static bool Append(Span<byte> destination, ref int written, ReadOnlySpan<byte> bytes)
+    {
+        if (!bytes.TryCopyTo(destination[written..]))
+        {
+            return false;
+        }
+
+        written += bytes.Length;
+        return true;
+    }
+}
+
+/// <summary>
+/// Follows a chunked body (RFC 9112 §7.1) as it passes through unchanged, to find where it ends and whether the bytes so far
+/// end on a chunk boundary (where a drain can end the stream cleanly).
+/// </summary>
+internal struct ChunkedScanner
+{
+    private State _state;
+    private long _remaining;
+    private int _digits;
+
+    private enum State
+    {
+        Size,
+        Extension,
+        SizeLf,
+        Data,
+        DataCr,
+        DataLf,
+        TrailerStart,
+        TrailerLine,
+        TrailerLf,
+        FinalLf,
+        Done,
+    }
+
+    public readonly bool IsDone => _state == State.Done;
+
+    /// <summary>Whether the bytes scanned so far end exactly after a whole chunk (or at the start).</summary>
+    public readonly bool AtBoundary => _state == State.Size && _digits == 0;
+
+    /// <summary>Scans <paramref name="data"/>; returns how many bytes belong to the body (less than all once it is done),
+    /// or -1 when the framing is invalid.</summary>
+    public int Scan(ReadOnlySpan<byte> data)
+    {
+        var i = 0;
+
+        // Bounded by data: every turn consumes at least one byte or ends.
+        while (i < data.Length && _state != State.Done)
+        {
+            var b = data[i];
+            switch (_state)
+            {
+                case State.Size:
+                    var digit = HexValue(b);
+                    if (digit >= 0)
+                    {
+                        if (++_digits > 15)
+                        {
+                            return -1;
+                        }
+
+                        _remaining = (_remaining << 4) | (uint)digit;
+                    }
+                    else if (_digits == 0)
+                    {
+                        return -1;
+                    }
+                    else if (b == '\r')
+                    {
+                        _state = State.SizeLf;
+                    }
+                    else if (b is (byte)';' or (byte)' ' or (byte)'\t')
+                    {
+                        _state = State.Extension;
+                    }
+                    else
+                    {
+                        return -1;
+                    }
+
+                    i++;
+                    break;
+                case State.Extension:
+                    var cr = data[i..].IndexOf((byte)'\r');
+                    if (cr < 0)
+                    {
+                        i = data.Length;
+                    }
+                    else
+                    {
+                        i += cr + 1;
+                        _state = State.SizeLf;
+                    }
+
+                    break;
+                case State.SizeLf:
+                    if (b != '\n')
+                    {
+                        return -1;
+                    }
+
+                    i++;
+                    _digits = 0;
+                    _state = _remaining == 0 ? State.TrailerStart : State.Data;
+                    break;
+                case State.Data:
+                    var take = (int)Math.Min(_remaining, data.Length - i);
+                    i += take;
+                    _remaining -= take;
+                    if (_remaining == 0)
+                    {
+                        _state = State.DataCr;
+                    }
+
+                    break;
+                case State.DataCr:
+                    if (b != '\r')
+                    {
+                        return -1;
+                    }
+
+                    i++;
+                    _state = State.DataLf;
+                    break;
+                case State.DataLf:
+                    if (b != '\n')
+                    {
+                        return -1;
+                    }
+
+                    i++;
+                    _state = State.Size;
+                    break;
+                case State.TrailerStart:
+                    i++;
+                    _state = b == '\r' ? State.FinalLf : State.TrailerLine;
+                    break;
+                case State.TrailerLine:
+                    var lineCr = data[i..].IndexOf((byte)'\r');
+                    if (lineCr < 0)
+                    {
+                        i = data.Length;
+                    }
+                    else
+                    {
+                        i += lineCr + 1;
+                        _state = State.TrailerLf;
+                    }
+
+                    break;
+                case State.TrailerLf:
+                    if (b != '\n')
+                    {
+                        return -1;
+                    }
+
+                    i++;
+                    _state = State.TrailerStart;
+                    break;
+                case State.FinalLf:
+                    if (b != '\n')
+                    {
+                        return -1;
+                    }
+
+                    i++;
+                    _state = State.Done;
+                    break;
+            }
+        }
+
+        return i;
+    }
+
+    private static int HexValue(byte b) => b switch
+    {
+        >= (byte)'0' and <= (byte)'9' => b - '0',
+        >= (byte)'a' and <= (byte)'f' => b - 'a' + 10,
+        >= (byte)'A' and <= (byte)'F' => b - 'A' + 10,
+        _ => -1,
+    };
+}
