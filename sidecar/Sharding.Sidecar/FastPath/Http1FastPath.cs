@@ -3,6 +3,7 @@ using System.Globalization;
 using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using System.Text;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Connections.Features;
@@ -180,6 +181,7 @@ internal sealed partial class Http1FastPath : IDisposable
         private char[] _headChars = ArrayPool<char>.Shared.Rent(4096);
         private byte[] _upstream = ArrayPool<byte>.Shared.Rent(8192);
         private readonly HeaderLine[] _headers = ArrayPool<HeaderLine>.Shared.Rent(RequestHead.MaxHeaders);
+        private readonly Exchange _exchange = new();
         private AppConnection? _app;
 
         public Session(Http1FastPath owner, ConnectionContext connection)
@@ -439,6 +441,7 @@ internal sealed partial class Http1FastPath : IDisposable
         }
 
         /// <summary>Relays one accepted request and its response; false when the client connection must close afterwards.</summary>
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
         private async ValueTask<bool> ServeAsync(Accepted request)
         {
             var state = request.State;
@@ -455,7 +458,8 @@ internal sealed partial class Http1FastPath : IDisposable
             var owner = _owner;
             owner._streams.Begin(stream, _connectionState, StreamKind.None);
             owner._metrics.StreamStarted();
-            var exchange = new Exchange(request);
+            var exchange = _exchange;
+            exchange.Reset(request);
             try
             {
                 stream.AttachCancellation(_cts);
@@ -492,6 +496,8 @@ internal sealed partial class Http1FastPath : IDisposable
                 owner._streams.End(stream);
             }
         }
+
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
 
         private async ValueTask RelayAsync(Exchange exchange, ShardRequestContext stream)
         {
@@ -615,6 +621,8 @@ internal sealed partial class Http1FastPath : IDisposable
             return ValueTask.FromResult(take);
         }
 
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+
         private async ValueTask<bool> SendHeadAsync(Exchange exchange, int length)
         {
             // Bounded: at most one retry, on a new connection, when a kept-alive one turns out closed.
@@ -649,6 +657,8 @@ internal sealed partial class Http1FastPath : IDisposable
                 }
             }
         }
+
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
 
         private async ValueTask<bool> SendBodyAsync(Exchange exchange)
         {
@@ -691,6 +701,7 @@ internal sealed partial class Http1FastPath : IDisposable
         }
 
         /// <summary>Copies the body as it is, by its framing, flushing whenever the app's bytes run out.</summary>
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
         private async ValueTask CopyResponseBodyAsync(Exchange exchange)
         {
             var app = _app!;
@@ -775,6 +786,8 @@ internal sealed partial class Http1FastPath : IDisposable
                 _cts.CancelAfter(_owner._options.ActivityTimeout > TimeSpan.Zero ? _owner._options.ActivityTimeout : Timeout.InfiniteTimeSpan);
             }
         }
+
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
 
         private async ValueTask<bool> FlushAsync(Exchange exchange)
         {
@@ -1003,10 +1016,10 @@ internal sealed partial class Http1FastPath : IDisposable
         Drained,
     }
 
-    /// <summary>One request's progress through the relay.</summary>
-    private sealed class Exchange(Accepted request)
+    /// <summary>One request's progress through the relay (one per connection, reset for each request).</summary>
+    private sealed class Exchange
     {
-        public Accepted Request = request;
+        public Accepted Request;
         public ResponseHead Response;
         public ChunkedScanner Chunks;
         public Failure Failure;
@@ -1020,6 +1033,17 @@ internal sealed partial class Http1FastPath : IDisposable
 
         /// <summary>A request may go again on a new connection only when nothing of its body was sent yet, once.</summary>
         public bool CanRetry => !Retried && Request.ContentLength == 0;
+
+        public void Reset(in Accepted request)
+        {
+            Request = request;
+            Response = default;
+            Chunks = default;
+            Failure = Failure.None;
+            Error = null;
+            ResponseStarted = Close = Retried = false;
+            BodySent = RequestBytes = ResponseBytes = 0;
+        }
     }
 
     private static partial class Log

@@ -90,6 +90,20 @@ internal static class SidecarHost
         return app;
     }
 
+    /// <summary>
+    /// Before the first socket exists: .NET's socket engine reads <c>DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS</c> once,
+    /// so the process sets it here (when <see cref="SidecarOptions.InlineSocketCompletions"/> is on and the variable is unset).
+    /// Only the sidecar's own process calls this: it changes every socket of the process, tests' clients included.
+    /// </summary>
+    public static void UseInlineSocketCompletions(WebApplication app)
+    {
+        const string variable = "DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS";
+        if (app.Services.GetRequiredService<IOptions<SidecarOptions>>().Value.InlineSocketCompletions && Environment.GetEnvironmentVariable(variable) is null)
+        {
+            Environment.SetEnvironmentVariable(variable, "1");
+        }
+    }
+
     public static IServiceCollection AddShardingSidecar(this IServiceCollection services)
     {
         services.AddOptions<SidecarOptions>().BindConfiguration(SidecarOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
