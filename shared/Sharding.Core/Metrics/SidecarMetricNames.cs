@@ -37,6 +37,31 @@ public static class SidecarMetricNames
     /// <summary>Counter of connect retries to an owner, tagged <see cref="OwnerTag"/>.</summary>
     public const string ForwardRetries = "sharding.sidecar.forward.retries";
 
+    /// <summary>Counter of requests the HTTP/1.1 fast path relayed itself (also counted in <see cref="Requests"/>).</summary>
+    public const string FastPathRequests = "sharding.sidecar.fast_path.requests";
+
+    /// <summary>Counter of connections the HTTP/1.1 fast path handed to the full path, tagged <see cref="ReasonTag"/>
+    /// (one of the <c>Handover…</c> values).</summary>
+    public const string FastPathHandovers = "sharding.sidecar.fast_path.handovers";
+
+    /// <summary>Handover reason: not a plain HTTP/1.1 request (HTTP/2, upgrade, chunked upload, Expect, event stream, unusual head).</summary>
+    public const string HandoverProtocol = "protocol";
+
+    /// <summary>Handover reason: the key is another pod's and the fast path does not forward it (e.g. its owner's circuit is open).</summary>
+    public const string HandoverNotOwner = "not_owner";
+
+    /// <summary>Handover reason: the key needs the JSON body, is too long, or no key was found and the answer is not "serve here".</summary>
+    public const string HandoverKey = "key";
+
+    /// <summary>Handover reason: no shard map yet, or this pod is not in it.</summary>
+    public const string HandoverNoMap = "no_map";
+
+    /// <summary>Handover reason: the request head is larger than the fast path reads (16 KiB) or never completed.</summary>
+    public const string HandoverHeadSize = "head_size";
+
+    /// <summary>Handover reason: this pod's app refused or did not accept the connection (the full path answers 503).</summary>
+    public const string HandoverConnect = "connect";
+
     /// <summary>Tag: the request's outcome, one of the <c>Outcome…</c> values.</summary>
     public const string OutcomeTag = "outcome";
 

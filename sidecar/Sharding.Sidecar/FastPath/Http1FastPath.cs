@@ -265,7 +265,7 @@ internal sealed partial class Http1FastPath : IDisposable
                     if (buffer.Length > MaxRequestHeadBytes || result.IsCompleted)
                     {
                         _input.AdvanceTo(buffer.Start);
-                        return true; // Kestrel answers (431, 400) or sees the connection end
+                        return HandOver(SidecarMetricNames.HandoverHeadSize); // Kestrel answers (431, 400) or sees the connection end
                     }
 
                     _input.AdvanceTo(buffer.Start, buffer.End);
@@ -275,10 +275,24 @@ internal sealed partial class Http1FastPath : IDisposable
                 }
 
                 partialHead = false;
-                if (!TryAccept(buffer, headLength, out var request))
+                var reason = TryAccept(buffer, headLength, out var request);
+                if (reason is null && _app is null)
+                {
+                    // Connect before taking the request: when the app is down, the full path answers (503) from the first byte.
+                    try
+                    {
+                        _app = await _owner._pool.RentAsync(_cts.Token).ConfigureAwait(false);
+                    }
+                    catch (Exception ex) when (ex is SocketException || (ex is OperationCanceledException && !_cts.IsCancellationRequested))
+                    {
+                        reason = SidecarMetricNames.HandoverConnect;
+                    }
+                }
+
+                if (reason is not null)
                 {
                     _input.AdvanceTo(buffer.Start);
-                    return true;
+                    return HandOver(reason);
                 }
 
                 // The head is copied (TryAccept built the app's head from it): consume it, the body stays in the pipe.
@@ -288,6 +302,12 @@ internal sealed partial class Http1FastPath : IDisposable
                     return false;
                 }
             }
+        }
+
+        private bool HandOver(string reason)
+        {
+            _owner._metrics.FastPathHandover(reason);
+            return true;
         }
 
         private static int FindHeadEnd(in ReadOnlySequence<byte> buffer)
@@ -303,7 +323,8 @@ internal sealed partial class Http1FastPath : IDisposable
         }
 
         /// <summary>Parses and routes the head; when it qualifies, writes the app's head into the upstream buffer.</summary>
-        private bool TryAccept(in ReadOnlySequence<byte> buffer, int headLength, out Accepted request)
+        /// <returns>Null when it qualifies, else why not (a handover reason).</returns>
+        private string? TryAccept(in ReadOnlySequence<byte> buffer, int headLength, out Accepted request)
         {
             request = default;
             if (headLength > _headBytes.Length)
@@ -317,15 +338,15 @@ internal sealed partial class Http1FastPath : IDisposable
             var chars = _headChars.AsSpan(0, headLength);
             Encoding.Latin1.GetChars(bytes, chars);
             var headers = _headers.AsSpan(0, RequestHead.MaxHeaders);
-            if (!RequestHead.TryParse(chars, headers, out var head) || (head.Traits & RequestTraits.NotSimple) != 0)
+            if (!RequestHead.TryParse(chars, headers, out var head))
             {
-                return false;
+                return SidecarMetricNames.HandoverProtocol;
             }
 
             var state = _owner.StateFor(_owner._store.Current);
             if (state?.Self is not { } self)
             {
-                return false; // no map, or this pod is not in it: the full path answers
+                return SidecarMetricNames.HandoverNoMap; // the full path answers
             }
 
             var keyRequest = new RequestHeadKeyRequest(head, headers);
@@ -337,14 +358,14 @@ internal sealed partial class Http1FastPath : IDisposable
                     request.HasKey = true;
                     if (!ReferenceEquals(state.Map.OwnerOf(request.Hash), self))
                     {
-                        return false; // another pod's key: forwarded by the full path
+                        return SidecarMetricNames.HandoverNotOwner; // another pod's key: forwarded by the full path
                     }
 
                     break;
                 case ShardKeyStatus.NotFound when state.NoKeyServedHere:
                     break;
                 default:
-                    return false; // JSON body rule, too long, or a no-key answer: the full path's messages
+                    return SidecarMetricNames.HandoverKey; // JSON body rule, too long, or a no-key answer: the full path's messages
             }
 
             request.State = state;
@@ -353,7 +374,7 @@ internal sealed partial class Http1FastPath : IDisposable
             request.Close = (head.Traits & RequestTraits.Close) != 0;
             request.HeadLength = headLength;
             request.UpstreamLength = WriteAppHead(head, headers, state);
-            return true;
+            return null;
         }
 
         /// <summary>The head for the app: the client's, minus hop-by-hop and internal headers, plus the sidecar's.</summary>
@@ -846,6 +867,7 @@ internal sealed partial class Http1FastPath : IDisposable
                 }
 
                 metrics.Request(SidecarMetricNames.OutcomeLocal);
+                metrics.FastPathServed();
                 return !exchange.Close;
             }
 

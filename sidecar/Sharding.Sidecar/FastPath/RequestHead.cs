@@ -19,22 +19,18 @@ internal enum RequestTraits
 {
     None = 0,
 
-    /// <summary>Something the fast path leaves to Kestrel: Transfer-Encoding, Upgrade, Expect, an internal hop header, a
-    /// second or unreadable Content-Length, gRPC or an event stream.</summary>
-    NotSimple = 1,
-
     /// <summary><c>Connection: close</c>: answer, then close.</summary>
-    Close = 2,
+    Close = 1,
 
     /// <summary>The Connection header names other headers (they are hop-by-hop too).</summary>
-    ConnectionTokens = 4,
+    ConnectionTokens = 2,
 
-    HasHost = 8,
-    HasForwardedProto = 16,
-    HasForwardedHost = 32,
+    HasHost = 4,
+    HasForwardedProto = 8,
+    HasForwardedHost = 16,
 
     /// <summary><c>TE</c> contains <c>trailers</c> (passed on as <c>te: trailers</c>).</summary>
-    TeTrailers = 64,
+    TeTrailers = 32,
 }
 
 /// <summary>

@@ -25,6 +25,8 @@ internal sealed class SidecarMetrics
     private readonly Counter<long> _streamsDrained;
     private readonly Histogram<double> _drainDuration;
     private readonly Counter<long> _skewWaits;
+    private readonly Counter<long> _fastPathRequests;
+    private readonly Counter<long> _fastPathHandovers;
 
     public SidecarMetrics(IMeterFactory meterFactory, ShardMapStore store, OwnerCircuitStates circuits)
     {
@@ -45,6 +47,8 @@ internal sealed class SidecarMetrics
             SidecarMetricNames.DrainDuration, "s", "Time from a new generation to the last moved stream closed",
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = DrainBuckets });
         _skewWaits = meter.CreateCounter<long>(SidecarMetricNames.SkewWaits, "{wait}", "Forwarded requests that waited for a newer map, by result");
+        _fastPathRequests = meter.CreateCounter<long>(SidecarMetricNames.FastPathRequests, "{request}", "Requests relayed by the HTTP/1.1 fast path");
+        _fastPathHandovers = meter.CreateCounter<long>(SidecarMetricNames.FastPathHandovers, "{connection}", "Connections the HTTP/1.1 fast path handed to the full path, by reason");
         meter.CreateObservableGauge(SidecarMetricNames.MapGeneration, () => store.Generation, "{generation}", "Current shard-map generation");
         meter.CreateObservableGauge(SidecarMetricNames.CircuitState, circuits.Observe, "1", "Circuit-breaker state by owner: 0 closed, 1 open, 2 half-open, 3 isolated");
     }
@@ -100,6 +104,10 @@ internal sealed class SidecarMetrics
         1, new KeyValuePair<string, object?>(SidecarMetricNames.ReasonTag, reason), new KeyValuePair<string, object?>(SidecarMetricNames.ProtocolTag, protocol));
 
     public void DrainCompleted(TimeSpan elapsed) => _drainDuration.Record(elapsed.TotalSeconds);
+
+    public void FastPathServed() => _fastPathRequests.Add(1);
+
+    public void FastPathHandover(string reason) => _fastPathHandovers.Add(1, new KeyValuePair<string, object?>(SidecarMetricNames.ReasonTag, reason));
 
     public void SkewWait(bool caughtUp) =>
         _skewWaits.Add(1, new KeyValuePair<string, object?>(SidecarMetricNames.ResultTag, caughtUp ? SidecarMetricNames.SkewCaughtUp : SidecarMetricNames.SkewTimedOut));
