@@ -698,6 +698,7 @@ internal sealed partial class Http1FastPath : IDisposable
                 }
 
                 var take = buffer.Slice(0, Math.Min(buffer.Length, length - exchange.BodySent));
+                var taken = take.Length; // a sequence's length is not readable after AdvanceTo (its segments go back to the pool)
                 try
                 {
                     foreach (var segment in take)
@@ -714,8 +715,8 @@ internal sealed partial class Http1FastPath : IDisposable
                 }
 
                 _input.AdvanceTo(take.End);
-                exchange.BodySent += take.Length;
-                exchange.RequestBytes += take.Length;
+                exchange.BodySent += taken;
+                exchange.RequestBytes += taken;
             }
 
             return true;
