@@ -47,7 +47,12 @@ public static class SidecarMetricNames
     /// <summary>Handover reason: not a plain HTTP/1.1 request (HTTP/2, upgrade, chunked upload, Expect, event stream, unusual head).</summary>
     public const string HandoverProtocol = "protocol";
 
-    /// <summary>Handover reason: the key is another pod's and the fast path does not forward it (e.g. its owner's circuit is open).</summary>
+    /// <summary>Handover reason: a request from another sidecar the fast path does not serve itself: its proof does not verify,
+    /// the sender's map is newer, or the key is not this pod's (the full path answers 403, waits for the map, or forwards once more).</summary>
+    public const string HandoverForwarded = "forwarded";
+
+    /// <summary>Handover reason: the key is another pod's and the fast path does not forward it (its owner's circuit is not
+    /// closed, or its address is not an IP endpoint).</summary>
     public const string HandoverNotOwner = "not_owner";
 
     /// <summary>Handover reason: the key needs the JSON body, is too long, or no key was found and the answer is not "serve here".</summary>
@@ -59,7 +64,8 @@ public static class SidecarMetricNames
     /// <summary>Handover reason: the request head is larger than the fast path reads (16 KiB) or never completed.</summary>
     public const string HandoverHeadSize = "head_size";
 
-    /// <summary>Handover reason: this pod's app refused or did not accept the connection (the full path answers 503).</summary>
+    /// <summary>Handover reason: this pod's app or the owner's sidecar refused or did not accept the connection (the full path
+    /// retries or answers 503).</summary>
     public const string HandoverConnect = "connect";
 
     /// <summary>Tag: the request's outcome, one of the <c>Outcome…</c> values.</summary>

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Collections.Concurrent;
 using System.Globalization;
 using System.IO.Pipelines;
 using System.Net;
@@ -14,6 +15,7 @@ using Sharding.Keys;
 using Sharding.Mapping;
 using Sharding.Metrics;
 using Sharding.Sidecar.Draining;
+using Sharding.Sidecar.Forwarding;
 using Sharding.Sidecar.Hosting;
 using Sharding.Sidecar.Routing;
 
@@ -51,13 +53,21 @@ internal sealed partial class Http1FastPath : IDisposable
     private readonly TimeProvider _time;
     private readonly ILogger<Http1FastPath> _logger;
     private readonly AppConnectionPool _pool;
+    private readonly ForwardingProof _proof;
+    private readonly OwnerCircuitStates _circuits;
+
+    // Keep-alive connections to other sidecars, by address (null: not an IP endpoint, the full path resolves it).
+    private readonly ConcurrentDictionary<string, AppConnectionPool?> _peers = new(StringComparer.Ordinal);
     private KestrelServerLimits _limits = new();
     private readonly byte[] _retryAfter;
     private MapState? _state;
 
     public Http1FastPath(
-        ShardMapStore store, StreamRegistry streams, SidecarMetrics metrics, IOptions<SidecarOptions> options, TimeProvider time, ILogger<Http1FastPath> logger)
+        ShardMapStore store, StreamRegistry streams, SidecarMetrics metrics, ForwardingProof proof, OwnerCircuitStates circuits,
+        IOptions<SidecarOptions> options, TimeProvider time, ILogger<Http1FastPath> logger)
     {
+        _proof = proof;
+        _circuits = circuits;
         _store = store;
         _streams = streams;
         _metrics = metrics;
@@ -81,7 +91,39 @@ internal sealed partial class Http1FastPath : IDisposable
         return next => connection => RunAsync(connection, next);
     }
 
-    public void Dispose() => _pool.Dispose();
+    public void Dispose()
+    {
+        _pool.Dispose();
+        foreach (var peer in _peers.Values)
+        {
+            peer?.Dispose();
+        }
+    }
+
+    /// <summary>The keep-alive pool for another sidecar, or null when its address is not <c>ip:port</c>.</summary>
+    private AppConnectionPool? PeerPool(ShardMember owner) =>
+        _peers.TryGetValue(owner.Address, out var pool) ? pool : _peers.GetOrAdd(owner.Address, CreatePeerPool);
+
+    private AppConnectionPool? CreatePeerPool(string address) =>
+        IPEndPoint.TryParse(address, out var endPoint) && endPoint.Port > 0 ? new AppConnectionPool(endPoint, _options.ConnectTimeout, _time) : null;
+
+    /// <summary>Members that left take their idle connections with them.</summary>
+    private void PrunePeers(ShardMap map)
+    {
+        foreach (var (address, pool) in _peers)
+        {
+            var present = false;
+            foreach (var member in map.Members)
+            {
+                present |= string.Equals(member.Address, address, StringComparison.Ordinal);
+            }
+
+            if (!present && _peers.TryRemove(address, out _))
+            {
+                pool?.Dispose();
+            }
+        }
+    }
 
     private async Task RunAsync(ConnectionContext connection, ConnectionDelegate next)
     {
@@ -116,20 +158,25 @@ internal sealed partial class Http1FastPath : IDisposable
         }
 
         var extractor = state is not null && state.Extractor.Policy.Equals(map.KeyPolicy) ? state.Extractor : new ShardKeyExtractor(map.KeyPolicy);
-        var created = new MapState(map, extractor, _options.PodName);
+        var created = new MapState(map, extractor, _options.PodName, _proof);
         Volatile.Write(ref _state, created);
+        PrunePeers(map);
         return created;
     }
 
     /// <summary>What the fast path derives once per map.</summary>
     private sealed class MapState
     {
-        public MapState(ShardMap map, ShardKeyExtractor extractor, string podName)
+        private readonly ForwardingProof _proof;
+
+        public MapState(ShardMap map, ShardKeyExtractor extractor, string podName, ForwardingProof proof)
         {
+            _proof = proof;
             Map = map;
             Extractor = extractor;
             Self = map.FindMember(podName);
             var generation = map.Generation.ToString(CultureInfo.InvariantCulture);
+            GenerationText = generation;
             AppHeaders = Encoding.Latin1.GetBytes($"x-sharding-generation: {generation}\r\nx-sharding-owner: {podName}\r\n");
             ResponseHeaders = Encoding.Latin1.GetBytes($"x-sharding-owner: {podName}\r\nx-sharding-generation: {generation}\r\n");
             NoKeyServedHere = map.KeyPolicy.NoKey == NoKeyAction.ServeLocally
@@ -139,6 +186,11 @@ internal sealed partial class Http1FastPath : IDisposable
         public ShardMap Map { get; }
 
         public ShardKeyExtractor Extractor { get; }
+
+        public string GenerationText { get; }
+
+        /// <summary>A first hop's proof for <paramref name="key"/> on this map.</summary>
+        public string Proof(ReadOnlySpan<char> key) => _proof.Create(key, Map.Generation, hop: 1);
 
         /// <summary>This pod in the map (null: not a member, so it owns nothing).</summary>
         public ShardMember? Self { get; }
@@ -156,6 +208,11 @@ internal sealed partial class Http1FastPath : IDisposable
     private struct Accepted
     {
         public MapState State;
+        public ShardMember Owner;
+        public bool IsPeer;
+        public AppConnectionPool Pool;
+        public int Hop;
+        public long SenderGeneration;
         public ulong Hash;
         public bool HasKey;
         public long ContentLength;
@@ -179,10 +236,11 @@ internal sealed partial class Http1FastPath : IDisposable
         private CancellationTokenRegistration _closeRequested;
         private byte[] _headBytes = ArrayPool<byte>.Shared.Rent(4096);
         private char[] _headChars = ArrayPool<char>.Shared.Rent(4096);
-        private byte[] _upstream = ArrayPool<byte>.Shared.Rent(8192);
+        private byte[] _sendBuffer = ArrayPool<byte>.Shared.Rent(8192);
         private readonly HeaderLine[] _headers = ArrayPool<HeaderLine>.Shared.Rent(RequestHead.MaxHeaders);
         private readonly Exchange _exchange = new();
-        private AppConnection? _app;
+        private AppConnection? _upstream;
+        private AppConnectionPool? _upstreamPool;
 
         public Session(Http1FastPath owner, ConnectionContext connection)
         {
@@ -276,12 +334,15 @@ internal sealed partial class Http1FastPath : IDisposable
 
                 partialHead = false;
                 var reason = TryAccept(buffer, headLength, out var request);
-                if (reason is null && _app is null)
+                if (reason is null && (_upstream is null || !ReferenceEquals(_upstreamPool, request.Pool)))
                 {
-                    // Connect before taking the request: when the app is down, the full path answers (503) from the first byte.
+                    // Connect before taking the request: when the app or the owner is down, the full path answers it from its
+                    // first byte (retries, circuit breaker, 503).
+                    ReturnUpstream();
                     try
                     {
-                        _app = await _owner._pool.RentAsync(_cts.Token).ConfigureAwait(false);
+                        _upstream = await request.Pool.RentAsync(_cts.Token).ConfigureAwait(false);
+                        _upstreamPool = request.Pool;
                     }
                     catch (Exception ex) when (ex is SocketException || (ex is OperationCanceledException && !_cts.IsCancellationRequested))
                     {
@@ -349,46 +410,110 @@ internal sealed partial class Http1FastPath : IDisposable
                 return SidecarMetricNames.HandoverNoMap; // the full path answers
             }
 
-            var keyRequest = new RequestHeadKeyRequest(head, headers);
+            request.State = state;
+            request.Owner = self;
+            request.SenderGeneration = -1;
             Span<char> key = stackalloc char[ShardKeyExtractor.MaxKeyLength];
-            switch (state.Extractor.TryExtract(ref keyRequest, key, out var keyLength))
+            int keyLength;
+            if (head.HopIndex >= 0)
             {
-                case ShardKeyStatus.Found:
+                // From another sidecar: served here only when its proof verifies on a map at least as new as the sender's and
+                // the key is this pod's; anything else (403, skew wait, one more hop, loop 503) is the full path's.
+                if (!TryVerifyForward(head, headers, state, key, out keyLength, out request.Hop, out request.SenderGeneration))
+                {
+                    return SidecarMetricNames.HandoverForwarded;
+                }
+
+                if (keyLength > 0)
+                {
                     request.Hash = XxHash64.HashUtf8(key[..keyLength]);
                     request.HasKey = true;
                     if (!ReferenceEquals(state.Map.OwnerOf(request.Hash), self))
                     {
-                        return SidecarMetricNames.HandoverNotOwner; // another pod's key: forwarded by the full path
+                        return SidecarMetricNames.HandoverForwarded;
                     }
+                }
+            }
+            else
+            {
+                var keyRequest = new RequestHeadKeyRequest(head, headers);
+                switch (state.Extractor.TryExtract(ref keyRequest, key, out keyLength))
+                {
+                    case ShardKeyStatus.Found:
+                        request.Hash = XxHash64.HashUtf8(key[..keyLength]);
+                        request.HasKey = true;
+                        if (state.Map.OwnerOf(request.Hash) is { } owner && !ReferenceEquals(owner, self))
+                        {
+                            if (_owner._circuits.StateOf(owner.Name) is { } circuit && circuit != Polly.CircuitBreaker.CircuitState.Closed
+                                || _owner.PeerPool(owner) is not { } peer)
+                            {
+                                return SidecarMetricNames.HandoverNotOwner; // the full path answers 503 for an open circuit, or resolves the name
+                            }
 
-                    break;
-                case ShardKeyStatus.NotFound when state.NoKeyServedHere:
-                    break;
-                default:
-                    return SidecarMetricNames.HandoverKey; // JSON body rule, too long, or a no-key answer: the full path's messages
+                            request.Owner = owner;
+                            request.IsPeer = true;
+                            request.Pool = peer;
+                        }
+
+                        break;
+                    case ShardKeyStatus.NotFound when state.NoKeyServedHere:
+                        break;
+                    default:
+                        return SidecarMetricNames.HandoverKey; // JSON body rule, too long, or a no-key answer: the full path's messages
+                }
             }
 
-            request.State = state;
+            request.Pool ??= _owner._pool;
             request.ContentLength = head.ContentLength < 0 ? 0 : head.ContentLength;
             request.IsHead = head.Method.SequenceEqual("HEAD");
             request.Close = (head.Traits & RequestTraits.Close) != 0;
             request.HeadLength = headLength;
-            request.UpstreamLength = WriteAppHead(head, headers, state);
+            request.UpstreamLength = request.IsPeer
+                ? WriteUpstreamHead(head, headers, PeerHeaders(state, key[..keyLength]))
+                : WriteUpstreamHead(head, headers, state.AppHeaders);
             return null;
         }
 
-        /// <summary>The head for the app: the client's, minus hop-by-hop and internal headers, plus the sidecar's.</summary>
-        private int WriteAppHead(in RequestHead head, ReadOnlySpan<HeaderLine> headers, MapState state)
+        /// <summary>Checks a forward from another sidecar the way the full path does (ShardRouter.DecideForwarded).</summary>
+        private bool TryVerifyForward(
+            in RequestHead head, ReadOnlySpan<HeaderLine> headers, MapState state, Span<char> key, out int keyLength, out int hop, out long senderGeneration)
         {
-            var needed = head.Text.Length + _forwardedFor.Length + state.AppHeaders.Length + 128
-                + (head.HostIndex >= 0 ? headers[head.HostIndex].ValueLength : 0);
-            if (needed + CoalescedBodyBytes > _upstream.Length)
+            keyLength = 0;
+            senderGeneration = -1;
+            hop = 0;
+            if (!int.TryParse(head.Value(headers[head.HopIndex]), NumberStyles.None, CultureInfo.InvariantCulture, out hop)
+                || hop is < 1 or > ShardRouter.MaxHops
+                || head.SenderGenerationIndex < 0
+                || !long.TryParse(head.Value(headers[head.SenderGenerationIndex]), NumberStyles.None, CultureInfo.InvariantCulture, out senderGeneration)
+                || senderGeneration > state.Map.Generation
+                || (head.KeyIndex >= 0 && !KeyHeader.TryDecode(head.Value(headers[head.KeyIndex]), key, out keyLength))
+                || head.ProofIndex < 0)
             {
-                Grow(ref _upstream, needed + CoalescedBodyBytes);
+                return false;
+            }
+
+            return _owner._proof.Verify(head.Value(headers[head.ProofIndex]), key[..keyLength], senderGeneration, hop) == ProofResult.Valid;
+        }
+
+        /// <summary>The internal headers of a first hop: hop 1, this map's generation, the key and its proof.</summary>
+        private static byte[] PeerHeaders(MapState state, ReadOnlySpan<char> key) =>
+            Encoding.Latin1.GetBytes(string.Concat(
+                "x-sharding-hop: 1\r\nx-sharding-generation: ", state.GenerationText, "\r\nx-sharding-key: ", KeyHeader.Encode(key),
+                "\r\nx-sharding-proof: ", state.Proof(key), "\r\n"));
+
+        /// <summary>The head for the app or the owner's sidecar: the client's, minus hop-by-hop and internal headers, plus
+        /// <c>x-forwarded-*</c> and the sidecar's <paramref name="sidecarHeaders"/>.</summary>
+        private int WriteUpstreamHead(in RequestHead head, ReadOnlySpan<HeaderLine> headers, ReadOnlySpan<byte> sidecarHeaders)
+        {
+            var needed = head.Text.Length + _forwardedFor.Length + sidecarHeaders.Length + 128
+                + (head.HostIndex >= 0 ? headers[head.HostIndex].ValueLength : 0);
+            if (needed + CoalescedBodyBytes > _sendBuffer.Length)
+            {
+                Grow(ref _sendBuffer, needed + CoalescedBodyBytes);
             }
 
             var source = _headBytes.AsSpan();
-            var destination = _upstream.AsSpan();
+            var destination = _sendBuffer.AsSpan();
             var written = 0;
             Append(destination, ref written, source[..head.RequestLineEnd]);
             var connection = head.ConnectionIndex >= 0 && (head.Traits & RequestTraits.ConnectionTokens) != 0
@@ -438,7 +563,7 @@ internal sealed partial class Http1FastPath : IDisposable
                 Append(destination, ref written, "\r\n"u8);
             }
 
-            Append(destination, ref written, state.AppHeaders);
+            Append(destination, ref written, sidecarHeaders);
             Append(destination, ref written, "\r\n"u8);
             return written;
         }
@@ -470,9 +595,11 @@ internal sealed partial class Http1FastPath : IDisposable
             {
                 KeyHash = request.Hash,
                 HasKey = request.HasKey,
-                Owner = state.Self!,
+                Owner = request.Owner,
                 Map = state.Map,
-                Kind = RouteKind.Local,
+                Kind = request.IsPeer ? RouteKind.Peer : RouteKind.Local,
+                Hop = request.Hop,
+                SenderGeneration = request.SenderGeneration,
                 ConnectionId = _connection.ConnectionId,
                 Protocol = "HTTP/1.1",
             };
@@ -519,7 +646,6 @@ internal sealed partial class Http1FastPath : IDisposable
         }
 
         [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-
         private async ValueTask RelayAsync(Exchange exchange, ShardRequestContext stream)
         {
             var request = exchange.Request;
@@ -540,7 +666,7 @@ internal sealed partial class Http1FastPath : IDisposable
             }
 
             // 3. The response head (1xx interim responses are dropped, as the full path's HTTP client does).
-            var app = _app!;
+            var app = _upstream!;
             ResponseHead response;
             int headLength;
 
@@ -591,7 +717,7 @@ internal sealed partial class Http1FastPath : IDisposable
                 }
             }
 
-            owner._metrics.ForwardDuration(local: true, start);
+            owner._metrics.ForwardDuration(local: !request.IsPeer, start);
             var activity = owner._options.ActivityTimeout;
             _cts.CancelAfter(activity > TimeSpan.Zero ? activity : Timeout.InfiniteTimeSpan);
             if (response.IsEventStream)
@@ -603,9 +729,11 @@ internal sealed partial class Http1FastPath : IDisposable
             exchange.Response = response;
             exchange.Close |= request.Close || response.Framing == BodyFraming.UntilClose || CloseRequested;
             var headSpan = app.Pending[..headLength];
-            var maxHead = headSpan.Length + request.State.ResponseHeaders.Length + 32;
+            // The owner's sidecar adds its own x-sharding-owner/generation; this pod's app gets ours.
+            var sidecarHeaders = request.IsPeer ? [] : request.State.ResponseHeaders;
+            var maxHead = headSpan.Length + sidecarHeaders.Length + 32;
             var destination = _output.GetSpan(maxHead);
-            var written = ResponseHead.WriteForClient(headSpan, request.State.ResponseHeaders, exchange.Close, keepTransferEncoding: true, destination);
+            var written = ResponseHead.WriteForClient(headSpan, sidecarHeaders, exchange.Close, request.IsPeer, destination);
             if (written < 0)
             {
                 exchange.Failure = Failure.BadResponse;
@@ -635,7 +763,7 @@ internal sealed partial class Http1FastPath : IDisposable
             }
 
             var take = (int)Math.Min(Math.Min(result.Buffer.Length, exchange.Request.ContentLength), CoalescedBodyBytes);
-            result.Buffer.Slice(0, take).CopyTo(_upstream.AsSpan(offset));
+            result.Buffer.Slice(0, take).CopyTo(_sendBuffer.AsSpan(offset));
             _input.AdvanceTo(result.Buffer.GetPosition(take));
             exchange.BodySent += take;
             exchange.RequestBytes += take;
@@ -643,7 +771,6 @@ internal sealed partial class Http1FastPath : IDisposable
         }
 
         [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-
         private async ValueTask<bool> SendHeadAsync(Exchange exchange, int length)
         {
             // Bounded: at most one retry, on a new connection, when a kept-alive one turns out closed.
@@ -651,7 +778,11 @@ internal sealed partial class Http1FastPath : IDisposable
             {
                 try
                 {
-                    _app ??= await _owner._pool.RentAsync(_cts.Token).ConfigureAwait(false);
+                    if (_upstream is null)
+                    {
+                        _upstream = await exchange.Request.Pool.RentAsync(_cts.Token).ConfigureAwait(false);
+                        _upstreamPool = exchange.Request.Pool;
+                    }
                 }
                 catch (Exception ex) when (ex is SocketException || (ex is OperationCanceledException && !_cts.IsCancellationRequested))
                 {
@@ -662,12 +793,12 @@ internal sealed partial class Http1FastPath : IDisposable
 
                 try
                 {
-                    await _app.SendAsync(_upstream.AsMemory(0, length), _cts.Token).ConfigureAwait(false);
+                    await _upstream.SendAsync(_sendBuffer.AsMemory(0, length), _cts.Token).ConfigureAwait(false);
                     return true;
                 }
                 catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
                 {
-                    var used = _app.Requests > 0;
+                    var used = _upstream.Requests > 0;
                     DropApp();
                     if (!used || attempt > 0)
                     {
@@ -680,7 +811,6 @@ internal sealed partial class Http1FastPath : IDisposable
         }
 
         [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-
         private async ValueTask<bool> SendBodyAsync(Exchange exchange)
         {
             var length = exchange.Request.ContentLength;
@@ -703,7 +833,7 @@ internal sealed partial class Http1FastPath : IDisposable
                 {
                     foreach (var segment in take)
                     {
-                        await _app!.SendAsync(segment, _cts.Token).ConfigureAwait(false);
+                        await _upstream!.SendAsync(segment, _cts.Token).ConfigureAwait(false);
                     }
                 }
                 catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
@@ -726,7 +856,7 @@ internal sealed partial class Http1FastPath : IDisposable
         [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
         private async ValueTask CopyResponseBodyAsync(Exchange exchange)
         {
-            var app = _app!;
+            var app = _upstream!;
             var framing = exchange.Response.Framing;
             var remaining = framing == BodyFraming.Length ? exchange.Response.ContentLength : long.MaxValue;
 
@@ -810,7 +940,6 @@ internal sealed partial class Http1FastPath : IDisposable
         }
 
         [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-
         private async ValueTask<bool> FlushAsync(Exchange exchange)
         {
             try
@@ -858,7 +987,7 @@ internal sealed partial class Http1FastPath : IDisposable
 
             if (failure == Failure.None)
             {
-                if (_app is { } app)
+                if (_upstream is { } app)
                 {
                     app.Requests++;
                     if (exchange.Response.UpstreamClose)
@@ -867,7 +996,7 @@ internal sealed partial class Http1FastPath : IDisposable
                     }
                 }
 
-                metrics.Request(SidecarMetricNames.OutcomeLocal);
+                metrics.Request(exchange.Request.IsPeer ? SidecarMetricNames.OutcomeForwarded : SidecarMetricNames.OutcomeLocal);
                 metrics.FastPathServed();
                 return !exchange.Close;
             }
@@ -893,14 +1022,17 @@ internal sealed partial class Http1FastPath : IDisposable
                 return false;
             }
 
+            // The same answers as the full path's (ShardRouter.CompleteAsync).
+            var target = exchange.Request.Owner;
+            var who = exchange.Request.IsPeer ? $"owner {target.Name} ({target.Address})" : "this pod's app";
             var (status, outcome, message, retryAfter) = failure switch
             {
                 Failure.AppUnavailable => (StatusCodes.Status503ServiceUnavailable, SidecarMetricNames.OutcomeOwnerUnavailable,
-                    "this pod's app is unavailable; the key is not moved to another pod, retry later", owner._retryAfter),
+                    $"{who} is unavailable; the key is not moved to another pod, retry later", owner._retryAfter),
                 Failure.Timeout => (StatusCodes.Status504GatewayTimeout, SidecarMetricNames.OutcomeUpstreamError,
-                    $"this pod's app did not answer within {owner._options.ResponseHeadersTimeout}", null),
+                    $"{who} did not answer within {owner._options.ResponseHeadersTimeout}", null),
                 _ => (StatusCodes.Status502BadGateway, SidecarMetricNames.OutcomeUpstreamError,
-                    $"forwarding to this pod's app failed: {failure}", (byte[]?)null),
+                    $"forwarding to {who} failed: {failure}", (byte[]?)null),
             };
             metrics.Request(outcome);
             Log.RelayFailed(owner._logger, failure, exchange.Error);
@@ -915,7 +1047,7 @@ internal sealed partial class Http1FastPath : IDisposable
         private async ValueTask<bool> EndDrainedAsync(Exchange exchange, ShardRequestContext stream)
         {
             var order = stream.Drain!;
-            _owner._metrics.Request(SidecarMetricNames.OutcomeLocal);
+            _owner._metrics.Request(exchange.Request.IsPeer ? SidecarMetricNames.OutcomeForwarded : SidecarMetricNames.OutcomeLocal);
             if (!exchange.ResponseStarted)
             {
                 var owner = order.NewOwner is null ? null : Encoding.Latin1.GetBytes($"x-sharding-owner: {order.NewOwner}\r\n");
@@ -996,10 +1128,19 @@ internal sealed partial class Http1FastPath : IDisposable
             }
         }
 
+        private void ReturnUpstream()
+        {
+            if (_upstream is { } upstream)
+            {
+                _upstream = null;
+                _upstreamPool!.Return(upstream);
+            }
+        }
+
         private void DropApp()
         {
-            _app?.Dispose();
-            _app = null;
+            _upstream?.Dispose();
+            _upstream = null;
         }
 
         private static void Append(Span<byte> destination, ref int written, ReadOnlySpan<byte> bytes)
@@ -1012,15 +1153,11 @@ internal sealed partial class Http1FastPath : IDisposable
         {
             _closeRequested.Dispose();
             _cts.Dispose();
-            if (_app is { } app)
-            {
-                _app = null;
-                _owner._pool.Return(app);
-            }
+            ReturnUpstream();
 
             ArrayPool<byte>.Shared.Return(_headBytes);
             ArrayPool<char>.Shared.Return(_headChars);
-            ArrayPool<byte>.Shared.Return(_upstream);
+            ArrayPool<byte>.Shared.Return(_sendBuffer);
             ArrayPool<HeaderLine>.Shared.Return(_headers);
         }
     }
@@ -1071,7 +1208,7 @@ internal sealed partial class Http1FastPath : IDisposable
 
     private static partial class Log
     {
-        [LoggerMessage(EventId = 900, EventName = "FastPathRelayFailed", Level = LogLevel.Warning, Message = "Relaying to this pod's app failed: {Failure}")]
+        [LoggerMessage(EventId = 900, EventName = "FastPathRelayFailed", Level = LogLevel.Warning, Message = "Fast-path relay failed: {Failure}")]
         public static partial void RelayFailed(ILogger logger, Failure failure, Exception? exception);
     }
 }

@@ -54,6 +54,12 @@ internal ref struct RequestHead
     public int ConnectionIndex;
     public int ForwardedForIndex;
 
+    // A forward from another sidecar: its internal headers (-1 when absent).
+    public int HopIndex;
+    public int SenderGenerationIndex;
+    public int KeyIndex;
+    public int ProofIndex;
+
     public readonly ReadOnlySpan<char> Method => Text[..MethodLength];
 
     public readonly ReadOnlySpan<char> Target => Text.Slice(TargetStart, TargetLength);
@@ -70,6 +76,7 @@ internal ref struct RequestHead
         head.Text = text;
         head.ContentLength = -1;
         head.HostIndex = head.ConnectionIndex = head.ForwardedForIndex = -1;
+        head.HopIndex = head.SenderGenerationIndex = head.KeyIndex = head.ProofIndex = -1;
 
         var lineEnd = text.IndexOf("\r\n");
         if (lineEnd < 0)
@@ -232,10 +239,28 @@ internal ref struct RequestHead
                 Traits |= RequestTraits.HasForwardedProto;
                 return true;
             case 14 when name.Equals("x-sharding-hop", StringComparison.OrdinalIgnoreCase):
-                return false; // from another sidecar: its proof is checked on Kestrel's path
+                return Once(ref HopIndex, index);
+            case 14 when name.Equals("x-sharding-key", StringComparison.OrdinalIgnoreCase):
+                return Once(ref KeyIndex, index);
+            case 16 when name.Equals("x-sharding-proof", StringComparison.OrdinalIgnoreCase):
+                return Once(ref ProofIndex, index);
+            case 21 when name.Equals("x-sharding-generation", StringComparison.OrdinalIgnoreCase):
+                return Once(ref SenderGenerationIndex, index);
             default:
                 return true;
         }
+    }
+
+    /// <summary>Internal headers count once; a repeated one is the full path's to reject.</summary>
+    private static bool Once(ref int slot, int index)
+    {
+        if (slot >= 0)
+        {
+            return false;
+        }
+
+        slot = index;
+        return true;
     }
 
     private bool ClassifyConnection(scoped ReadOnlySpan<char> value)

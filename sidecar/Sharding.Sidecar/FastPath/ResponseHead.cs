@@ -158,12 +158,13 @@ internal struct ResponseHead
     }
 
     /// <summary>
-    /// Writes the head for the client: status line as HTTP/1.1, the app's headers minus hop-by-hop ones (and those its
-    /// Connection header names) and minus <c>x-sharding-*</c>, then <paramref name="extra"/> (the sidecar's headers, each line
-    /// with its CRLF), then the empty line.
+    /// Writes the head for the client: status line as HTTP/1.1, the upstream's headers minus hop-by-hop ones (and those its
+    /// Connection header names) and, from the app, minus <c>x-sharding-*</c> (the owner's sidecar may send them), then
+    /// <paramref name="extra"/> (the sidecar's headers, each line with its CRLF), then the empty line. Transfer-Encoding stays:
+    /// the body passes through in the coding it came in.
     /// </summary>
     /// <returns>Bytes written; -1 when <paramref name="destination"/> is too small.</returns>
-    public static int WriteForClient(ReadOnlySpan<byte> head, ReadOnlySpan<byte> extra, bool close, bool keepTransferEncoding, Span<byte> destination)
+    public static int WriteForClient(ReadOnlySpan<byte> head, ReadOnlySpan<byte> extra, bool close, bool fromPeer, Span<byte> destination)
     {
         var lineEnd = head.IndexOf("\r\n"u8);
         var written = 0;
@@ -212,7 +213,7 @@ internal struct ResponseHead
             var line = remaining[..(end + 2)];
             position += end + 2;
             var name = line[..line.IndexOf((byte)':')];
-            if (IsDropped(name, keepTransferEncoding) || IsNamed(name, connectionValue, named[..namedCount]))
+            if (IsDropped(name, fromPeer) || IsNamed(name, connectionValue, named[..namedCount]))
             {
                 continue;
             }
@@ -233,9 +234,9 @@ internal struct ResponseHead
         return written;
     }
 
-    private static bool IsDropped(ReadOnlySpan<byte> name, bool keepTransferEncoding)
+    private static bool IsDropped(ReadOnlySpan<byte> name, bool fromPeer)
     {
-        if (name.Length >= 11 && Ascii.EqualsIgnoreCase(name[..11], "x-sharding-"u8))
+        if (!fromPeer && name.Length >= 11 && Ascii.EqualsIgnoreCase(name[..11], "x-sharding-"u8))
         {
             return true; // the app cannot claim the sidecar's headers
         }
@@ -244,7 +245,6 @@ internal struct ResponseHead
         {
             10 => Ascii.EqualsIgnoreCase(name, "connection"u8) || Ascii.EqualsIgnoreCase(name, "keep-alive"u8),
             16 => Ascii.EqualsIgnoreCase(name, "proxy-connection"u8),
-            17 => !keepTransferEncoding && Ascii.EqualsIgnoreCase(name, "transfer-encoding"u8),
             18 => Ascii.EqualsIgnoreCase(name, "proxy-authenticate"u8),
             7 => Ascii.EqualsIgnoreCase(name, "upgrade"u8),
             _ => false,
