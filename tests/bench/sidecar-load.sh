@@ -5,8 +5,9 @@
 #
 # Starts (Release builds): two BenchApps (pod-0, pod-1), a sidecar beside each on one static map, HAProxy
 # (balance hdr(x-shard-key) + hash-type consistent) and nginx (hash $http_x_shard_key consistent) in front of the same
-# apps; then for each row runs wrk (HTTP/1.1) and h2load (HTTP/2 prior knowledge) for SECONDS_PER_ROW and prints
-# req/s, p50 and p99 with each row's ratio to the direct row. Everything it starts is killed at the end.
+# apps; then, in ROUNDS (default 3) interleaved rounds, runs wrk (HTTP/1.1) and h2load (HTTP/2 prior knowledge) for
+# SECONDS_PER_ROW per row and prints the median req/s, p50 and p99 with each row's ratio to the direct row, the targets'
+# ratios, and an unloaded latency pass (wrk -c1). Everything it starts is killed at the end.
 # Needs: dotnet, wrk, h2load (nghttp2-client), haproxy, nginx, curl, python3.
 set -euo pipefail
 
@@ -166,34 +167,70 @@ PY
 }
 
 declare -A RESULT
-row() { # name h1url h2url key
-  # Warm up (JIT tiering, connection pools) without measuring.
-  wrk -t1 -c"$CONNECTIONS" -d2s -H "x-shard-key: $4" "$2" >/dev/null 2>&1 || true
-  h2load -D 2 -c "$H2_CONNECTIONS" -m "$H2_STREAMS" -H "x-shard-key: $4" "$3" >/dev/null 2>&1 || true
-  RESULT["$1,h1"]=$(run_wrk "$2" "$4")
-  RESULT["$1,h2"]=$(run_h2load "$3" "$4")
-  echo "$1 done: h1 ${RESULT["$1,h1"]} / h2 ${RESULT["$1,h2"]}" >&2
+ROUNDS="${ROUNDS:-3}"
+measure() { # name h1url h2url key -> appends one round's cells
+  RESULT["$1,h1"]+="$(run_wrk "$2" "$4");"
+  RESULT["$1,h2"]+="$(run_h2load "$3" "$4");"
 }
+ROWS=("app direct" "sidecar, owned" "sidecar, forwarded" "haproxy" "nginx")
+declare -A H1URL=(["app direct"]="http://127.0.0.1:$APP0/" ["sidecar, owned"]="http://127.0.0.1:$SC0/" ["sidecar, forwarded"]="http://127.0.0.1:$SC0/"
+                  ["haproxy"]="http://127.0.0.1:$HAP/" ["nginx"]="http://127.0.0.1:$NGX/")
+declare -A H2URL=(["app direct"]="http://127.0.0.1:$APP0H2/" ["sidecar, owned"]="http://127.0.0.1:$SC0/" ["sidecar, forwarded"]="http://127.0.0.1:$SC0/"
+                  ["haproxy"]="http://127.0.0.1:$HAP/" ["nginx"]="http://127.0.0.1:$NGXH2/")
+declare -A ROWKEY=(["app direct"]="$KEY0" ["sidecar, owned"]="$KEY0" ["sidecar, forwarded"]="$KEY1" ["haproxy"]="$KEY0" ["nginx"]="$KEY0")
 
-row "app direct"            "http://127.0.0.1:$APP0/" "http://127.0.0.1:$APP0H2/" "$KEY0"
-row "sidecar, owned"        "http://127.0.0.1:$SC0/"  "http://127.0.0.1:$SC0/"    "$KEY0"
-row "sidecar, forwarded"    "http://127.0.0.1:$SC0/"  "http://127.0.0.1:$SC0/"    "$KEY1"
-row "haproxy"               "http://127.0.0.1:$HAP/"  "http://127.0.0.1:$HAP/"    "$KEY0"
-row "nginx"                 "http://127.0.0.1:$NGX/"  "http://127.0.0.1:$NGXH2/"  "$KEY0"
+# Warm up every path once (JIT tiering, connection pools) without measuring.
+for r in "${ROWS[@]}"; do
+  wrk -t1 -c"$CONNECTIONS" -d2s -H "x-shard-key: ${ROWKEY[$r]}" "${H1URL[$r]}" >/dev/null 2>&1 || true
+  h2load -D 2 -c "$H2_CONNECTIONS" -m "$H2_STREAMS" -H "x-shard-key: ${ROWKEY[$r]}" "${H2URL[$r]}" >/dev/null 2>&1 || true
+done
 
-python3 - "$DURATION" "$CONNECTIONS" "$H2_CONNECTIONS" "$H2_STREAMS" <<PY
-import sys
+# Rounds interleave the rows, so a noisy minute on a shared machine hits every row alike; each cell is the median round.
+for round in $(seq 1 "$ROUNDS"); do
+  for r in "${ROWS[@]}"; do measure "$r" "${H1URL[$r]}" "${H2URL[$r]}" "${ROWKEY[$r]}"; done
+  echo "round $round of $ROUNDS done" >&2
+done
+
+# Unloaded latency: one connection, one request at a time (what a hop adds when nothing queues).
+declare -A IDLE
+for r in "app direct" "sidecar, owned" "sidecar, forwarded" "nginx"; do
+  wrk -t1 -c1 -d"$DURATION"s --latency -H "x-shard-key: ${ROWKEY[$r]}" "${H1URL[$r]}" > "$WORK/wrk1.out" 2>&1 || true
+  IDLE["$r"]=$(python3 -c '
+import re, sys
+t = open(sys.argv[1]).read()
+m = re.search(r"^\s*50%\s+([\d.]+)(us|ms|s)$", t, re.M)
+print(float(m.group(1)) * {"us": 1, "ms": 1000, "s": 1e6}[m.group(2)] if m else 0)' "$WORK/wrk1.out")
+done
+
+python3 - "$DURATION" "$CONNECTIONS" "$H2_CONNECTIONS" "$H2_STREAMS" "$ROUNDS" <<PY
+import statistics, sys
 rows = ["app direct", "sidecar, owned", "sidecar, forwarded", "haproxy", "nginx"]
 data = {
-$(for r in "app direct" "sidecar, owned" "sidecar, forwarded" "haproxy" "nginx"; do for p in h1 h2; do echo "  (\"$r\", \"$p\"): \"${RESULT["$r,$p"]}\","; done; done)
+$(for r in "${ROWS[@]}"; do for p in h1 h2; do echo "  (\"$r\", \"$p\"): \"${RESULT["$r,$p"]}\","; done; done)
 }
-d, c, hc, hm = sys.argv[1:]
-print(f"\n{d} s per cell; HTTP/1.1: wrk -c{c}; HTTP/2: h2load -c{hc} -m{hm} (prior knowledge); 127.0.0.1; ratios vs. app direct\n")
+idle = {
+$(for r in "app direct" "sidecar, owned" "sidecar, forwarded" "nginx"; do echo "  \"$r\": ${IDLE["$r"]:-0},"; done)
+}
+d, c, hc, hm, rounds = sys.argv[1:]
+def cell(r, proto):
+    runs = [[float(x) for x in run.split()] for run in data[(r, proto)].split(";") if run.strip()]
+    return [statistics.median(col) for col in zip(*runs)]
+print(f"\n{d} s per cell, median of {rounds} interleaved rounds; HTTP/1.1: wrk -c{c}; HTTP/2: h2load -c{hc} -m{hm} (prior knowledge); 127.0.0.1; ratios vs. app direct\n")
 print("| path | proto | req/s | ×direct | p50 ms | p99 ms | p99 ×direct | non-2xx |")
 print("|---|---|---:|---:|---:|---:|---:|---:|")
+cells = {}
 for proto, label in (("h1", "HTTP/1.1"), ("h2", "HTTP/2")):
-    base = [max(float(x), 1e-9) for x in data[("app direct", proto)].split()]
+    base = [max(x, 1e-9) for x in cell("app direct", proto)]
     for r in rows:
-        rps, p50, p99, bad = [float(x) for x in data[(r, proto)].split()]
+        rps, p50, p99, bad = cells[(r, proto)] = cell(r, proto)
         print(f"| {r} | {label} | {rps:,.0f} | {rps / base[0]:.2f} | {p50:.2f} | {p99:.2f} | {p99 / base[2]:.2f} | {int(bad)} |")
+print("\nTargets (same run):")
+for proto, label in (("h1", "HTTP/1.1"), ("h2", "HTTP/2")):
+    owned, nginx, direct, fwd = cells[("sidecar, owned", proto)], cells[("nginx", proto)], cells[("app direct", proto)], cells[("sidecar, forwarded", proto)]
+    added_owned, added_fwd = owned[1] - direct[1], fwd[1] - direct[1]
+    print(f"* {label}: owned/nginx req/s {owned[0] / max(nginx[0], 1e-9):.2f}x, nginx p99 / owned p99 {nginx[2] / max(owned[2], 1e-9):.2f}x (>= 1 is as good); "
+          f"under load, forwarded added p50 {added_fwd:.2f} ms = {added_fwd / max(added_owned, 1e-9):.2f}x owned's {added_owned:.2f} ms")
+a_o, a_f = idle["sidecar, owned"] - idle["app direct"], idle["sidecar, forwarded"] - idle["app direct"]
+print(f"* HTTP/1.1 unloaded (wrk -c1, p50): direct {idle['app direct']:.0f} us, owned {idle['sidecar, owned']:.0f} us, forwarded {idle['sidecar, forwarded']:.0f} us, "
+      f"nginx {idle['nginx']:.0f} us; forwarded adds {a_f:.0f} us = {a_f / max(a_o, 1e-9):.2f}x owned's {a_o:.0f} us")
 PY
