@@ -236,19 +236,42 @@ public sealed class FastPathHandoverTests(ClusterFixture fixture) : IClassFixtur
     }
 
     [Fact]
-    public async Task HeadArrivingInParts_ForAnotherPodsKey_IsHandedOverFromItsFirstByte()
+    public async Task HeadArrivingInParts_ThatDoesNotQualify_IsHandedOverFromItsFirstByte()
     {
         using var counters = new FastPathCounters(Sidecar);
         var key = KeyOwnedBy("pod-2");
         using var client = await RawClient.ConnectAsync(Sidecar.Port);
-        var head = Get("/split", key);
-        await client.SendAsync(head[..20]);
+        var request = $"POST /split HTTP/1.1\r\nHost: sidecar.test\r\nx-shard-key: {key}\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n\r\n";
+
+        // The fast path sees an incomplete head first (it examined those bytes), then the rest: Kestrel must still get all of it.
+        await client.SendAsync(request[..20]);
         await Task.Delay(300);
-        await client.SendAsync(head[20..]);
+        await client.SendAsync(request[20..]);
         var response = await client.ReadResponseAsync();
         Assert.Equal(200, response.Status);
-        Assert.Equal(Echo("pod-2", key, "GET /split", 0), response.BodyText);
-        await counters.WaitForAsync(static c => c.Handovers(SidecarMetricNames.HandoverNotOwner) + c.Served == 1, "not_owner handover or served");
+        Assert.Equal(Echo("pod-2", key, "POST /split", 4), response.BodyText);
+        Assert.Equal("pod-2", response.Single("x-sharding-owner"));
+        Assert.Equal(1, counters.Handovers(SidecarMetricNames.HandoverProtocol));
+        Assert.Equal(0, counters.Served);
+    }
+
+    [Fact]
+    public async Task HeadArrivingInParts_ThatQualifies_IsServedByTheFastPath()
+    {
+        using var counters = new FastPathCounters(Sidecar);
+        var key = KeyOwnedBy("pod-0");
+        using var client = await RawClient.ConnectAsync(Sidecar.Port);
+        var head = Get("/parts", key);
+        for (var i = 0; i < head.Length; i += 7)
+        {
+            await client.SendAsync(head.Substring(i, Math.Min(7, head.Length - i)));
+            await Task.Delay(20);
+        }
+
+        var response = await client.ReadResponseAsync();
+        Assert.Equal(Echo("pod-0", key, "GET /parts", 0), response.BodyText);
+        await counters.WaitForAsync(static c => c.Served == 1, "1 served");
+        Assert.Equal(0, counters.TotalHandovers);
     }
 
     [Fact]
