@@ -687,6 +687,8 @@ internal sealed class FastPathCounters : IDisposable
 /// <summary>A sidecar alone in its map (it owns every key) in front of a <see cref="FakeApp"/>; the map file can be rewritten.</summary>
 internal sealed class SoloSidecar : IAsyncDisposable
 {
+    private bool _stopped;
+
     private SoloSidecar(string directory, TestSidecar sidecar, int port)
     {
         Directory = directory;
@@ -696,7 +698,7 @@ internal sealed class SoloSidecar : IAsyncDisposable
 
     public string Directory { get; }
 
-    public TestSidecar Sidecar { get; private set; }
+    public TestSidecar Sidecar { get; }
 
     public int Port { get; }
 
@@ -738,9 +740,19 @@ internal sealed class SoloSidecar : IAsyncDisposable
         }
     }
 
+    /// <summary>Stops and disposes the sidecar (what a pod's shutdown does); <see cref="DisposeAsync"/> does not do it again.</summary>
+    public async Task StopSidecarAsync()
+    {
+        if (!_stopped)
+        {
+            _stopped = true;
+            await Sidecar.DisposeAsync();
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
-        await Sidecar.DisposeAsync();
+        await StopSidecarAsync();
         try
         {
             System.IO.Directory.Delete(Directory, recursive: true);
