@@ -5,7 +5,9 @@ namespace Sharding.Cli.Demo;
 
 /// <summary>
 /// Long-lived SSE watch streams (<c>GET /watch</c>) opened through random sidecars. A stream that the server ends (a drain after
-/// its key moved) is counted and reopened, and the reopened stream must land on the key's new owner.
+/// its key moved) is counted and reopened, and the reopened stream must land on the key's new owner. Even-numbered streams
+/// speak HTTP/1.1 (the sidecar's fast path; a drain ends the response and closes the connection), odd-numbered ones HTTP/2
+/// prior knowledge, like gRPC clients (a drain sends GOAWAY, then ends the stream).
 /// </summary>
 internal sealed class StreamWatchers : IAsyncDisposable
 {
@@ -75,6 +77,12 @@ internal sealed class StreamWatchers : IAsyncDisposable
             {
                 using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(target.SidecarUrl + "/watch"));
                 request.Headers.Add("x-shard-key", Keys[index]);
+                if (index % 2 == 1)
+                {
+                    request.Version = System.Net.HttpVersion.Version20;
+                    request.VersionPolicy = HttpVersionPolicy.RequestVersionExact;
+                }
+
                 using var response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken).ConfigureAwait(false);
                 if (!response.IsSuccessStatusCode)
                 {
