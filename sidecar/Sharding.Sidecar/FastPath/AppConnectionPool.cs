@@ -186,7 +186,7 @@ internal sealed class AppConnectionPool : IDisposable
     }
 
     /// <summary>An idle connection with something to read has been closed (or sent garbage): do not reuse it.</summary>
-    private static bool IsOpen(AppConnection connection)
+    public static bool IsOpen(AppConnection connection)
     {
         try
         {

@@ -333,7 +333,15 @@ internal sealed partial class Http1FastPath : IDisposable
                 }
 
                 partialHead = false;
-                var reason = TryAccept(buffer, headLength, out var request);
+                Accepted request = default;
+                var reason = headLength > MaxRequestHeadBytes ? SidecarMetricNames.HandoverHeadSize : TryAccept(buffer, headLength, out request);
+                if (reason is null && _upstream is not null && request.ContentLength > 0 && _upstream.Requests > 0 && !AppConnectionPool.IsOpen(_upstream))
+                {
+                    // A body cannot be sent twice: make sure the kept connection was not closed while idle (a bodiless
+                    // request is simply retried on a new connection when that happens).
+                    DropApp();
+                }
+
                 if (reason is null && (_upstream is null || !ReferenceEquals(_upstreamPool, request.Pool)))
                 {
                     // Connect before taking the request: when the app or the owner is down, the full path answers it from its
@@ -341,7 +349,7 @@ internal sealed partial class Http1FastPath : IDisposable
                     ReturnUpstream();
                     try
                     {
-                        _upstream = await request.Pool.RentAsync(_cts.Token).ConfigureAwait(false);
+                        _upstream = await request.Pool!.RentAsync(_cts.Token).ConfigureAwait(false);
                         _upstreamPool = request.Pool;
                     }
                     catch (Exception ex) when (ex is SocketException || (ex is OperationCanceledException && !_cts.IsCancellationRequested))

@@ -173,31 +173,29 @@ internal struct ResponseHead
             return -1;
         }
 
-        // The names the Connection header lists are hop-by-hop too.
-        Span<Range> named = stackalloc Range[8];
+        // The names the Connection headers list are hop-by-hop too (ranges into the head; a few are plenty).
+        Span<Range> named = stackalloc Range[16];
         var namedCount = 0;
-        var connectionValue = ReadOnlySpan<byte>.Empty;
         var position = lineEnd + 2;
-        var scan = head[position..];
+        var scanPosition = position;
 
         // Bounded by the head: each turn consumes one line.
         while (true)
         {
-            var end = scan.IndexOf("\r\n"u8);
+            var end = head[scanPosition..].IndexOf("\r\n"u8);
             if (end <= 0)
             {
                 break;
             }
 
-            var line = scan[..end];
+            var line = head.Slice(scanPosition, end);
             var colon = line.IndexOf((byte)':');
             if (Ascii.EqualsIgnoreCase(line[..colon], "connection"u8))
             {
-                connectionValue = line[(colon + 1)..];
-                namedCount = SplitTokens(connectionValue, named);
+                namedCount += SplitTokens(head, scanPosition + colon + 1, scanPosition + end, named[namedCount..]);
             }
 
-            scan = scan[(end + 2)..];
+            scanPosition += end + 2;
         }
 
         // Bounded by the head: each turn consumes one line.
@@ -213,7 +211,7 @@ internal struct ResponseHead
             var line = remaining[..(end + 2)];
             position += end + 2;
             var name = line[..line.IndexOf((byte)':')];
-            if (IsDropped(name, fromPeer) || IsNamed(name, connectionValue, named[..namedCount]))
+            if (IsDropped(name, fromPeer) || IsNamed(name, head, named[..namedCount]))
             {
                 continue;
             }
@@ -251,11 +249,11 @@ internal struct ResponseHead
         };
     }
 
-    private static bool IsNamed(ReadOnlySpan<byte> name, ReadOnlySpan<byte> connectionValue, ReadOnlySpan<Range> named)
+    private static bool IsNamed(ReadOnlySpan<byte> name, ReadOnlySpan<byte> head, ReadOnlySpan<Range> named)
     {
         foreach (var range in named)
         {
-            var token = connectionValue[range];
+            var token = head[range];
             if (Ascii.EqualsIgnoreCase(name, token) && !Ascii.EqualsIgnoreCase(token, "transfer-encoding"u8))
             {
                 return true;
@@ -265,24 +263,25 @@ internal struct ResponseHead
         return false;
     }
 
-    private static int SplitTokens(ReadOnlySpan<byte> value, Span<Range> into)
+    /// <summary>The comma-separated tokens of <c>head[start..end]</c>, trimmed, as ranges into the head.</summary>
+    private static int SplitTokens(ReadOnlySpan<byte> head, int start, int end, Span<Range> into)
     {
         var count = 0;
-        var start = 0;
+        var itemStart = start;
 
         // Bounded by the value.
-        for (var i = 0; i <= value.Length && count < into.Length; i++)
+        for (var i = start; i <= end && count < into.Length; i++)
         {
-            if (i == value.Length || value[i] == ',')
+            if (i == end || head[i] == ',')
             {
-                var s = start;
+                var s = itemStart;
                 var e = i;
-                while (s < e && value[s] is (byte)' ' or (byte)'\t')
+                while (s < e && head[s] is (byte)' ' or (byte)'\t')
                 {
                     s++;
                 }
 
-                while (e > s && value[e - 1] is (byte)' ' or (byte)'\t')
+                while (e > s && head[e - 1] is (byte)' ' or (byte)'\t')
                 {
                     e--;
                 }
@@ -292,7 +291,7 @@ internal struct ResponseHead
                     into[count++] = s..e;
                 }
 
-                start = i + 1;
+                itemStart = i + 1;
             }
         }
 
