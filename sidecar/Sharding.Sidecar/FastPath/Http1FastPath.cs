@@ -1047,7 +1047,7 @@ internal sealed partial class Http1FastPath : IDisposable
 
             // The rest of an unsent body is still in the pipe: the connection cannot go on.
             var close = exchange.Close || exchange.BodySent < exchange.Request.ContentLength;
-            await WriteSimpleResponseAsync(status, message, retryAfter, exchange.Request.State.ResponseHeaders, null, close).ConfigureAwait(false);
+            await WriteSimpleResponseAsync(status, message, retryAfter, exchange.Request.State.ResponseHeaders, close).ConfigureAwait(false);
             return !close;
         }
 
@@ -1058,8 +1058,10 @@ internal sealed partial class Http1FastPath : IDisposable
             _owner._metrics.Request(exchange.Request.IsPeer ? SidecarMetricNames.OutcomeForwarded : SidecarMetricNames.OutcomeLocal);
             if (!exchange.ResponseStarted)
             {
-                var owner = order.NewOwner is null ? null : Encoding.Latin1.GetBytes($"x-sharding-owner: {order.NewOwner}\r\n");
-                await WriteSimpleResponseAsync(StatusCodes.Status503ServiceUnavailable, order.Message, "0"u8.ToArray(), null, owner, close: true).ConfigureAwait(false);
+                // As the full path's StreamEnder: the key's new owner (else the routed one) and the routed generation.
+                var headers = Encoding.Latin1.GetBytes(
+                    $"x-sharding-owner: {order.NewOwner ?? exchange.Request.Owner.Name}\r\nx-sharding-generation: {exchange.Request.State.GenerationText}\r\n");
+                await WriteSimpleResponseAsync(StatusCodes.Status503ServiceUnavailable, order.Message, "0"u8.ToArray(), headers, close: true).ConfigureAwait(false);
                 return false;
             }
 
@@ -1080,7 +1082,7 @@ internal sealed partial class Http1FastPath : IDisposable
             return false;
         }
 
-        private async ValueTask WriteSimpleResponseAsync(int status, string message, byte[]? retryAfter, byte[]? sidecarHeaders, byte[]? ownerHeader, bool close)
+        private async ValueTask WriteSimpleResponseAsync(int status, string message, byte[]? retryAfter, byte[]? sidecarHeaders, bool close)
         {
             var body = Encoding.UTF8.GetBytes(string.Concat(message, "\n"));
             var text = new StringBuilder(256)
@@ -1092,11 +1094,6 @@ internal sealed partial class Http1FastPath : IDisposable
             if (sidecarHeaders is not null)
             {
                 _output.Write(sidecarHeaders);
-            }
-
-            if (ownerHeader is not null)
-            {
-                _output.Write(ownerHeader);
             }
 
             if (retryAfter is not null)

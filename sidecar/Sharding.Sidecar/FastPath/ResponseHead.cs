@@ -91,9 +91,9 @@ internal struct ResponseHead
             var line = remaining[..end];
             position += end + 2;
             var colon = line.IndexOf((byte)':');
-            if (colon <= 0)
+            if (colon <= 0 || !IsToken(line[..colon]))
             {
-                return false;
+                return false; // includes whitespace before the colon (RFC 9112 §5.1)
             }
 
             var name = line[..colon];
@@ -174,8 +174,9 @@ internal struct ResponseHead
         }
 
         // The names the Connection headers list are hop-by-hop too (ranges into the head; a few are plenty).
-        Span<Range> named = stackalloc Range[16];
+        Span<Range> named = stackalloc Range[32];
         var namedCount = 0;
+        var hasTransferEncoding = false;
         var position = lineEnd + 2;
         var scanPosition = position;
 
@@ -194,6 +195,10 @@ internal struct ResponseHead
             {
                 namedCount += SplitTokens(head, scanPosition + colon + 1, scanPosition + end, named[namedCount..]);
             }
+            else if (Ascii.EqualsIgnoreCase(line[..colon], "transfer-encoding"u8))
+            {
+                hasTransferEncoding = true;
+            }
 
             scanPosition += end + 2;
         }
@@ -211,7 +216,8 @@ internal struct ResponseHead
             var line = remaining[..(end + 2)];
             position += end + 2;
             var name = line[..line.IndexOf((byte)':')];
-            if (IsDropped(name, fromPeer) || IsNamed(name, head, named[..namedCount]))
+            if (IsDropped(name, fromPeer) || IsNamed(name, head, named[..namedCount])
+                || (hasTransferEncoding && Ascii.EqualsIgnoreCase(name, "content-length"u8))) // RFC 9112 §6.3: the coding wins, the length goes
             {
                 continue;
             }
@@ -296,6 +302,20 @@ internal struct ResponseHead
         }
 
         return count;
+    }
+
+    private static bool IsToken(ReadOnlySpan<byte> name)
+    {
+        foreach (var b in name)
+        {
+            if (!(char.IsAsciiLetterOrDigit((char)b) || b is (byte)'!' or (byte)'#' or (byte)'$' or (byte)'%' or (byte)'&' or (byte)'\'' or (byte)'*'
+                    or (byte)'+' or (byte)'-' or (byte)'.' or (byte)'^' or (byte)'_' or (byte)'`' or (byte)'|' or (byte)'~'))
+            {
+                return false;
+            }
+        }
+
+        return true;
     }
 
     private static bool TryParseLength(ReadOnlySpan<byte> value, out long length)

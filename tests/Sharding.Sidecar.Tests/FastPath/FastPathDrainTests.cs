@@ -90,6 +90,7 @@ public sealed class FastPathDrainTests
         Assert.Equal("HTTP/1.1 503 Service Unavailable", response.StatusLine);
         Assert.Equal("0", response.Single("retry-after"));
         Assert.Equal("pod-1", response.Single("x-sharding-owner"));
+        Assert.Equal("1", response.Single("x-sharding-generation")); // the generation it was routed with, as on the full path
         Assert.Equal("close", response.Single("connection"));
         Assert.Equal("text/plain; charset=utf-8", response.Single("content-type"));
         Assert.Equal("shard moved to pod-1 at generation 2\n", response.BodyText);

@@ -196,6 +196,8 @@ public sealed class ResponseHeadTests
     [InlineData("ICY 200 OK\r\n\r\n")]
     [InlineData("HTTP/1.1 200 OK\r\nNoColon\r\n\r\n")]
     [InlineData("HTTP/1.1 200 OK\r\n: empty\r\n\r\n")]
+    [InlineData("HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\nhello")] // whitespace before the colon (RFC 9112 §5.1)
+    [InlineData("HTTP/1.1 200 OK\r\n X-Folded: 1\r\n\r\n")]
     [InlineData("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n")] // no end of head
     public void InvalidHeads_AreRefused(string text) => Assert.Null(Parse(text));
 
@@ -264,7 +266,7 @@ public sealed class ResponseHeadTests
             Write("HTTP/1.1 200 OK\r\nConnection: X-A\r\nConnection: X-B\r\nX-A: 1\r\nX-B: 2\r\nX-Keep: 1\r\n\r\n", "", close: false));
     }
 
-    [Fact(Skip = "bug: ResponseHead.WriteForClient forwards the app's Content-Length next to Transfer-Encoding (RFC 9112 6.3: an intermediary must remove it)")]
+    [Fact]
     public void WriteForClient_TransferEncodingAndContentLength_ForwardsNoContentLength()
     {
         // RFC 9112 §6.3: an intermediary forwarding such a message MUST first remove the received Content-Length.
