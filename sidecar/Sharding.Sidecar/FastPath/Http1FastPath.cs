@@ -452,7 +452,8 @@ internal sealed partial class Http1FastPath : IDisposable
                         request.HasKey = true;
                         if (state.Map.OwnerOf(request.Hash) is { } owner && !ReferenceEquals(owner, self))
                         {
-                            if (_owner._circuits.StateOf(owner.Name) is { } circuit && circuit != Polly.CircuitBreaker.CircuitState.Closed
+                            if (!_owner._options.Http1FastPathForwards
+                                || (_owner._circuits.StateOf(owner.Name) is { } circuit && circuit != Polly.CircuitBreaker.CircuitState.Closed)
                                 || _owner.PeerPool(owner) is not { } peer)
                             {
                                 return SidecarMetricNames.HandoverNotOwner; // the full path answers 503 for an open circuit, or resolves the name

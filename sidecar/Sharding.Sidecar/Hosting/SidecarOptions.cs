@@ -127,6 +127,12 @@ internal sealed class SidecarOptions
     /// <value>True.</value>
     public bool Http1FastPath { get; set; } = true;
 
+    /// <summary>On the fast path, forward HTTP/1.1 requests for other pods' keys to the owner's sidecar over kept-alive
+    /// HTTP/1.1 connections (with the same internal headers and proof). False sends them through the full path, i.e. over
+    /// the pooled h2c connections between sidecars (fewer connections between pods, more CPU per request).</summary>
+    /// <value>True.</value>
+    public bool Http1FastPathForwards { get; set; } = true;
+
     /// <summary>The <c>Retry-After</c> seconds on 503s that are not a breaker's (no map, loop prevented).</summary>
     /// <value>1.</value>
     [Range(0, 3600)]
