@@ -52,12 +52,12 @@ internal sealed partial class Http1FastPath : IDisposable
     private readonly SidecarOptions _options;
     private readonly TimeProvider _time;
     private readonly ILogger<Http1FastPath> _logger;
-    private readonly AppConnectionPool _pool;
+    private readonly UpstreamConnectionPool _appPool;
     private readonly ForwardingProof _proof;
     private readonly OwnerCircuitStates _circuits;
 
     // Keep-alive connections to other sidecars, by address (null: not an IP endpoint, the full path resolves it).
-    private readonly ConcurrentDictionary<string, AppConnectionPool?> _peers = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, UpstreamConnectionPool?> _peers = new(StringComparer.Ordinal);
     private KestrelServerLimits _limits = new();
     private readonly byte[] _retryAfter;
     private MapState? _state;
@@ -76,7 +76,7 @@ internal sealed partial class Http1FastPath : IDisposable
         _logger = logger;
         _retryAfter = Encoding.ASCII.GetBytes(Math.Max(1, _options.RetryAfterSeconds).ToString(CultureInfo.InvariantCulture));
         EndPoint app = _options.AppUnixSocket is { } path ? new UnixDomainSocketEndPoint(path) : new IPEndPoint(IPAddress.Loopback, _options.AppPort);
-        _pool = new AppConnectionPool(app, _options.ConnectTimeout, time);
+        _appPool = new UpstreamConnectionPool(app, _options.ConnectTimeout, time);
     }
 
     /// <summary>Whether the fast path applies to this configuration: cleartext data port, HTTP/1.1 to the app, not turned off.</summary>
@@ -93,7 +93,7 @@ internal sealed partial class Http1FastPath : IDisposable
 
     public void Dispose()
     {
-        _pool.Dispose();
+        _appPool.Dispose();
         foreach (var peer in _peers.Values)
         {
             peer?.Dispose();
@@ -101,11 +101,11 @@ internal sealed partial class Http1FastPath : IDisposable
     }
 
     /// <summary>The keep-alive pool for another sidecar, or null when its address is not <c>ip:port</c>.</summary>
-    private AppConnectionPool? PeerPool(ShardMember owner) =>
+    private UpstreamConnectionPool? PeerPool(ShardMember owner) =>
         _peers.TryGetValue(owner.Address, out var pool) ? pool : _peers.GetOrAdd(owner.Address, CreatePeerPool);
 
-    private AppConnectionPool? CreatePeerPool(string address) =>
-        IPEndPoint.TryParse(address, out var endPoint) && endPoint.Port > 0 ? new AppConnectionPool(endPoint, _options.ConnectTimeout, _time) : null;
+    private UpstreamConnectionPool? CreatePeerPool(string address) =>
+        IPEndPoint.TryParse(address, out var endPoint) && endPoint.Port > 0 ? new UpstreamConnectionPool(endPoint, _options.ConnectTimeout, _time) : null;
 
     /// <summary>Members that left take their idle connections with them.</summary>
     private void PrunePeers(ShardMap map)
@@ -210,7 +210,7 @@ internal sealed partial class Http1FastPath : IDisposable
         public MapState State;
         public ShardMember Owner;
         public bool IsPeer;
-        public AppConnectionPool Pool;
+        public UpstreamConnectionPool Pool;
         public int Hop;
         public long SenderGeneration;
         public ulong Hash;
@@ -239,8 +239,8 @@ internal sealed partial class Http1FastPath : IDisposable
         private byte[] _sendBuffer = ArrayPool<byte>.Shared.Rent(8192);
         private readonly HeaderLine[] _headers = ArrayPool<HeaderLine>.Shared.Rent(RequestHead.MaxHeaders);
         private readonly Exchange _exchange = new();
-        private AppConnection? _upstream;
-        private AppConnectionPool? _upstreamPool;
+        private UpstreamConnection? _upstream;
+        private UpstreamConnectionPool? _upstreamPool;
 
         public Session(Http1FastPath owner, ConnectionContext connection)
         {
@@ -335,11 +335,11 @@ internal sealed partial class Http1FastPath : IDisposable
                 partialHead = false;
                 Accepted request = default;
                 var reason = headLength > MaxRequestHeadBytes ? SidecarMetricNames.HandoverHeadSize : TryAccept(buffer, headLength, out request);
-                if (reason is null && _upstream is not null && request.ContentLength > 0 && _upstream.Requests > 0 && !AppConnectionPool.IsOpen(_upstream))
+                if (reason is null && _upstream is not null && request.ContentLength > 0 && _upstream.Requests > 0 && !UpstreamConnectionPool.IsOpen(_upstream))
                 {
                     // A body cannot be sent twice: make sure the kept connection was not closed while idle (a bodiless
                     // request is simply retried on a new connection when that happens).
-                    DropApp();
+                    DropUpstream();
                 }
 
                 if (reason is null && (_upstream is null || !ReferenceEquals(_upstreamPool, request.Pool)))
@@ -472,7 +472,7 @@ internal sealed partial class Http1FastPath : IDisposable
                 }
             }
 
-            request.Pool ??= _owner._pool;
+            request.Pool ??= _owner._appPool;
             request.ContentLength = head.ContentLength < 0 ? 0 : head.ContentLength;
             request.IsHead = head.Method.SequenceEqual("HEAD");
             request.Close = (head.Traits & RequestTraits.Close) != 0;
@@ -707,15 +707,9 @@ internal sealed partial class Http1FastPath : IDisposable
                     break;
                 }
 
-                int read;
-                try
+                var read = await ReceiveAsync(app, exchange, Failure.AppError).ConfigureAwait(false);
+                if (read < 0)
                 {
-                    read = await app.ReceiveAsync(_cts.Token).ConfigureAwait(false);
-                }
-                catch (Exception ex) when (ex is SocketException or InvalidOperationException or ObjectDisposedException)
-                {
-                    exchange.Failure = Failure.AppError;
-                    exchange.Error = ex;
                     return;
                 }
 
@@ -808,7 +802,7 @@ internal sealed partial class Http1FastPath : IDisposable
                 catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
                 {
                     var used = _upstream.Requests > 0;
-                    DropApp();
+                    DropUpstream();
                     if (!used || attempt > 0)
                     {
                         exchange.Failure = Failure.AppError;
@@ -921,15 +915,9 @@ internal sealed partial class Http1FastPath : IDisposable
                 }
 
                 app.Start = app.End = 0;
-                int read;
-                try
+                var read = await ReceiveAsync(app, exchange, Failure.AppBodyError).ConfigureAwait(false);
+                if (read < 0)
                 {
-                    read = await app.ReceiveAsync(_cts.Token).ConfigureAwait(false);
-                }
-                catch (Exception ex) when (ex is SocketException or InvalidOperationException or ObjectDisposedException)
-                {
-                    exchange.Failure = Failure.AppBodyError;
-                    exchange.Error = ex;
                     return;
                 }
 
@@ -945,6 +933,22 @@ internal sealed partial class Http1FastPath : IDisposable
                 }
 
                 _cts.CancelAfter(_owner._options.ActivityTimeout > TimeSpan.Zero ? _owner._options.ActivityTimeout : Timeout.InfiniteTimeSpan);
+            }
+        }
+
+        /// <summary>Receives more from the upstream: the byte count (0 at its end), or -1 with <paramref name="failure"/> set.</summary>
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+        private async ValueTask<int> ReceiveAsync(UpstreamConnection upstream, Exchange exchange, Failure failure)
+        {
+            try
+            {
+                return await upstream.ReceiveAsync(_cts.Token).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is SocketException or InvalidOperationException or ObjectDisposedException)
+            {
+                exchange.Failure = failure;
+                exchange.Error = ex;
+                return -1;
             }
         }
 
@@ -978,7 +982,7 @@ internal sealed partial class Http1FastPath : IDisposable
             if (failure == Failure.Stale)
             {
                 // A kept-alive connection the app had closed: the request (without a body) goes again on a new one.
-                DropApp();
+                DropUpstream();
                 exchange.Failure = Failure.None;
                 exchange.Retried = true;
                 _cts.CancelAfter(owner._options.ResponseHeadersTimeout > TimeSpan.Zero ? owner._options.ResponseHeadersTimeout : Timeout.InfiniteTimeSpan);
@@ -1001,7 +1005,7 @@ internal sealed partial class Http1FastPath : IDisposable
                     app.Requests++;
                     if (exchange.Response.UpstreamClose)
                     {
-                        DropApp();
+                        DropUpstream();
                     }
                 }
 
@@ -1011,7 +1015,7 @@ internal sealed partial class Http1FastPath : IDisposable
             }
 
             // Anything else leaves the app connection mid-exchange.
-            DropApp();
+            DropUpstream();
             switch (failure)
             {
                 case Failure.ClientGone:
@@ -1143,7 +1147,7 @@ internal sealed partial class Http1FastPath : IDisposable
             }
         }
 
-        private void DropApp()
+        private void DropUpstream()
         {
             _upstream?.Dispose();
             _upstream = null;

@@ -5,15 +5,15 @@ using System.Runtime.CompilerServices;
 
 namespace Sharding.Sidecar.FastPath;
 
-/// <summary>One HTTP/1.1 connection to this pod's app, with its receive buffer.</summary>
-internal sealed class AppConnection : IDisposable
+/// <summary>One kept-alive HTTP/1.1 connection of the fast path (to this pod's app or another sidecar), with its receive buffer.</summary>
+internal sealed class UpstreamConnection : IDisposable
 {
     /// <summary>Room for the app's response head (SocketsHttpHandler's default limit is 64 KiB as well).</summary>
     public const int MaxHeadBytes = 64 * 1024;
 
     private const int InitialBufferSize = 16 * 1024;
 
-    public AppConnection(Socket socket)
+    public UpstreamConnection(Socket socket)
     {
         Socket = socket;
         Buffer = ArrayPool<byte>.Shared.Rent(InitialBufferSize);
@@ -100,23 +100,24 @@ internal sealed class AppConnection : IDisposable
 }
 
 /// <summary>
-/// Idle keep-alive connections to this pod's app for the HTTP/1.1 fast path. A client connection keeps the app connection
-/// it leased until it ends, so the pool is touched once per client connection, not per request.
+/// Idle keep-alive connections to one upstream (this pod's app, or one other sidecar) for the HTTP/1.1 fast path. A client
+/// connection keeps the connection it leased while its requests go to the same upstream, so the pool is touched about once
+/// per client connection, not per request.
 /// </summary>
-internal sealed class AppConnectionPool : IDisposable
+internal sealed class UpstreamConnectionPool : IDisposable
 {
     /// <summary>Idle connections older than this are closed rather than reused (the app's keep-alive may have ended them).</summary>
     public static readonly TimeSpan IdleTimeout = TimeSpan.FromSeconds(60);
 
     private const int MaxIdle = 256;
 
-    private readonly Stack<AppConnection> _idle = new();
+    private readonly Stack<UpstreamConnection> _idle = new();
     private readonly EndPoint _endPoint;
     private readonly TimeSpan _connectTimeout;
     private readonly TimeProvider _time;
     private bool _disposed;
 
-    public AppConnectionPool(EndPoint endPoint, TimeSpan connectTimeout, TimeProvider time)
+    public UpstreamConnectionPool(EndPoint endPoint, TimeSpan connectTimeout, TimeProvider time)
     {
         _endPoint = endPoint;
         _connectTimeout = connectTimeout;
@@ -124,7 +125,7 @@ internal sealed class AppConnectionPool : IDisposable
     }
 
     /// <summary>An idle connection that still looks open, or a new one.</summary>
-    public ValueTask<AppConnection> RentAsync(CancellationToken cancellationToken)
+    public ValueTask<UpstreamConnection> RentAsync(CancellationToken cancellationToken)
     {
         // Bounded by the idle stack.
         while (TryPop(out var connection))
@@ -141,7 +142,7 @@ internal sealed class AppConnectionPool : IDisposable
     }
 
     /// <summary>A new connection (a retry after a stale keep-alive one failed).</summary>
-    public async ValueTask<AppConnection> ConnectAsync(CancellationToken cancellationToken)
+    public async ValueTask<UpstreamConnection> ConnectAsync(CancellationToken cancellationToken)
     {
         var socket = _endPoint is UnixDomainSocketEndPoint
             ? new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified)
@@ -151,7 +152,7 @@ internal sealed class AppConnectionPool : IDisposable
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             timeout.CancelAfter(_connectTimeout);
             await socket.ConnectAsync(_endPoint, timeout.Token).ConfigureAwait(false);
-            return new AppConnection(socket);
+            return new UpstreamConnection(socket);
         }
         catch
         {
@@ -161,7 +162,7 @@ internal sealed class AppConnectionPool : IDisposable
     }
 
     /// <summary>Gives back a connection that ended a response cleanly; anything else is disposed by the caller.</summary>
-    public void Return(AppConnection connection)
+    public void Return(UpstreamConnection connection)
     {
         connection.IdleSince = _time.GetTimestamp();
         lock (_idle)
@@ -177,7 +178,7 @@ internal sealed class AppConnectionPool : IDisposable
         connection.Dispose();
     }
 
-    private bool TryPop(out AppConnection connection)
+    private bool TryPop(out UpstreamConnection connection)
     {
         lock (_idle)
         {
@@ -186,7 +187,7 @@ internal sealed class AppConnectionPool : IDisposable
     }
 
     /// <summary>An idle connection with something to read has been closed (or sent garbage): do not reuse it.</summary>
-    public static bool IsOpen(AppConnection connection)
+    public static bool IsOpen(UpstreamConnection connection)
     {
         try
         {
