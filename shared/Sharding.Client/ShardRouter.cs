@@ -269,7 +269,7 @@ public sealed partial class ShardRouter : IShardRouter, IAsyncDisposable, IDispo
     {
         // Key rules compile once per policy, not per request; a new generation with the same policy keeps the extractor.
         var current = _snapshot;
-        var extractor = current is not null && current.Map.KeyPolicy.Equals(map.KeyPolicy) ? current.Extractor : new ShardKeyExtractor(map.KeyPolicy);
+        var extractor = ShardKeyExtractor.For(map.KeyPolicy, current?.Extractor);
         lock (_gate)
         {
             _snapshot = new RoutingSnapshot(map, extractor);

@@ -55,6 +55,16 @@ public sealed class ShardKeyExtractor
         RulesDescription = policy.DescribeRules();
     }
 
+    /// <summary>
+    /// The extractor for <paramref name="policy"/>: <paramref name="current"/> when it was compiled from an equal policy (a new
+    /// generation with the same rules), else a newly compiled one. Rules compile once per policy, not once per map.
+    /// </summary>
+    /// <param name="policy">The policy of the new map.</param>
+    /// <param name="current">The extractor in use, if any.</param>
+    /// <returns>An extractor for <paramref name="policy"/>.</returns>
+    public static ShardKeyExtractor For(ShardKeyPolicy policy, ShardKeyExtractor? current) =>
+        current is not null && current.Policy.Equals(policy) ? current : new ShardKeyExtractor(policy);
+
     /// <summary>The policy this extractor was built from.</summary>
     public ShardKeyPolicy Policy { get; }
 

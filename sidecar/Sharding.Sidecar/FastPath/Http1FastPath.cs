@@ -157,7 +157,7 @@ internal sealed partial class Http1FastPath : IDisposable
             return state;
         }
 
-        var extractor = state is not null && state.Extractor.Policy.Equals(map.KeyPolicy) ? state.Extractor : new ShardKeyExtractor(map.KeyPolicy);
+        var extractor = ShardKeyExtractor.For(map.KeyPolicy, state?.Extractor);
         var created = new MapState(map, extractor, _options.PodName, _proof);
         Volatile.Write(ref _state, created);
         PrunePeers(map);
@@ -218,7 +218,6 @@ internal sealed partial class Http1FastPath : IDisposable
         public long ContentLength;
         public bool IsHead;
         public bool Close;
-        public int HeadLength;
         public int UpstreamLength;
     }
 
@@ -476,7 +475,6 @@ internal sealed partial class Http1FastPath : IDisposable
             request.ContentLength = head.ContentLength < 0 ? 0 : head.ContentLength;
             request.IsHead = head.Method.SequenceEqual("HEAD");
             request.Close = (head.Traits & RequestTraits.Close) != 0;
-            request.HeadLength = headLength;
             request.UpstreamLength = request.IsPeer
                 ? WriteUpstreamHead(head, headers, PeerHeaders(state, key[..keyLength]))
                 : WriteUpstreamHead(head, headers, state.AppHeaders);
@@ -532,7 +530,9 @@ internal sealed partial class Http1FastPath : IDisposable
             {
                 ref readonly var line = ref headers[i];
                 var name = head.Name(line);
-                if (i == head.ForwardedForIndex || IsHopByHopOrInternal(name) || (!connection.IsEmpty && HeaderTokens.Contains(connection, name)))
+                // The full path's rules (HeaderRules), except that Host is copied as it is rather than set separately.
+                if (i == head.ForwardedForIndex || (i != head.HostIndex && !HeaderRules.ShouldCopyRequestHeader(name, isUpgrade: false))
+                    || (!connection.IsEmpty && HeaderTokens.Contains(connection, name)))
                 {
                     continue;
                 }
@@ -575,24 +575,6 @@ internal sealed partial class Http1FastPath : IDisposable
             Append(destination, ref written, sidecarHeaders);
             Append(destination, ref written, "\r\n"u8);
             return written;
-        }
-
-        private static bool IsHopByHopOrInternal(ReadOnlySpan<char> name)
-        {
-            if (name.StartsWith("x-sharding-", StringComparison.OrdinalIgnoreCase))
-            {
-                return true; // nothing internal crosses from outside
-            }
-
-            return name.Length switch
-            {
-                2 => name.Equals("te", StringComparison.OrdinalIgnoreCase),
-                7 => name.Equals("trailer", StringComparison.OrdinalIgnoreCase),
-                10 => name.Equals("connection", StringComparison.OrdinalIgnoreCase) || name.Equals("keep-alive", StringComparison.OrdinalIgnoreCase),
-                16 => name.Equals("proxy-connection", StringComparison.OrdinalIgnoreCase),
-                19 => name.Equals("proxy-authorization", StringComparison.OrdinalIgnoreCase),
-                _ => false,
-            };
         }
 
         /// <summary>Relays one accepted request and its response; false when the client connection must close afterwards.</summary>
@@ -640,7 +622,7 @@ internal sealed partial class Http1FastPath : IDisposable
             {
                 stream.AttachCancellation(null);
                 owner._metrics.StreamEnded();
-                owner._metrics.RequestBytes(exchange.RequestBytes);
+                owner._metrics.RequestBytes(exchange.BodySent);
                 owner._metrics.ResponseBytes(exchange.ResponseBytes);
             }
 
@@ -769,7 +751,6 @@ internal sealed partial class Http1FastPath : IDisposable
             result.Buffer.Slice(0, take).CopyTo(_sendBuffer.AsSpan(offset));
             _input.AdvanceTo(result.Buffer.GetPosition(take));
             exchange.BodySent += take;
-            exchange.RequestBytes += take;
             return ValueTask.FromResult(take);
         }
 
@@ -849,7 +830,6 @@ internal sealed partial class Http1FastPath : IDisposable
 
                 _input.AdvanceTo(take.End);
                 exchange.BodySent += taken;
-                exchange.RequestBytes += taken;
             }
 
             return true;
@@ -1037,15 +1017,15 @@ internal sealed partial class Http1FastPath : IDisposable
 
             // The same answers as the full path's (ShardRouter.CompleteAsync).
             var target = exchange.Request.Owner;
-            var who = exchange.Request.IsPeer ? $"owner {target.Name} ({target.Address})" : "this pod's app";
+            var who = ForwardFailureText.Who(target, isLocal: !exchange.Request.IsPeer);
             var (status, outcome, message, retryAfter) = failure switch
             {
                 Failure.AppUnavailable => (StatusCodes.Status503ServiceUnavailable, SidecarMetricNames.OutcomeOwnerUnavailable,
-                    $"{who} is unavailable; the key is not moved to another pod, retry later", owner._retryAfter),
+                    ForwardFailureText.Unavailable(who), owner._retryAfter),
                 Failure.Timeout => (StatusCodes.Status504GatewayTimeout, SidecarMetricNames.OutcomeUpstreamError,
-                    $"{who} did not answer within {owner._options.ResponseHeadersTimeout}", null),
+                    ForwardFailureText.TimedOut(who, owner._options.ResponseHeadersTimeout), null),
                 _ => (StatusCodes.Status502BadGateway, SidecarMetricNames.OutcomeUpstreamError,
-                    $"forwarding to {who} failed: {failure}", (byte[]?)null),
+                    ForwardFailureText.Failed(who, failure.ToString()), (byte[]?)null),
             };
             metrics.Request(outcome);
             Log.RelayFailed(owner._logger, failure, exchange.Error);
@@ -1091,7 +1071,7 @@ internal sealed partial class Http1FastPath : IDisposable
         {
             var body = Encoding.UTF8.GetBytes(string.Concat(message, "\n"));
             var text = new StringBuilder(256)
-                .Append(CultureInfo.InvariantCulture, $"HTTP/1.1 {status} {ReasonPhrase(status)}\r\n")
+                .Append(CultureInfo.InvariantCulture, $"HTTP/1.1 {status} {Microsoft.AspNetCore.WebUtilities.ReasonPhrases.GetReasonPhrase(status)}\r\n")
                 .Append(CultureInfo.InvariantCulture, $"date: {_owner._time.GetUtcNow():r}\r\n")
                 .Append("content-type: text/plain; charset=utf-8\r\n")
                 .Append(CultureInfo.InvariantCulture, $"content-length: {body.Length}\r\n");
@@ -1117,14 +1097,6 @@ internal sealed partial class Http1FastPath : IDisposable
             _output.Write(body);
             await FlushQuietlyAsync().ConfigureAwait(false);
         }
-
-        private static string ReasonPhrase(int status) => status switch
-        {
-            502 => "Bad Gateway",
-            503 => "Service Unavailable",
-            504 => "Gateway Timeout",
-            _ => string.Empty,
-        };
 
         private async ValueTask FlushQuietlyAsync()
         {
@@ -1198,7 +1170,6 @@ internal sealed partial class Http1FastPath : IDisposable
         public bool Close;
         public bool Retried;
         public long BodySent;
-        public long RequestBytes;
         public long ResponseBytes;
 
         /// <summary>A request may go again on a new connection only when nothing of its body was sent yet, once.</summary>
@@ -1212,7 +1183,7 @@ internal sealed partial class Http1FastPath : IDisposable
             Failure = Failure.None;
             Error = null;
             ResponseStarted = Close = Retried = false;
-            BodySent = RequestBytes = ResponseBytes = 0;
+            BodySent = ResponseBytes = 0;
         }
     }
 

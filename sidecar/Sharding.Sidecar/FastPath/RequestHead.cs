@@ -1,3 +1,4 @@
+using System.Buffers;
 using Sharding.Keys;
 
 namespace Sharding.Sidecar.FastPath;
@@ -86,7 +87,7 @@ internal ref struct RequestHead
 
         var line = text[..lineEnd];
         var space = line.IndexOf(' ');
-        if (space <= 0 || !IsToken(line[..space]))
+        if (space <= 0 || !HttpToken.IsToken(line[..space]))
         {
             return false;
         }
@@ -126,7 +127,7 @@ internal ref struct RequestHead
 
             var headerLine = remaining[..end];
             var colon = headerLine.IndexOf(':');
-            if (colon <= 0 || !IsToken(headerLine[..colon]))
+            if (colon <= 0 || !HttpToken.IsToken(headerLine[..colon]))
             {
                 return false; // includes obs-fold (a line starting with whitespace) and whitespace before the colon
             }
@@ -294,20 +295,6 @@ internal ref struct RequestHead
         return true;
     }
 
-    /// <summary>RFC 9110 §5.6.2 token characters.</summary>
-    internal static bool IsToken(ReadOnlySpan<char> value)
-    {
-        foreach (var c in value)
-        {
-            if (!(char.IsAsciiLetterOrDigit(c) || c is '!' or '#' or '$' or '%' or '&' or '\'' or '*' or '+' or '-' or '.' or '^' or '_' or '`' or '|' or '~'))
-            {
-                return false;
-            }
-        }
-
-        return true;
-    }
-
     private static bool IsVisible(ReadOnlySpan<char> value) => value.IndexOfAnyExceptInRange((char)0x21, (char)0x7E) < 0;
 
     /// <summary>Field values: visible characters, spaces, tabs and obs-text; no controls (Kestrel decides about those).</summary>
@@ -400,6 +387,18 @@ internal readonly ref struct RequestHeadKeyRequest : IShardKeyRequest
         "OPTIONS" => "OPTIONS",
         _ => method.ToString(),
     };
+}
+
+/// <summary>RFC 9110 §5.6.2 token characters, one set for request and response heads.</summary>
+internal static class HttpToken
+{
+    private const string Characters = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    private static readonly SearchValues<char> Chars = SearchValues.Create(Characters);
+    private static readonly SearchValues<byte> Bytes = SearchValues.Create(System.Text.Encoding.ASCII.GetBytes(Characters));
+
+    public static bool IsToken(ReadOnlySpan<char> value) => value.IndexOfAnyExcept(Chars) < 0;
+
+    public static bool IsToken(ReadOnlySpan<byte> value) => value.IndexOfAnyExcept(Bytes) < 0;
 }
 
 /// <summary>Comma-separated header tokens (RFC 9110 §5.6.1).</summary>

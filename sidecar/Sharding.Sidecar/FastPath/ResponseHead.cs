@@ -91,7 +91,7 @@ internal struct ResponseHead
             var line = remaining[..end];
             position += end + 2;
             var colon = line.IndexOf((byte)':');
-            if (colon <= 0 || !IsToken(line[..colon]))
+            if (colon <= 0 || !HttpToken.IsToken(line[..colon]))
             {
                 return false; // includes whitespace before the colon (RFC 9112 §5.1)
             }
@@ -238,21 +238,18 @@ internal struct ResponseHead
         return written;
     }
 
+    /// <summary>The full path's response rules (<see cref="Forwarding.HeaderRules"/>), except that Transfer-Encoding and
+    /// Trailer stay: the body and its trailers pass through in the coding they came in.</summary>
     private static bool IsDropped(ReadOnlySpan<byte> name, bool fromPeer)
     {
-        if (!fromPeer && name.Length >= 11 && Ascii.EqualsIgnoreCase(name[..11], "x-sharding-"u8))
+        if (Ascii.EqualsIgnoreCase(name, "transfer-encoding"u8) || Ascii.EqualsIgnoreCase(name, "trailer"u8))
         {
-            return true; // the app cannot claim the sidecar's headers
+            return false;
         }
 
-        return name.Length switch
-        {
-            10 => Ascii.EqualsIgnoreCase(name, "connection"u8) || Ascii.EqualsIgnoreCase(name, "keep-alive"u8),
-            16 => Ascii.EqualsIgnoreCase(name, "proxy-connection"u8),
-            18 => Ascii.EqualsIgnoreCase(name, "proxy-authenticate"u8),
-            7 => Ascii.EqualsIgnoreCase(name, "upgrade"u8),
-            _ => false,
-        };
+        Span<char> chars = name.Length <= 128 ? stackalloc char[name.Length] : new char[name.Length];
+        Encoding.Latin1.GetChars(name, chars);
+        return !Forwarding.HeaderRules.ShouldCopyResponseHeader(chars, fromPeer, isUpgrade: false);
     }
 
     private static bool IsNamed(ReadOnlySpan<byte> name, ReadOnlySpan<byte> head, ReadOnlySpan<Range> named)
@@ -302,20 +299,6 @@ internal struct ResponseHead
         }
 
         return count;
-    }
-
-    private static bool IsToken(ReadOnlySpan<byte> name)
-    {
-        foreach (var b in name)
-        {
-            if (!(char.IsAsciiLetterOrDigit((char)b) || b is (byte)'!' or (byte)'#' or (byte)'$' or (byte)'%' or (byte)'&' or (byte)'\'' or (byte)'*'
-                    or (byte)'+' or (byte)'-' or (byte)'.' or (byte)'^' or (byte)'_' or (byte)'`' or (byte)'|' or (byte)'~'))
-            {
-                return false;
-            }
-        }
-
-        return true;
     }
 
     private static bool TryParseLength(ReadOnlySpan<byte> value, out long length)

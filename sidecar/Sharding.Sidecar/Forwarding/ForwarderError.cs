@@ -1,5 +1,18 @@
 namespace Sharding.Sidecar.Forwarding;
 
+/// <summary>The words of the sidecar's own answers to a failed forward, one text for the full path and the fast path.</summary>
+internal static class ForwardFailureText
+{
+    public static string Who(Sharding.Mapping.ShardMember owner, bool isLocal) =>
+        isLocal ? "this pod's app" : $"owner {owner.Name} ({owner.Address})";
+
+    public static string Unavailable(string who) => $"{who} is unavailable; the key is not moved to another pod, retry later";
+
+    public static string TimedOut(string who, TimeSpan timeout) => $"{who} did not answer within {timeout}";
+
+    public static string Failed(string who, string what) => $"forwarding to {who} failed: {what}";
+}
+
 /// <summary>What went wrong while forwarding, and so who is to blame; <see cref="None"/> when it went well.</summary>
 internal enum ForwarderError
 {

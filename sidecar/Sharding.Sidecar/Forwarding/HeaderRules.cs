@@ -17,7 +17,7 @@ internal static class HeaderRules
     public const string Owner = "x-sharding-owner";
 
     /// <summary>Whether a request header is copied upstream.</summary>
-    public static bool ShouldCopyRequestHeader(string name, bool isUpgrade)
+    public static bool ShouldCopyRequestHeader(ReadOnlySpan<char> name, bool isUpgrade)
     {
         if (name.Length == 0 || name[0] == ':')
         {
@@ -35,7 +35,7 @@ internal static class HeaderRules
     }
 
     /// <summary>Whether a response header is copied to the client.</summary>
-    public static bool ShouldCopyResponseHeader(string name, bool fromPeer, bool isUpgrade)
+    public static bool ShouldCopyResponseHeader(ReadOnlySpan<char> name, bool fromPeer, bool isUpgrade)
     {
         if (!fromPeer && name.StartsWith(InternalPrefix, StringComparison.OrdinalIgnoreCase))
         {
@@ -45,7 +45,7 @@ internal static class HeaderRules
         return !IsHopByHop(name, isUpgrade);
     }
 
-    private static bool IsHopByHop(string name, bool isUpgrade) => name.Length switch
+    private static bool IsHopByHop(ReadOnlySpan<char> name, bool isUpgrade) => name.Length switch
     {
         2 => name.Equals("te", StringComparison.OrdinalIgnoreCase),
         7 => name.Equals("upgrade", StringComparison.OrdinalIgnoreCase) && !isUpgrade || name.Equals("trailer", StringComparison.OrdinalIgnoreCase),

@@ -171,17 +171,17 @@ internal sealed partial class ShardRouter
             return;
         }
 
-        var who = isLocal ? "this pod's app" : $"owner {owner.Name} ({owner.Address})";
+        var who = ForwardFailureText.Who(owner, isLocal);
         var (status, outcome, message, retryAfter) = result.Error switch
         {
             ForwarderError.OwnerUnavailable => (StatusCodes.Status503ServiceUnavailable, SidecarMetricNames.OutcomeOwnerUnavailable,
-                $"{who} is unavailable; the key is not moved to another pod, retry later",
+                ForwardFailureText.Unavailable(who),
                 Math.Max(1, (int)Math.Ceiling(result.RetryAfter.TotalSeconds)).ToString(CultureInfo.InvariantCulture)),
             ForwarderError.RequestTimedOut => (StatusCodes.Status504GatewayTimeout, SidecarMetricNames.OutcomeUpstreamError,
-                $"{who} did not answer within {_options.ResponseHeadersTimeout}", null),
+                ForwardFailureText.TimedOut(who, _options.ResponseHeadersTimeout), null),
             ForwarderError.RequestBodyClient => (StatusCodes.Status400BadRequest, SidecarMetricNames.OutcomeBadRequest,
                 "reading the request body failed", null),
-            _ => (StatusCodes.Status502BadGateway, SidecarMetricNames.OutcomeUpstreamError, $"forwarding to {who} failed: {result.Error}", (string?)null),
+            _ => (StatusCodes.Status502BadGateway, SidecarMetricNames.OutcomeUpstreamError, ForwardFailureText.Failed(who, result.Error.ToString()), (string?)null),
         };
         await WriteErrorAsync(context, status, outcome, message, retryAfter, owner.Name).ConfigureAwait(false);
     }
@@ -414,7 +414,7 @@ internal sealed partial class ShardRouter
             return state;
         }
 
-        var extractor = state is not null && state.Extractor.Policy.Equals(map.KeyPolicy) ? state.Extractor : new ShardKeyExtractor(map.KeyPolicy);
+        var extractor = ShardKeyExtractor.For(map.KeyPolicy, state?.Extractor);
         var created = new MapState(map, extractor, _options.PodName);
         Volatile.Write(ref _state, created);
         return created;
