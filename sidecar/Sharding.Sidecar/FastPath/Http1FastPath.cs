@@ -77,6 +77,7 @@ internal sealed partial class Http1FastPath : IDisposable
         _retryAfter = Encoding.ASCII.GetBytes(Math.Max(1, _options.RetryAfterSeconds).ToString(CultureInfo.InvariantCulture));
         EndPoint app = _options.AppUnixSocket is { } path ? new UnixDomainSocketEndPoint(path) : new IPEndPoint(IPAddress.Loopback, _options.AppPort);
         _appPool = new UpstreamConnectionPool(app, _options.ConnectTimeout, time);
+        store.Changed += OnMapChanged;
     }
 
     /// <summary>Whether the fast path applies to this configuration: cleartext data port, HTTP/1.1 to the app, not turned off.</summary>
@@ -93,6 +94,7 @@ internal sealed partial class Http1FastPath : IDisposable
 
     public void Dispose()
     {
+        _store.Changed -= OnMapChanged;
         _appPool.Dispose();
         foreach (var peer in _peers.Values)
         {
@@ -107,8 +109,8 @@ internal sealed partial class Http1FastPath : IDisposable
     private UpstreamConnectionPool? CreatePeerPool(string address) =>
         IPEndPoint.TryParse(address, out var endPoint) && endPoint.Port > 0 ? new UpstreamConnectionPool(endPoint, _options.ConnectTimeout, _time) : null;
 
-    /// <summary>Members that left take their idle connections with them.</summary>
-    private void PrunePeers(ShardMap map)
+    /// <summary>Members that left take their idle connections with them (on publication, not on a request's path).</summary>
+    private void OnMapChanged(ShardMap map, ShardMap? previous)
     {
         foreach (var (address, pool) in _peers)
         {
@@ -160,7 +162,6 @@ internal sealed partial class Http1FastPath : IDisposable
         var extractor = ShardKeyExtractor.For(map.KeyPolicy, state?.Extractor);
         var created = new MapState(map, extractor, _options.PodName, _proof);
         Volatile.Write(ref _state, created);
-        PrunePeers(map);
         return created;
     }
 
