@@ -140,6 +140,14 @@ public sealed class PodMembershipSourceTests : IAsyncLifetime
         Start();
         await WaitForAsync(s => s.Services.TryGetValue("sharded-svc", out var svc) && svc.Members.Length == 2);
 
+        // The list alone satisfies the wait above; the first watch may still be on its way. Dropping "the watch" before it
+        // is open would let it start after the changes below and deliver them live (no outage, no relist).
+        for (var waited = 0; _server.ActiveWatchCount == 0; waited += 10)
+        {
+            Assert.True(waited < 10_000, "the informer never opened its watch");
+            await Task.Delay(10);
+        }
+
         // While the watch is down: one pod vanishes, one appears, and the server forgets the history (410 on resume).
         _server.FailNextRequests(1, 500, pathContains: "/pods");
         _server.DropWatches(abort: true);
