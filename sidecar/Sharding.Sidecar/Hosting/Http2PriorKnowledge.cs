@@ -33,7 +33,10 @@ internal static class Http2PriorKnowledge
     public static bool IsSupported => Feature.Type is not null;
 
     /// <summary>Makes the endpoint accept HTTP/1.1 and h2c on the same port.</summary>
-    public static ListenOptions UseHttp1AndHttp2PriorKnowledge(this ListenOptions listenOptions)
+    /// <param name="listenOptions">The endpoint.</param>
+    /// <param name="queueHttp2Output">Send HTTP/2 connections' output from a queue (<see cref="QueuedOutput"/>): for a
+    /// transport with inline scheduling.</param>
+    public static ListenOptions UseHttp1AndHttp2PriorKnowledge(this ListenOptions listenOptions, bool queueHttp2Output = false)
     {
         ArgumentNullException.ThrowIfNull(listenOptions);
         if (!IsSupported)
@@ -44,11 +47,11 @@ internal static class Http2PriorKnowledge
 
         // The endpoint says HTTP/1.1 (so Kestrel does not warn that h2c needs TLS); the override below says HTTP/2 per connection.
         listenOptions.Protocols = HttpProtocols.Http1;
-        listenOptions.Use(static next => connection => DetectAsync(connection, next));
+        listenOptions.Use(next => connection => DetectAsync(connection, next, queueHttp2Output));
         return listenOptions;
     }
 
-    private static async Task DetectAsync(ConnectionContext connection, ConnectionDelegate next)
+    private static async Task DetectAsync(ConnectionContext connection, ConnectionDelegate next, bool queueHttp2Output)
     {
         var input = connection.Transport.Input;
         var isHttp2 = false;
@@ -81,12 +84,14 @@ internal static class Http2PriorKnowledge
             }
         }
 
-        if (isHttp2)
+        if (!isHttp2)
         {
-            connection.Features[Feature.Type!] = Feature.Http2;
+            await next(connection).ConfigureAwait(false);
+            return;
         }
 
-        await next(connection).ConfigureAwait(false);
+        connection.Features[Feature.Type!] = Feature.Http2;
+        await (queueHttp2Output ? QueuedOutput.RunAsync(connection, next) : next(connection)).ConfigureAwait(false);
     }
 
     /// <summary>1 = HTTP/2 preface, -1 = something else, 0 = a prefix of the preface so far.</summary>

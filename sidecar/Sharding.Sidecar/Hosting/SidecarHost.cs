@@ -62,7 +62,7 @@ internal static class SidecarHost
                 }
                 else
                 {
-                    listen.UseHttp1AndHttp2PriorKnowledge();
+                    listen.UseHttp1AndHttp2PriorKnowledge(queueHttp2Output: options.InlineSocketCompletions);
                     if (Http1FastPath.AppliesTo(options))
                     {
                         listen.Use(kestrel.ApplicationServices.GetRequiredService<Http1FastPath>().Middleware(kestrel.Limits));
