@@ -9,7 +9,7 @@ namespace Sharding.Sidecar.Hosting;
 /// An HTTP/2 connection's output, sent from the thread pool instead of inline by whichever thread flushed it.
 /// </summary>
 /// <remarks>
-/// With inline scheduling (<see cref="SidecarOptions.InlineSocketCompletions"/>, which makes the HTTP/1.1 fast path cheap),
+/// With inline scheduling (<c>Sidecar:InlineSocketCompletions</c>, which makes the HTTP/1.1 fast path cheap),
 /// every flush of Kestrel's HTTP/2 frame writer runs its own socket send at once: one syscall per frame batch of one stream.
 /// Kestrel's default scheduling sends from a queue instead, so frames that several streams flush meanwhile leave in one
 /// send. This puts that queue back for HTTP/2 connections only: Kestrel writes into a pipe whose reader runs on the thread
