@@ -46,8 +46,14 @@ internal sealed class QueuedOutput : IDuplexPipe
     /// <summary>The copy to the socket's output; ends when the writer completes (or the socket's output does).</summary>
     internal Task Sending { get; }
 
+    /// <summary>How long the last queued bytes may take to leave once Kestrel is done with the connection (at most two
+    /// 64 KiB buffers) before the connection is aborted: a client that stops reading must not hold it forever.</summary>
+    internal static readonly TimeSpan LastBytesTimeout = TimeSpan.FromSeconds(5);
+
     /// <summary>Runs <paramref name="next"/> with the connection's output queued, and waits for the last bytes to be sent.</summary>
-    public static async Task RunAsync(ConnectionContext connection, ConnectionDelegate next)
+    public static Task RunAsync(ConnectionContext connection, ConnectionDelegate next) => RunAsync(connection, next, LastBytesTimeout);
+
+    internal static async Task RunAsync(ConnectionContext connection, ConnectionDelegate next, TimeSpan lastBytesTimeout)
     {
         var output = Wrap(connection.Transport, connection.Features.Get<IMemoryPoolFeature>()?.MemoryPool);
         connection.Transport = output;
@@ -58,7 +64,12 @@ internal sealed class QueuedOutput : IDuplexPipe
         finally
         {
             await output.Output.CompleteAsync().ConfigureAwait(false); // Kestrel has completed it already; this is for a throw
-            await output.Sending.ConfigureAwait(false);
+            if (await Task.WhenAny(output.Sending, Task.Delay(lastBytesTimeout)).ConfigureAwait(false) != output.Sending)
+            {
+                // Aborting the socket ends its output, and with it the copy.
+                connection.Abort(new ConnectionAbortedException("the client did not read the connection's last bytes in time"));
+                await output.Sending.ConfigureAwait(false);
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.IO.Pipelines;
 using System.Text;
+using Microsoft.AspNetCore.Connections;
 using Sharding.Sidecar.Hosting;
 
 namespace Sharding.Sidecar.Tests.Hosting;
@@ -103,6 +104,45 @@ public sealed class QueuedOutputTests
 
         // As with Kestrel's own socket output: the writer's next write fails with the socket's error.
         await Assert.ThrowsAsync<IOException>(() => output.Output.WriteAsync(new byte[10]).AsTask().WaitAsync(Timeout));
+    }
+
+    [Fact]
+    public async Task AClientThatStopsReading_DoesNotHoldTheConnectionOnceKestrelIsDone()
+    {
+        // The socket's output is full and nobody reads it; aborting the connection ends it, as Kestrel's socket abort does.
+        var socket = new Pipe(new PipeOptions(pauseWriterThreshold: 1024, resumeWriterThreshold: 512, useSynchronizationContext: false));
+        await using var connection = new DefaultConnectionContext("stuck") { Transport = new Transport(new Pipe().Reader, socket.Writer) };
+        connection.ConnectionClosed.Register(() => socket.Reader.Complete());
+        var kestrelDone = new TaskCompletionSource();
+
+        var run = QueuedOutput.RunAsync(connection, async c =>
+        {
+            await c.Transport.Output.WriteAsync(new byte[32 * 1024]); // held in the queue: under its 64 KiB threshold
+            await c.Transport.Output.CompleteAsync();
+            kestrelDone.SetResult();
+        }, lastBytesTimeout: TimeSpan.FromMilliseconds(200));
+
+        await kestrelDone.Task.WaitAsync(Timeout);
+        Assert.False(connection.ConnectionClosed.IsCancellationRequested);
+        await run.WaitAsync(Timeout);
+        Assert.True(connection.ConnectionClosed.IsCancellationRequested);
+    }
+
+    [Fact]
+    public async Task AClientThatReads_GetsTheLastBytes_AndTheConnectionIsNotAborted()
+    {
+        var socket = new Pipe();
+        await using var connection = new DefaultConnectionContext("reads") { Transport = new Transport(new Pipe().Reader, socket.Writer) };
+        var received = ReadToEndAsync(socket.Reader);
+
+        await QueuedOutput.RunAsync(connection, async c =>
+        {
+            await c.Transport.Output.WriteAsync(new byte[200 * 1024]);
+            await c.Transport.Output.CompleteAsync();
+        }).WaitAsync(Timeout);
+
+        Assert.Equal(200 * 1024, (await received).Length);
+        Assert.False(connection.ConnectionClosed.IsCancellationRequested);
     }
 
     private static async Task<byte[]> ReadToEndAsync(PipeReader reader)
