@@ -54,17 +54,72 @@ internal sealed class RawResponse
     public override string ToString() => Head + Encoding.Latin1.GetString(RawBody);
 }
 
+/// <summary>Bytes received on a socket and not yet consumed: the read side of <see cref="RawClient"/> and <see cref="FakeApp"/>.</summary>
+internal sealed class ReceiveBuffer(Socket socket)
+{
+    private byte[] _buffer = new byte[64 * 1024];
+    private int _start;
+    private int _end;
+
+    public int Count => _end - _start;
+
+    public ReadOnlySpan<byte> Pending => _buffer.AsSpan(_start, _end - _start);
+
+    public string PendingText => Encoding.Latin1.GetString(Pending);
+
+    public void Consume(int count) => _start += count;
+
+    /// <summary>Reads more bytes; false at the end of the stream.</summary>
+    public async Task<bool> FillAsync(CancellationToken token)
+    {
+        if (_start > 0)
+        {
+            Array.Copy(_buffer, _start, _buffer, 0, _end - _start);
+            _end -= _start;
+            _start = 0;
+        }
+
+        if (_end == _buffer.Length)
+        {
+            Array.Resize(ref _buffer, _buffer.Length * 2);
+        }
+
+        var read = await socket.ReceiveAsync(_buffer.AsMemory(_end), SocketFlags.None, token);
+        _end += read;
+        return read > 0;
+    }
+
+    /// <summary>One head up to and with its empty line, consumed; null when the stream ends before a whole head.</summary>
+    public async Task<string?> ReadHeadAsync(CancellationToken token)
+    {
+        int headEnd;
+        while ((headEnd = Pending.IndexOf("\r\n\r\n"u8)) < 0)
+        {
+            if (!await FillAsync(token))
+            {
+                return null;
+            }
+        }
+
+        var head = Encoding.Latin1.GetString(_buffer, _start, headEnd + 4);
+        Consume(headEnd + 4);
+        return head;
+    }
+}
+
 /// <summary>A client connection speaking exact bytes; every read is bounded by a timeout.</summary>
 internal sealed class RawClient : IDisposable
 {
     public static readonly TimeSpan DefaultTimeout = TimeSpan.FromSeconds(15);
 
     private readonly Socket _socket;
-    private byte[] _buffer = new byte[64 * 1024];
-    private int _start;
-    private int _end;
+    private readonly ReceiveBuffer _input;
 
-    private RawClient(Socket socket) => _socket = socket;
+    private RawClient(Socket socket)
+    {
+        _socket = socket;
+        _input = new ReceiveBuffer(socket);
+    }
 
     public static async Task<RawClient> ConnectAsync(int port)
     {
@@ -94,17 +149,8 @@ internal sealed class RawClient : IDisposable
     {
         using var cts = new CancellationTokenSource(timeout ?? DefaultTimeout);
         var token = cts.Token;
-        int headEnd;
-        while ((headEnd = _buffer.AsSpan(_start, _end - _start).IndexOf("\r\n\r\n"u8)) < 0)
-        {
-            if (!await FillAsync(token))
-            {
-                throw new EndOfStreamException($"the connection closed before a response head; received: {Encoding.Latin1.GetString(_buffer, _start, _end - _start)}");
-            }
-        }
-
-        var head = Encoding.Latin1.GetString(_buffer, _start, headEnd + 4);
-        _start += headEnd + 4;
+        var head = await _input.ReadHeadAsync(token)
+            ?? throw new EndOfStreamException($"the connection closed before a response head; received: {_input.PendingText}");
         var lines = head[..^4].Split("\r\n");
         var statusLine = lines[0];
         Assert.True(statusLine.StartsWith("HTTP/1.1 ", StringComparison.Ordinal) && statusLine.Length >= 12, $"bad status line: {statusLine}");
@@ -133,14 +179,13 @@ internal sealed class RawClient : IDisposable
         }
 
         // Close-delimited.
-        while (await FillAsync(token))
+        while (await _input.FillAsync(token))
         {
         }
 
-        var rest = _buffer.AsSpan(_start, _end - _start);
-        response.Body.Write(rest);
-        response.Raw.Write(rest);
-        _start = _end;
+        response.Body.Write(_input.Pending);
+        response.Raw.Write(_input.Pending);
+        _input.Consume(_input.Count);
         response.EndedByClose = true;
         return response.Build();
     }
@@ -149,33 +194,22 @@ internal sealed class RawClient : IDisposable
     public async Task<string> ReadResponseHeadOnlyAsync(TimeSpan? timeout = null)
     {
         using var cts = new CancellationTokenSource(timeout ?? DefaultTimeout);
-        int headEnd;
-        while ((headEnd = _buffer.AsSpan(_start, _end - _start).IndexOf("\r\n\r\n"u8)) < 0)
-        {
-            if (!await FillAsync(cts.Token))
-            {
-                throw new EndOfStreamException("the connection closed before a response head");
-            }
-        }
-
-        var head = Encoding.Latin1.GetString(_buffer, _start, headEnd + 4);
-        _start += headEnd + 4;
-        return head;
+        return await _input.ReadHeadAsync(cts.Token) ?? throw new EndOfStreamException("the connection closed before a response head");
     }
 
     /// <summary>True when the server closes the connection (FIN or reset) within the timeout with no further bytes.</summary>
     public async Task<bool> ClosesAsync(TimeSpan timeout)
     {
-        Assert.True(_start == _end, $"unexpected bytes: {Encoding.Latin1.GetString(_buffer, _start, _end - _start)}");
+        Assert.True(_input.Count == 0, $"unexpected bytes: {_input.PendingText}");
         using var cts = new CancellationTokenSource(timeout);
         try
         {
-            if (!await FillAsync(cts.Token))
+            if (!await _input.FillAsync(cts.Token))
             {
                 return true;
             }
 
-            Assert.Fail($"unexpected bytes instead of a close: {Encoding.Latin1.GetString(_buffer, _start, _end - _start)}");
+            Assert.Fail($"unexpected bytes instead of a close: {_input.PendingText}");
             return false;
         }
         catch (OperationCanceledException)
@@ -194,7 +228,7 @@ internal sealed class RawClient : IDisposable
         using var cts = new CancellationTokenSource(wait);
         try
         {
-            while (await FillAsync(cts.Token))
+            while (await _input.FillAsync(cts.Token))
             {
             }
         }
@@ -205,8 +239,8 @@ internal sealed class RawClient : IDisposable
         {
         }
 
-        var text = Encoding.Latin1.GetString(_buffer, _start, _end - _start);
-        _start = _end;
+        var text = _input.PendingText;
+        _input.Consume(_input.Count);
         return text;
     }
 
@@ -245,17 +279,17 @@ internal sealed class RawClient : IDisposable
     private async Task<string> ReadLineAsync(MemoryStream raw, CancellationToken token)
     {
         int end;
-        while ((end = _buffer.AsSpan(_start, _end - _start).IndexOf("\r\n"u8)) < 0)
+        while ((end = _input.Pending.IndexOf("\r\n"u8)) < 0)
         {
-            if (!await FillAsync(token))
+            if (!await _input.FillAsync(token))
             {
                 throw new EndOfStreamException("the connection closed inside a chunked body; raw so far: " + Encoding.Latin1.GetString(raw.ToArray()));
             }
         }
 
-        var line = Encoding.Latin1.GetString(_buffer, _start, end);
-        raw.Write(_buffer, _start, end + 2);
-        _start += end + 2;
+        var line = Encoding.Latin1.GetString(_input.Pending[..end]);
+        raw.Write(_input.Pending[..(end + 2)]);
+        _input.Consume(end + 2);
         return line;
     }
 
@@ -265,38 +299,18 @@ internal sealed class RawClient : IDisposable
         var copied = 0;
         while (copied < count)
         {
-            if (_start == _end && !await FillAsync(token))
+            if (_input.Count == 0 && !await _input.FillAsync(token))
             {
                 throw new EndOfStreamException($"the connection closed after {copied} of {count} body bytes");
             }
 
-            var take = Math.Min(count - copied, _end - _start);
-            Array.Copy(_buffer, _start, result, copied, take);
+            var take = Math.Min(count - copied, _input.Count);
+            _input.Pending[..take].CopyTo(result.AsSpan(copied));
             copied += take;
-            _start += take;
+            _input.Consume(take);
         }
 
         return result;
-    }
-
-    /// <summary>Reads more bytes; false at the end of the stream.</summary>
-    private async Task<bool> FillAsync(CancellationToken token)
-    {
-        if (_start > 0)
-        {
-            Array.Copy(_buffer, _start, _buffer, 0, _end - _start);
-            _end -= _start;
-            _start = 0;
-        }
-
-        if (_end == _buffer.Length)
-        {
-            Array.Resize(ref _buffer, _buffer.Length * 2);
-        }
-
-        var read = await _socket.ReceiveAsync(_buffer.AsMemory(_end), SocketFlags.None, token);
-        _end += read;
-        return read > 0;
     }
 
     internal static KeyValuePair<string, string> ParseField(string line)
@@ -524,31 +538,24 @@ internal sealed class FakeApp : IAsyncDisposable
     private async Task ServeAsync(FakeAppConnection connection)
     {
         var socket = connection.Socket;
-        var buffer = new byte[64 * 1024];
-        var start = 0;
-        var end = 0;
+        var input = new ReceiveBuffer(socket);
         var index = 0;
         try
         {
             while (!_stop.IsCancellationRequested)
             {
-                int headEnd;
-                while ((headEnd = buffer.AsSpan(start, end - start).IndexOf("\r\n\r\n"u8)) < 0)
+                var head = await input.ReadHeadAsync(_stop.Token);
+                if (head is null)
                 {
-                    if (!await FillAsync())
+                    if (input.Count == 0)
                     {
-                        if (end == start)
-                        {
-                            ClosedBySidecar.Writer.TryWrite(connection.Id);
-                        }
-
-                        socket.Dispose();
-                        return;
+                        ClosedBySidecar.Writer.TryWrite(connection.Id);
                     }
+
+                    socket.Dispose();
+                    return;
                 }
 
-                var head = Encoding.Latin1.GetString(buffer, start, headEnd + 4);
-                start += headEnd + 4;
                 var lines = head[..^4].Split("\r\n");
                 var parts = lines[0].Split(' ');
                 var headers = lines.Skip(1).Select(RawClient.ParseField).ToList();
@@ -557,15 +564,15 @@ internal sealed class FakeApp : IAsyncDisposable
                 using var body = new MemoryStream();
                 while (body.Length < length)
                 {
-                    if (start == end && !await FillAsync())
+                    if (input.Count == 0 && !await input.FillAsync(_stop.Token))
                     {
                         socket.Dispose();
                         return;
                     }
 
-                    var take = (int)Math.Min(length - body.Length, end - start);
-                    body.Write(buffer, start, take);
-                    start += take;
+                    var take = (int)Math.Min(length - body.Length, input.Count);
+                    body.Write(input.Pending[..take]);
+                    input.Consume(take);
                 }
 
                 var request = new FakeRequest
@@ -592,25 +599,6 @@ internal sealed class FakeApp : IAsyncDisposable
         catch (Exception ex) when (ex is SocketException or ObjectDisposedException or OperationCanceledException)
         {
             socket.Dispose();
-        }
-
-        async Task<bool> FillAsync()
-        {
-            if (start > 0)
-            {
-                Array.Copy(buffer, start, buffer, 0, end - start);
-                end -= start;
-                start = 0;
-            }
-
-            if (end == buffer.Length)
-            {
-                Array.Resize(ref buffer, buffer.Length * 2);
-            }
-
-            var read = await socket.ReceiveAsync(buffer.AsMemory(end), SocketFlags.None, _stop.Token);
-            end += read;
-            return read > 0;
         }
     }
 
