@@ -40,7 +40,9 @@ HAP=$(free_port); NGX=$(free_port); NGXH2=$(free_port)
 "$WORK/app/BenchApp" pod-0 "$APP0" "$APP0H2" & PIDS+=($!)
 "$WORK/app/BenchApp" pod-1 "$APP1" "$APP1H2" & PIDS+=($!)
 
-cat > "$WORK/map.yaml" <<YAML
+# The map file sits in a directory of its own, as a ConfigMap volume would: the sidecar watches its directory.
+mkdir -p "$WORK/map"
+cat > "$WORK/map/map.yaml" <<YAML
 service: bench
 algorithm: maglev
 members:
@@ -52,7 +54,7 @@ YAML
 
 start_sidecar() { # name port admin app
   Sidecar__PodName="$1" Sidecar__ListenAddress=127.0.0.1 Sidecar__AdminListenAddress=127.0.0.1 Sidecar__Port="$2" \
-  Sidecar__AdminPort="$3" Sidecar__AppPort="$4" Sidecar__MapFile="$WORK/map.yaml" \
+  Sidecar__AdminPort="$3" Sidecar__AppPort="$4" Sidecar__MapFile="$WORK/map/map.yaml" \
   Sidecar__ForwardingSecret="bench-secret-0123456789abcdef" Logging__LogLevel__Default=Warning \
   DOTNET_TieredPGO=1 "$WORK/sidecar/Sharding.Sidecar" > "$WORK/$1.log" 2>&1 &
   PIDS+=($!)

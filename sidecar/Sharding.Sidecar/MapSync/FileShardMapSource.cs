@@ -8,6 +8,9 @@ namespace Sharding.Sidecar.MapSync;
 /// Reads the static map file at start and again whenever it changes (a file watcher, plus a poll of its write time as a
 /// backstop: watchers miss events on some volumes, e.g. a ConfigMap's symlink swap). A bad edit keeps the last good map.
 /// </summary>
+/// <remarks>The watcher sees every file of the directory (inotify watches directories), so events for other files are
+/// dropped before they wake the reload loop: a busy log beside the map file would otherwise make it re-read the map
+/// thousands of times a second.</remarks>
 internal sealed partial class FileShardMapSource(
     IOptions<SidecarOptions> options, SidecarMetrics metrics, TimeProvider timeProvider, ILogger<FileShardMapSource> logger) : IShardMapSource
 {
@@ -15,6 +18,10 @@ internal sealed partial class FileShardMapSource(
     internal static readonly TimeSpan PollInterval = TimeSpan.FromSeconds(1);
 
     private string? _lastText;
+    private int _reads;
+
+    /// <summary>How many times the file has been read (tests: unrelated files must not cause reads).</summary>
+    internal int Reads => Volatile.Read(ref _reads);
 
     public async Task RunAsync(ShardMapStore store, CancellationToken cancellationToken)
     {
@@ -53,6 +60,7 @@ internal sealed partial class FileShardMapSource(
     internal bool Load(string path, ShardMapStore store)
     {
         string text;
+        Interlocked.Increment(ref _reads);
         try
         {
             text = File.ReadAllText(path);
@@ -116,9 +124,10 @@ internal sealed partial class FileShardMapSource(
                 NotifyFilter = NotifyFilters.LastWrite | NotifyFilters.FileName | NotifyFilters.Size | NotifyFilters.CreationTime,
                 IncludeSubdirectories = false,
             };
-            FileSystemEventHandler onChange = (_, _) =>
+            var fileName = Path.GetFileName(path);
+            void Signal(string? name, string? oldName = null)
             {
-                if (changed.CurrentCount == 0)
+                if ((IsAbout(name, fileName) || IsAbout(oldName, fileName)) && changed.CurrentCount == 0)
                 {
                     try
                     {
@@ -129,10 +138,11 @@ internal sealed partial class FileShardMapSource(
                         // already signalled
                     }
                 }
-            };
-            watcher.Changed += onChange;
-            watcher.Created += onChange;
-            watcher.Renamed += (s, e) => onChange(s, e);
+            }
+
+            watcher.Changed += (_, e) => Signal(e.Name);
+            watcher.Created += (_, e) => Signal(e.Name);
+            watcher.Renamed += (_, e) => Signal(e.Name, e.OldName);
             watcher.EnableRaisingEvents = true;
             return watcher;
         }
@@ -142,6 +152,13 @@ internal sealed partial class FileShardMapSource(
             return null;
         }
     }
+
+    /// <summary>
+    /// Whether a directory event can change the map file: the file itself, or the kubelet's atomic writer swapping a
+    /// ConfigMap volume's <c>..data</c> symlink (its entries all start with <c>..</c>).
+    /// </summary>
+    internal static bool IsAbout(string? name, string fileName) =>
+        name is not null && (string.Equals(name, fileName, StringComparison.Ordinal) || name.StartsWith("..", StringComparison.Ordinal));
 
     private static partial class Log
     {

@@ -88,4 +88,112 @@ public sealed class FileShardMapSourceTests
 
         Assert.False(source.Load(path, store)); // unchanged text: no new generation
     }
+
+    [Fact]
+    public async Task Run_ReloadsAnEditInPlace()
+    {
+        var path = Path.Combine(Directory.CreateTempSubdirectory("sharding-map-").FullName, "map.yaml");
+        File.WriteAllText(path, Good);
+        await using var run = Start(path);
+        await run.WaitForGeneration(1);
+
+        File.WriteAllText(path, Good.Replace("weight: 2", "weight: 5", StringComparison.Ordinal));
+        await run.WaitForGeneration(2);
+        Assert.Equal(5u, run.Store.Current!.FindMember("docs-1")!.Weight);
+    }
+
+    [Fact]
+    public async Task Run_ReloadsAConfigMapSymlinkSwap()
+    {
+        // The kubelet's atomic writer: map.yaml -> ..data/map.yaml, ..data -> ..<timestamp>; an update writes a new
+        // timestamped directory and renames a fresh ..data_tmp symlink over ..data.
+        var dir = Directory.CreateTempSubdirectory("sharding-cm-").FullName;
+        Directory.CreateDirectory(Path.Combine(dir, "..2026_01"));
+        File.WriteAllText(Path.Combine(dir, "..2026_01", "map.yaml"), Good);
+        File.CreateSymbolicLink(Path.Combine(dir, "..data"), "..2026_01");
+        File.CreateSymbolicLink(Path.Combine(dir, "map.yaml"), Path.Combine("..data", "map.yaml"));
+        await using var run = Start(Path.Combine(dir, "map.yaml"));
+        await run.WaitForGeneration(1);
+
+        Directory.CreateDirectory(Path.Combine(dir, "..2026_02"));
+        File.WriteAllText(Path.Combine(dir, "..2026_02", "map.yaml"), Good.Replace("weight: 2", "weight: 7", StringComparison.Ordinal));
+        File.CreateSymbolicLink(Path.Combine(dir, "..data_tmp"), "..2026_02");
+        Assert.Equal(0, Rename(Path.Combine(dir, "..data_tmp"), Path.Combine(dir, "..data"))); // rename(2), as the kubelet does
+
+        await run.WaitForGeneration(2);
+        Assert.Equal(7u, run.Store.Current!.FindMember("docs-1")!.Weight);
+    }
+
+    [Fact]
+    public async Task Run_OtherFilesInTheDirectory_DoNotMakeItReadTheMapAgain()
+    {
+        var dir = Directory.CreateTempSubdirectory("sharding-map-").FullName;
+        var path = Path.Combine(dir, "map.yaml");
+        File.WriteAllText(path, Good);
+        await using var run = Start(path);
+        await run.WaitForGeneration(1);
+        Assert.Equal(1, run.Source.Reads);
+
+        // A busy neighbour (a log, say): many writes over more than one poll interval.
+        var log = Path.Combine(dir, "requests.log");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var writes = 0;
+        while (clock.Elapsed < FileShardMapSource.PollInterval * 1.5)
+        {
+            File.AppendAllText(log, "a line\n");
+            writes++;
+            await Task.Delay(2);
+        }
+
+        Assert.True(writes > 50, $"only {writes} writes");
+        Assert.Equal(1, run.Source.Reads);
+        Assert.Equal(1, run.Store.Generation);
+    }
+
+    [Theory]
+    [InlineData("map.yaml", true)]
+    [InlineData("..data", true)]
+    [InlineData("..data_tmp", true)]
+    [InlineData("..2026_11_22_05_00_00.123", true)]
+    [InlineData("map.yaml.swp", false)]
+    [InlineData("requests.log", false)]
+    [InlineData(null, false)]
+    public void IsAbout_TheFileOrTheAtomicWritersEntries(string? name, bool expected) =>
+        Assert.Equal(expected, FileShardMapSource.IsAbout(name, "map.yaml"));
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "rename", SetLastError = true, CharSet = System.Runtime.InteropServices.CharSet.Ansi, BestFitMapping = false, ThrowOnUnmappableChar = true)]
+    private static extern int Rename(string from, string to);
+
+    private static Running Start(string path)
+    {
+        var options = Options.Create(new SidecarOptions { PodName = "docs-0", MapFile = path });
+        var store = new ShardMapStore();
+        var services = new ServiceCollection().AddMetrics().BuildServiceProvider();
+        var metrics = new SidecarMetrics(services.GetRequiredService<IMeterFactory>(), store, new OwnerCircuitStates());
+        var source = new FileShardMapSource(options, metrics, TimeProvider.System, NullLogger<FileShardMapSource>.Instance);
+        var stop = new CancellationTokenSource();
+        return new Running(source, store, services, stop, source.RunAsync(store, stop.Token));
+    }
+
+    private sealed record Running(FileShardMapSource Source, ShardMapStore Store, ServiceProvider Services, CancellationTokenSource Stop, Task Loop)
+        : IAsyncDisposable
+    {
+        public async Task WaitForGeneration(long generation)
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            while (Store.Generation < generation)
+            {
+                Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"generation {Store.Generation}, waiting for {generation}");
+                await Task.Delay(20);
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await Stop.CancelAsync();
+            await Loop;
+            Stop.Dispose();
+            await Services.DisposeAsync();
+        }
+    }
 }
