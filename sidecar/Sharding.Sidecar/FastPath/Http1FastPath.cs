@@ -160,7 +160,7 @@ internal sealed partial class Http1FastPath : IDisposable
         }
 
         var extractor = ShardKeyExtractor.For(map.KeyPolicy, state?.Extractor);
-        var created = new MapState(map, extractor, _options.PodName, _proof);
+        var created = new MapState(map, extractor, _options.PodName);
         Volatile.Write(ref _state, created);
         return created;
     }
@@ -168,11 +168,8 @@ internal sealed partial class Http1FastPath : IDisposable
     /// <summary>What the fast path derives once per map.</summary>
     private sealed class MapState
     {
-        private readonly ForwardingProof _proof;
-
-        public MapState(ShardMap map, ShardKeyExtractor extractor, string podName, ForwardingProof proof)
+        public MapState(ShardMap map, ShardKeyExtractor extractor, string podName)
         {
-            _proof = proof;
             Map = map;
             Extractor = extractor;
             Self = map.FindMember(podName);
@@ -189,9 +186,6 @@ internal sealed partial class Http1FastPath : IDisposable
         public ShardKeyExtractor Extractor { get; }
 
         public string GenerationText { get; }
-
-        /// <summary>A first hop's proof for <paramref name="key"/> on this map.</summary>
-        public string Proof(ReadOnlySpan<char> key) => _proof.Create(key, Map.Generation, hop: 1);
 
         /// <summary>This pod in the map (null: not a member, so it owns nothing).</summary>
         public ShardMember? Self { get; }
@@ -476,9 +470,21 @@ internal sealed partial class Http1FastPath : IDisposable
             request.ContentLength = head.ContentLength < 0 ? 0 : head.ContentLength;
             request.IsHead = head.Method.SequenceEqual("HEAD");
             request.Close = (head.Traits & RequestTraits.Close) != 0;
-            request.UpstreamLength = request.IsPeer
-                ? WriteUpstreamHead(head, headers, PeerHeaders(state, key[..keyLength]))
-                : WriteUpstreamHead(head, headers, state.AppHeaders);
+            if (!request.IsPeer)
+            {
+                request.UpstreamLength = WriteUpstreamHead(head, headers, state.AppHeaders);
+                return null;
+            }
+
+            var needed = PeerHeadersLength(state, keyLength);
+            var rented = needed > 1024 ? ArrayPool<byte>.Shared.Rent(needed) : null;
+            var peerHeaders = rented ?? stackalloc byte[1024];
+            request.UpstreamLength = WriteUpstreamHead(head, headers, peerHeaders[..WritePeerHeaders(state, key[..keyLength], peerHeaders)]);
+            if (rented is not null)
+            {
+                ArrayPool<byte>.Shared.Return(rented);
+            }
+
             return null;
         }
 
@@ -503,11 +509,25 @@ internal sealed partial class Http1FastPath : IDisposable
             return _owner._proof.Verify(head.Value(headers[head.ProofIndex]), key[..keyLength], senderGeneration, hop) == ProofResult.Valid;
         }
 
-        /// <summary>The internal headers of a first hop: hop 1, this map's generation, the key and its proof.</summary>
-        private static byte[] PeerHeaders(MapState state, ReadOnlySpan<char> key) =>
-            Encoding.Latin1.GetBytes(string.Concat(
-                "x-sharding-hop: 1\r\nx-sharding-generation: ", state.GenerationText, "\r\nx-sharding-key: ", KeyHeader.Encode(key),
-                "\r\nx-sharding-proof: ", state.Proof(key), "\r\n"));
+        private static int PeerHeadersLength(MapState state, int keyLength) =>
+            PeerHeaderNames.Length + state.GenerationText.Length + KeyHeader.MaxEncodedLength(keyLength) + ForwardingProof.MaxLength + 8;
+
+        private static ReadOnlySpan<byte> PeerHeaderNames =>
+            "x-sharding-hop: 1\r\nx-sharding-generation: \r\nx-sharding-key: \r\nx-sharding-proof: \r\n"u8;
+
+        /// <summary>The internal headers of a first hop: hop 1, this map's generation, the key and its proof (no allocation).</summary>
+        private int WritePeerHeaders(MapState state, ReadOnlySpan<char> key, Span<byte> destination)
+        {
+            var n = 0;
+            Append(destination, ref n, "x-sharding-hop: 1\r\nx-sharding-generation: "u8);
+            n += Encoding.ASCII.GetBytes(state.GenerationText, destination[n..]);
+            Append(destination, ref n, "\r\nx-sharding-key: "u8);
+            n += KeyHeader.Write(key, destination[n..]);
+            Append(destination, ref n, "\r\nx-sharding-proof: "u8);
+            n += _owner._proof.Write(key, state.Map.Generation, hop: 1, destination[n..]);
+            Append(destination, ref n, "\r\n"u8);
+            return n;
+        }
 
         /// <summary>The head for the app or the owner's sidecar: the client's, minus hop-by-hop and internal headers, plus
         /// <c>x-forwarded-*</c> and the sidecar's <paramref name="sidecarHeaders"/>.</summary>

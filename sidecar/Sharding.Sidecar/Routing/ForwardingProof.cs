@@ -26,19 +26,32 @@ internal enum ProofResult
 internal sealed class ForwardingProof(IOptions<SidecarOptions> options, TimeProvider timeProvider)
 {
     private const int MacLength = 32;
+
+    // One keyed HMAC per thread, reset after each use: a one-shot HMACSHA256.HashData sets up the key every call, which
+    // costs more than the hash itself (about 2 us against 0.85 us here), twice per forwarded request.
+    [ThreadStatic]
+    private static (byte[] Secret, IncrementalHash Hmac)? t_hmac;
     private readonly byte[] _secret = Encoding.UTF8.GetBytes(options.Value.ForwardingSecret);
     private readonly long _windowSeconds = (long)Math.Ceiling(options.Value.ProofWindow.TotalSeconds);
 
+    /// <summary>The longest proof text: 20 digits of seconds, a dot and 43 base64url characters.</summary>
+    public const int MaxLength = 20 + 1 + 43;
+
     public string Create(ReadOnlySpan<char> key, long generation, int hop)
+    {
+        Span<byte> text = stackalloc byte[MaxLength];
+        return Encoding.ASCII.GetString(text[..Write(key, generation, hop, text)]);
+    }
+
+    /// <summary>Writes the proof's ASCII text (at most <see cref="MaxLength"/> bytes); returns its length.</summary>
+    public int Write(ReadOnlySpan<char> key, long generation, int hop, Span<byte> destination)
     {
         var seconds = timeProvider.GetUtcNow().ToUnixTimeSeconds();
         Span<byte> mac = stackalloc byte[MacLength];
         Compute(key, generation, hop, seconds, mac);
-        Span<char> text = stackalloc char[20 + 1 + 44];
-        seconds.TryFormat(text, out var written, default, CultureInfo.InvariantCulture);
-        text[written++] = '.';
-        written += Base64Url.EncodeToChars(mac, text[written..]);
-        return new string(text[..written]);
+        seconds.TryFormat(destination, out var written, default, CultureInfo.InvariantCulture);
+        destination[written++] = (byte)'.';
+        return written + Base64Url.EncodeToUtf8(mac, destination[written..]);
     }
 
     public ProofResult Verify(ReadOnlySpan<char> proof, ReadOnlySpan<char> key, long generation, int hop)
@@ -71,6 +84,19 @@ internal sealed class ForwardingProof(IOptions<SidecarOptions> options, TimeProv
         return CryptographicOperations.FixedTimeEquals(expected, given[..MacLength]) ? ProofResult.Valid : ProofResult.Mismatch;
     }
 
+    private IncrementalHash Hmac()
+    {
+        if (t_hmac is { } cached && ReferenceEquals(cached.Secret, _secret))
+        {
+            return cached.Hmac;
+        }
+
+        t_hmac?.Hmac.Dispose();
+        var hmac = IncrementalHash.CreateHMAC(HashAlgorithmName.SHA256, _secret);
+        t_hmac = (_secret, hmac);
+        return hmac;
+    }
+
     private void Compute(ReadOnlySpan<char> key, long generation, int hop, long seconds, Span<byte> mac)
     {
         var max = 64 + Encoding.UTF8.GetMaxByteCount(key.Length);
@@ -91,7 +117,9 @@ internal sealed class ForwardingProof(IOptions<SidecarOptions> options, TimeProv
             n += w;
             data[n++] = (byte)'\n';
             n += Encoding.UTF8.GetBytes(key, data[n..]);
-            HMACSHA256.HashData(_secret, data[..n], mac);
+            var hmac = Hmac();
+            hmac.AppendData(data[..n]);
+            hmac.GetHashAndReset(mac);
         }
         finally
         {
@@ -108,23 +136,33 @@ internal static class KeyHeader
 {
     public static string Encode(ReadOnlySpan<char> key)
     {
-        var safe = key.Length > 0 && key[0] != '~';
-        foreach (var c in key)
-        {
-            if (c is < (char)0x21 or > (char)0x7E)
-            {
-                safe = false;
-                break;
-            }
-        }
-
-        if (safe)
+        if (IsSafe(key))
         {
             return new string(key);
         }
 
         var bytes = Encoding.UTF8.GetBytes(key.ToArray());
         return "~" + Base64Url.EncodeToString(bytes);
+    }
+
+    private static bool IsSafe(ReadOnlySpan<char> key) =>
+        key.Length > 0 && key[0] != '~' && !key.ContainsAnyExceptInRange((char)0x21, (char)0x7E);
+
+    /// <summary>The most bytes <see cref="Write"/> needs for a key of <paramref name="keyLength"/> characters.</summary>
+    public static int MaxEncodedLength(int keyLength) => 1 + Base64Url.GetEncodedLength(keyLength * 3);
+
+    /// <summary>Writes the header value as ASCII bytes; returns its length.</summary>
+    public static int Write(ReadOnlySpan<char> key, Span<byte> destination)
+    {
+        if (IsSafe(key))
+        {
+            return Encoding.ASCII.GetBytes(key, destination);
+        }
+
+        Span<byte> utf8 = stackalloc byte[ShardKeyExtractor.MaxKeyLength * 3];
+        var count = Encoding.UTF8.GetBytes(key, utf8);
+        destination[0] = (byte)'~';
+        return 1 + Base64Url.EncodeToUtf8(utf8[..count], destination[1..]);
     }
 
     public static bool TryDecode(ReadOnlySpan<char> header, Span<char> destination, out int length)
