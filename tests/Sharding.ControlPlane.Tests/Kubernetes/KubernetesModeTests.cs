@@ -1,6 +1,11 @@
 using System.Net;
 using System.Net.Sockets;
+using System.Security.Authentication;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using System.Text;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -119,6 +124,117 @@ public sealed class KubernetesModeTests
             await second.App.DisposeAsync();
             await first.App.DisposeAsync();
         }
+    }
+
+    [Fact]
+    public async Task Webhook_ServesTheRecordedApiServerRequestOverTls_TrustedThroughThePatchedCaBundle()
+    {
+        await using var api = await FakeKubernetesApiServer.StartAsync();
+        api.Create("mutatingwebhookconfigurations", null, new JsonObject
+        {
+            ["apiVersion"] = "admissionregistration.k8s.io/v1",
+            ["kind"] = "MutatingWebhookConfiguration",
+            ["metadata"] = new JsonObject { ["name"] = "sharding-sidecar-injector" },
+            ["webhooks"] = new JsonArray(new JsonObject
+            {
+                ["name"] = "inject.sharding.dev",
+                ["clientConfig"] = new JsonObject
+                {
+                    ["service"] = new JsonObject { ["name"] = "sharding-controlplane", ["namespace"] = "sharding-system", ["path"] = "/mutate", ["port"] = 443 },
+                },
+                ["admissionReviewVersions"] = new JsonArray("v1"),
+                ["sideEffects"] = "None",
+            }),
+        });
+        var webhookPort = FreePort();
+        string[] args =
+        [
+            "--ControlPlane:Mode=kubernetes",
+            "--ControlPlane:HttpUrl=http://127.0.0.1:0",
+            "--ControlPlane:GrpcUrl=http://127.0.0.1:0",
+            "--Sharding:Kubernetes:Election:Namespace=sharding-system",
+            "--Sharding:Kubernetes:Election:Identity=cp-0",
+            "--Sharding:Kubernetes:Election:LeaderUrl=http://127.0.0.1:1",
+            $"--Sharding:Kubernetes:Injection:WebhookPort={webhookPort}",
+            "--Sharding:Kubernetes:Injection:Image=sidecar:test",
+        ];
+        var app = ControlPlaneApp.Build(args, builder =>
+        {
+            builder.Logging.ClearProviders();
+            builder.Services.Replace(ServiceDescriptor.Singleton(api.CreateClient()));
+        });
+        await app.StartAsync();
+        try
+        {
+            // The control plane puts its CA into the configuration's caBundle, which is all the API server trusts.
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            string? bundle = null;
+            while (bundle is null && clock.Elapsed < TimeSpan.FromSeconds(20))
+            {
+                var b64 = (string?)api.Get("mutatingwebhookconfigurations", null, "sharding-sidecar-injector")!["webhooks"]![0]!["clientConfig"]!["caBundle"];
+                bundle = string.IsNullOrEmpty(b64) ? null : Encoding.UTF8.GetString(Convert.FromBase64String(b64));
+                await Task.Delay(bundle is null ? 50 : 0);
+            }
+
+            Assert.NotNull(bundle);
+            using var ca = X509Certificate2.CreateFromPem(bundle);
+            var body = await File.ReadAllBytesAsync(Path.Combine(RepositoryPaths.KubernetesFixtures, "webhook", "received", "01-valid.request.json"));
+
+            // As the API server calls a service reference: https://<service>.<namespace>.svc, name checked, only the bundle trusted.
+            using (var client = WebhookClient(webhookPort, ca))
+            {
+                using var response = await client.PostAsync(
+                    new Uri($"https://sharding-controlplane.sharding-system.svc:{webhookPort}/mutate?timeout=5s"), Json(body));
+                Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+                var review = JsonNode.Parse(await response.Content.ReadAsStringAsync())!;
+                Assert.True((bool)review["response"]!["allowed"]!);
+                var patch = Encoding.UTF8.GetString(Convert.FromBase64String((string)review["response"]!["patch"]!));
+                Assert.Contains("\"sharding-sidecar\"", patch, StringComparison.Ordinal);
+                Assert.Contains("sidecar:test", patch, StringComparison.Ordinal);
+            }
+
+            // A name the certificate does not carry, or a CA other than the bundle's, fails the TLS handshake.
+            using (var client = WebhookClient(webhookPort, ca))
+            {
+                var wrongName = await Assert.ThrowsAsync<HttpRequestException>(() => client.PostAsync(new Uri($"https://webhook.example:{webhookPort}/mutate"), Json(body)));
+                Assert.IsType<AuthenticationException>(wrongName.InnerException);
+            }
+
+            using var otherKey = ECDsa.Create();
+            using var other = new CertificateRequest("CN=other-ca", otherKey, HashAlgorithmName.SHA256)
+                .CreateSelfSigned(DateTimeOffset.UnixEpoch, DateTimeOffset.UnixEpoch.AddYears(100));
+            using (var client = WebhookClient(webhookPort, other))
+            {
+                var untrusted = await Assert.ThrowsAsync<HttpRequestException>(
+                    () => client.PostAsync(new Uri($"https://sharding-controlplane.sharding-system.svc:{webhookPort}/mutate"), Json(body)));
+                Assert.IsType<AuthenticationException>(untrusted.InnerException);
+            }
+        }
+        finally
+        {
+            await app.StopAsync();
+            await app.DisposeAsync();
+        }
+
+        static ByteArrayContent Json(byte[] body) => new(body) { Headers = { ContentType = new("application/json") } };
+    }
+
+    /// <summary>An HTTPS client that reaches any host name at 127.0.0.1:<paramref name="port"/> and trusts only <paramref name="ca"/>.</summary>
+    private static HttpClient WebhookClient(int port, X509Certificate2 ca)
+    {
+        var policy = new X509ChainPolicy { TrustMode = X509ChainTrustMode.CustomRootTrust, RevocationMode = X509RevocationMode.NoCheck };
+        policy.CustomTrustStore.Add(ca);
+        var handler = new SocketsHttpHandler
+        {
+            SslOptions = { CertificateChainPolicy = policy },
+            ConnectCallback = async (_, token) =>
+            {
+                var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+                await socket.ConnectAsync(IPAddress.Loopback, port, token);
+                return new NetworkStream(socket, ownsSocket: true);
+            },
+        };
+        return new HttpClient(handler) { Timeout = TimeSpan.FromSeconds(20) };
     }
 
     private static async Task<(WebApplication App, Uri Http)> StartReplicaAsync(FakeKubernetesApiServer api, string identity)
