@@ -1,5 +1,6 @@
 using System.Buffers;
 using Sharding.Keys;
+using Sharding.Sidecar.Forwarding;
 
 namespace Sharding.Sidecar.FastPath;
 
@@ -399,28 +400,4 @@ internal static class HttpToken
     public static bool IsToken(ReadOnlySpan<char> value) => value.IndexOfAnyExcept(Chars) < 0;
 
     public static bool IsToken(ReadOnlySpan<byte> value) => value.IndexOfAnyExcept(Bytes) < 0;
-}
-
-/// <summary>Comma-separated header tokens (RFC 9110 §5.6.1).</summary>
-internal static class HeaderTokens
-{
-    public static bool Contains(ReadOnlySpan<char> value, ReadOnlySpan<char> token)
-    {
-        // Bounded by the value: each turn consumes one item.
-        var rest = value;
-        while (!rest.IsEmpty)
-        {
-            var comma = rest.IndexOf(',');
-            var item = (comma < 0 ? rest : rest[..comma]).Trim(" \t");
-            var semicolon = item.IndexOf(';');
-            if ((semicolon < 0 ? item : item[..semicolon].TrimEnd(" \t")).Equals(token, StringComparison.OrdinalIgnoreCase))
-            {
-                return true;
-            }
-
-            rest = comma < 0 ? [] : rest[(comma + 1)..];
-        }
-
-        return false;
-    }
 }

@@ -1,4 +1,5 @@
 using System.Text;
+using Sharding.Sidecar.Forwarding;
 
 namespace Sharding.Sidecar.FastPath;
 

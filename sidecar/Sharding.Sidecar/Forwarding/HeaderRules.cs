@@ -149,18 +149,34 @@ internal static class HeaderRules
     {
         foreach (var value in values)
         {
-            var rest = value.AsSpan();
-            while (!rest.IsEmpty)
+            if (HeaderTokens.Contains(value, token))
             {
-                var comma = rest.IndexOf(',');
-                var item = (comma < 0 ? rest : rest[..comma]).Trim();
-                if (item.Equals(token, StringComparison.OrdinalIgnoreCase))
-                {
-                    return true;
-                }
-
-                rest = comma < 0 ? [] : rest[(comma + 1)..];
+                return true;
             }
+        }
+
+        return false;
+    }
+}
+
+/// <summary>Comma-separated header tokens (RFC 9110 §5.6.1); an item's <c>;parameters</c> are ignored. Both paths use it.</summary>
+internal static class HeaderTokens
+{
+    public static bool Contains(ReadOnlySpan<char> value, ReadOnlySpan<char> token)
+    {
+        // Bounded by the value: each turn consumes one item.
+        var rest = value;
+        while (!rest.IsEmpty)
+        {
+            var comma = rest.IndexOf(',');
+            var item = (comma < 0 ? rest : rest[..comma]).Trim(" \t");
+            var semicolon = item.IndexOf(';');
+            if ((semicolon < 0 ? item : item[..semicolon].TrimEnd(" \t")).Equals(token, StringComparison.OrdinalIgnoreCase))
+            {
+                return true;
+            }
+
+            rest = comma < 0 ? [] : rest[(comma + 1)..];
         }
 
         return false;
