@@ -61,6 +61,11 @@ SERVICE = [
         (f'histogram_quantile(0.99, sum by (le) (rate(sharding_sidecar_drain_duration_seconds_bucket{{{SVC}}}[30m])))', "p99")]),
     ("Version-skew waits", "short", [
         (f'sum by (result) (increase(sharding_sidecar_skew_waits_total{{{SVC}}}[30m])) or vector(0)', "{{result}}")]),
+    ("Sidecar CPU per pod (cores busy) and share of time in GC pauses", "short", [
+        (f'sum by (pod) (rate(dotnet_process_cpu_time_seconds_total{{job="sharding-sidecars",{SVC}}}[{RATE}]))', "{{pod}} cores"),
+        (f'sum by (pod) (rate(dotnet_gc_pause_time_seconds_total{{job="sharding-sidecars",{SVC}}}[{RATE}]))', "{{pod}} GC pause share")]),
+    ("Sidecar memory (working set) per pod", "bytes", [
+        (f'max by (pod) (dotnet_process_memory_working_set_bytes{{job="sharding-sidecars",{SVC}}})', "{{pod}}")]),
     ("Updates sent by the control plane (bytes, by kind)", "Bps", [
         (f'sum by (kind) (rate(sharding_controlplane_updates_sent_size_bytes_total[{RATE}]))', "{{kind}}")]),
 ]

@@ -89,7 +89,7 @@ internal static class ControlPlaneApp
         services.AddSingleton<ControlPlaneEndpoints>();
         services.AddSingleton<ShardMapRegistry>();
         services.AddSingleton<ControlPlaneMetrics>();
-        services.AddSingleton(_ => new PrometheusExporter(meterNamePrefix: "Sharding"));
+        services.AddSingleton(_ => new PrometheusExporter(meterNamePrefix: "Sharding", includeRuntime: true));
         services.AddSingleton<WatchHandler>();
         services.AddSingleton<ILeaderElector, FileLockLeaderElector>();
         services.AddSingleton<IMembershipSource, FileMembershipSource>();

@@ -10,7 +10,8 @@ namespace Sharding.Metrics;
 /// </summary>
 /// <remarks>
 /// <para>Naming: the instrument name with <c>.</c> and <c>-</c> turned into <c>_</c>, then the unit as a base-unit suffix
-/// (<c>s</c> → <c>_seconds</c>, <c>By</c> → <c>_bytes</c>) unless already there, then <c>_total</c> for counters. So
+/// (<c>s</c> → <c>_seconds</c>, <c>By</c> → <c>_bytes</c>) unless already there, then <c>_total</c> for counters (and
+/// <c>_value</c> for a gauge that would end in a histogram's <c>_count</c>, <c>_sum</c> or <c>_bucket</c>). So
 /// <c>sharding.sidecar.requests</c> (Counter) is <c>sharding_sidecar_requests_total</c> and
 /// <c>sharding.sidecar.forward.duration</c> (Histogram, unit s) is <c>sharding_sidecar_forward_duration_seconds</c>.</para>
 /// <para>Types: Counter and ObservableCounter → counter; UpDownCounter, ObservableUpDownCounter, Gauge and ObservableGauge →
@@ -28,7 +29,11 @@ public sealed class PrometheusExporter : IDisposable
 
     private static readonly double[] DefaultBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
+    /// <summary>The runtime's own meter (.NET 9+): process CPU time and memory, GC, JIT, thread pool, exceptions.</summary>
+    public const string RuntimeMeterName = "System.Runtime";
+
     private readonly string _meterNamePrefix;
+    private readonly bool _includeRuntime;
     private readonly MeterListener _listener;
     private readonly object _instrumentsGate = new();
     private readonly object _collectGate = new();
@@ -37,9 +42,12 @@ public sealed class PrometheusExporter : IDisposable
 
     /// <summary>Starts listening to every meter whose name starts with <paramref name="meterNamePrefix"/>.</summary>
     /// <param name="meterNamePrefix">E.g. <c>Sharding</c> for <c>Sharding.Sidecar</c> and <c>Sharding.ControlPlane</c>.</param>
-    public PrometheusExporter(string meterNamePrefix = "Sharding")
+    /// <param name="includeRuntime">Also export the <see cref="RuntimeMeterName"/> meter, e.g.
+    /// <c>dotnet_process_cpu_time_seconds_total{cpu_mode="user"}</c> and <c>dotnet_gc_collections_total{gc_heap_generation="gen0"}</c>.</param>
+    public PrometheusExporter(string meterNamePrefix = "Sharding", bool includeRuntime = false)
     {
         _meterNamePrefix = meterNamePrefix;
+        _includeRuntime = includeRuntime;
         _listener = new MeterListener
         {
             InstrumentPublished = OnInstrumentPublished,
@@ -158,13 +166,19 @@ public sealed class PrometheusExporter : IDisposable
         {
             name.Append("_total");
         }
+        else if (!isCounter && (name.ToString().EndsWith("_count", StringComparison.Ordinal) || name.ToString().EndsWith("_sum", StringComparison.Ordinal)
+            || name.ToString().EndsWith("_bucket", StringComparison.Ordinal)))
+        {
+            name.Append("_value"); // those suffixes belong to histogram series (e.g. the runtime's dotnet.timer.count gauge)
+        }
 
         return name.ToString();
     }
 
     private void OnInstrumentPublished(Instrument instrument, MeterListener listener)
     {
-        if (!instrument.Meter.Name.StartsWith(_meterNamePrefix, StringComparison.Ordinal))
+        if (!instrument.Meter.Name.StartsWith(_meterNamePrefix, StringComparison.Ordinal)
+            && !(_includeRuntime && string.Equals(instrument.Meter.Name, RuntimeMeterName, StringComparison.Ordinal)))
         {
             return;
         }

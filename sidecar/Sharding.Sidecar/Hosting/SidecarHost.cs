@@ -133,7 +133,7 @@ internal static class SidecarHost
         services.AddSingleton<ShardRouter>();
         services.AddSingleton<OwnershipApi>();
         services.AddSingleton<AdminEndpoints>();
-        services.AddSingleton(static _ => new PrometheusExporter(meterNamePrefix: "Sharding"));
+        services.AddSingleton(static _ => new PrometheusExporter(meterNamePrefix: "Sharding", includeRuntime: true));
         services.TryAddSingleton<IShardMapSource>(static sp => sp.GetRequiredService<IOptions<SidecarOptions>>().Value.ControlPlaneUrls.Length > 0
             ? ActivatorUtilities.CreateInstance<ControlPlaneMapSource>(sp)
             : ActivatorUtilities.CreateInstance<FileShardMapSource>(sp));

@@ -53,6 +53,22 @@ public sealed class PrometheusExporterTests
     }
 
     [Fact]
+    public void Collect_WithRuntime_ExportsProcessAndGcMetrics_WithoutIt_DoesNot()
+    {
+        using var withRuntime = new PrometheusExporter("Sharding.Test.Runtime", includeRuntime: true);
+        using var without = new PrometheusExporter("Sharding.Test.Runtime");
+        GC.Collect(0);
+
+        var text = withRuntime.Collect();
+        Assert.Contains("# TYPE dotnet_process_cpu_time_seconds_total counter\n", text, StringComparison.Ordinal);
+        Assert.Contains("dotnet_process_cpu_time_seconds_total{cpu_mode=\"user\"} ", text, StringComparison.Ordinal);
+        Assert.Contains("dotnet_gc_collections_total{gc_heap_generation=\"gen0\"} ", text, StringComparison.Ordinal);
+        Assert.Contains("# TYPE dotnet_process_memory_working_set_bytes gauge\n", text, StringComparison.Ordinal);
+        Assert.Contains("dotnet_gc_heap_total_allocated_bytes_total ", text, StringComparison.Ordinal);
+        Assert.DoesNotContain("dotnet_", without.Collect(), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Collect_LabelValues_AreEscaped()
     {
         using var exporter = new PrometheusExporter("Sharding.Test.Escape");
@@ -88,13 +104,15 @@ public sealed class PrometheusExporterTests
     [InlineData("sharding.sidecar.bytes", "By", true, "sharding_sidecar_bytes_total")]
     [InlineData("sharding.controlplane.leader", null, false, "sharding_controlplane_leader")]
     [InlineData("sharding.x.duration_seconds", "s", false, "sharding_x_duration_seconds")]
+    [InlineData("dotnet.timer.count", "{timer}", false, "dotnet_timer_count_value")]
+    [InlineData("dotnet.thread_pool.thread.count", "{thread}", true, "dotnet_thread_pool_thread_count_total")]
     public void PrometheusName_FollowsConventions(string instrument, string? unit, bool counter, string expected) =>
         Assert.Equal(expected, PrometheusExporter.PrometheusName(instrument, unit, counter));
 
     [RequiresToolFact("promtool", "prometheus")]
     public async Task Collect_PassesPromtoolCheckMetrics()
     {
-        using var exporter = new PrometheusExporter("Sharding.Test.Promtool");
+        using var exporter = new PrometheusExporter("Sharding.Test.Promtool", includeRuntime: true);
         using var meter = new Meter("Sharding.Test.Promtool");
         meter.CreateCounter<long>("sharding.test.requests", "{request}", "Requests by outcome.").Add(1, new KeyValuePair<string, object?>("outcome", "local"));
         meter.CreateHistogram<double>("sharding.test.duration", "s", "Latency.").Record(0.2);
