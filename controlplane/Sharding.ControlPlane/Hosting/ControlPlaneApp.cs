@@ -16,7 +16,9 @@ internal static class ControlPlaneApp
 {
     public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
     {
-        var builder = WebApplication.CreateSlimBuilder(args);
+        // No appsettings watcher: it watches the whole working directory, and a busy file there (a log) would cost CPU on
+        // every write. Configuration comes from the environment and arguments; a restart applies a new file.
+        var builder = WebApplication.CreateSlimBuilder([.. args, "--hostBuilder:reloadConfigOnChange=false"]);
         builder.Services.AddControlPlane(builder.Configuration);
         var kubernetes = KubernetesServiceCollectionExtensions.IsKubernetesMode(builder.Configuration);
         if (kubernetes)

@@ -31,7 +31,9 @@ internal static class SidecarHost
 
     public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
     {
-        var builder = WebApplication.CreateSlimBuilder(args);
+        // No appsettings watcher: it watches the whole working directory, and a busy file there (a log) would cost CPU on
+        // every write. Configuration comes from the environment and arguments; a restart applies a new file.
+        var builder = WebApplication.CreateSlimBuilder([.. args, "--hostBuilder:reloadConfigOnChange=false"]);
         configure?.Invoke(builder);
 
         // ASP.NET Core's hosting diagnostics start an Activity and a logging scope for every request whenever its category
