@@ -52,11 +52,13 @@ keys:
   rules: [ "header:x-shard-key" ]
 YAML
 
+# The sidecar image's environment (sidecar/Dockerfile sets the same gen0 budget).
+SIDECAR_GEN0SIZE="$(sed -n 's/^ENV DOTNET_GCgen0size=//p' "$ROOT/sidecar/Dockerfile")"
 start_sidecar() { # name port admin app
   Sidecar__PodName="$1" Sidecar__ListenAddress=127.0.0.1 Sidecar__AdminListenAddress=127.0.0.1 Sidecar__Port="$2" \
   Sidecar__AdminPort="$3" Sidecar__AppPort="$4" Sidecar__MapFile="$WORK/map/map.yaml" \
   Sidecar__ForwardingSecret="bench-secret-0123456789abcdef" Logging__LogLevel__Default=Warning \
-  DOTNET_TieredPGO=1 "$WORK/sidecar/Sharding.Sidecar" > "$WORK/$1.log" 2>&1 &
+  DOTNET_TieredPGO=1 DOTNET_GCgen0size="$SIDECAR_GEN0SIZE" "$WORK/sidecar/Sharding.Sidecar" > "$WORK/$1.log" 2>&1 &
   PIDS+=($!)
 }
 start_sidecar pod-0 "$SC0" "$ADM0" "$APP0"
