@@ -54,18 +54,19 @@ internal sealed partial class Http1FastPath : IDisposable
     private readonly ILogger<Http1FastPath> _logger;
     private readonly UpstreamConnectionPool _appPool;
     private readonly ForwardingProof _proof;
+    private readonly MapViews _views;
     private readonly OwnerCircuitStates _circuits;
 
     // Keep-alive connections to other sidecars, by address (null: not an IP endpoint, the full path resolves it).
     private readonly ConcurrentDictionary<string, UpstreamConnectionPool?> _peers = new(StringComparer.Ordinal);
     private KestrelServerLimits _limits = new();
     private readonly byte[] _retryAfter;
-    private MapState? _state;
 
     public Http1FastPath(
-        ShardMapStore store, StreamRegistry streams, SidecarMetrics metrics, ForwardingProof proof, OwnerCircuitStates circuits,
+        ShardMapStore store, MapViews views, StreamRegistry streams, SidecarMetrics metrics, ForwardingProof proof, OwnerCircuitStates circuits,
         IOptions<SidecarOptions> options, TimeProvider time, ILogger<Http1FastPath> logger)
     {
+        _views = views;
         _proof = proof;
         _circuits = circuits;
         _store = store;
@@ -146,63 +147,12 @@ internal sealed partial class Http1FastPath : IDisposable
         }
     }
 
-    private MapState? StateFor(ShardMap? map)
-    {
-        if (map is null || map.IsEmpty)
-        {
-            return null;
-        }
-
-        var state = Volatile.Read(ref _state);
-        if (state is not null && ReferenceEquals(state.Map, map))
-        {
-            return state;
-        }
-
-        var extractor = ShardKeyExtractor.For(map.KeyPolicy, state?.Extractor);
-        var created = new MapState(map, extractor, _options.PodName);
-        Volatile.Write(ref _state, created);
-        return created;
-    }
-
-    /// <summary>What the fast path derives once per map.</summary>
-    private sealed class MapState
-    {
-        public MapState(ShardMap map, ShardKeyExtractor extractor, string podName)
-        {
-            Map = map;
-            Extractor = extractor;
-            Self = map.FindMember(podName);
-            var generation = map.Generation.ToString(CultureInfo.InvariantCulture);
-            GenerationText = generation;
-            AppHeaders = Encoding.Latin1.GetBytes($"x-sharding-generation: {generation}\r\nx-sharding-owner: {podName}\r\n");
-            ResponseHeaders = Encoding.Latin1.GetBytes($"x-sharding-owner: {podName}\r\nx-sharding-generation: {generation}\r\n");
-            NoKeyServedHere = map.KeyPolicy.NoKey == NoKeyAction.ServeLocally
-                || (map.KeyPolicy.NoKey == NoKeyAction.FixedMember && string.Equals(map.KeyPolicy.FallbackMember, podName, StringComparison.Ordinal));
-        }
-
-        public ShardMap Map { get; }
-
-        public ShardKeyExtractor Extractor { get; }
-
-        public string GenerationText { get; }
-
-        /// <summary>This pod in the map (null: not a member, so it owns nothing).</summary>
-        public ShardMember? Self { get; }
-
-        /// <summary><c>x-sharding-generation</c> and <c>x-sharding-owner</c> for the app (what the sidecar decided).</summary>
-        public byte[] AppHeaders { get; }
-
-        /// <summary><c>x-sharding-owner</c> and <c>x-sharding-generation</c> for the client.</summary>
-        public byte[] ResponseHeaders { get; }
-
-        public bool NoKeyServedHere { get; }
-    }
+    private MapView? StateFor(ShardMap? map) => map is null || map.IsEmpty ? null : _views.For(map);
 
     /// <summary>A request that qualified, as far as the async part needs it (the parsed head is a ref struct).</summary>
     private struct Accepted
     {
-        public MapState State;
+        public MapView State;
         public ShardMember Owner;
         public bool IsPeer;
         public UpstreamConnectionPool Pool;
@@ -490,7 +440,7 @@ internal sealed partial class Http1FastPath : IDisposable
 
         /// <summary>Checks a forward from another sidecar the way the full path does (ShardRouter.DecideForwarded).</summary>
         private bool TryVerifyForward(
-            in RequestHead head, ReadOnlySpan<HeaderLine> headers, MapState state, Span<char> key, out int keyLength, out int hop, out long senderGeneration)
+            in RequestHead head, ReadOnlySpan<HeaderLine> headers, MapView state, Span<char> key, out int keyLength, out int hop, out long senderGeneration)
         {
             keyLength = 0;
             senderGeneration = -1;
@@ -509,14 +459,14 @@ internal sealed partial class Http1FastPath : IDisposable
             return _owner._proof.Verify(head.Value(headers[head.ProofIndex]), key[..keyLength], senderGeneration, hop) == ProofResult.Valid;
         }
 
-        private static int PeerHeadersLength(MapState state, int keyLength) =>
+        private static int PeerHeadersLength(MapView state, int keyLength) =>
             PeerHeaderNames.Length + state.GenerationText.Length + KeyHeader.MaxEncodedLength(keyLength) + ForwardingProof.MaxLength + 8;
 
         private static ReadOnlySpan<byte> PeerHeaderNames =>
             "x-sharding-hop: 1\r\nx-sharding-generation: \r\nx-sharding-key: \r\nx-sharding-proof: \r\n"u8;
 
         /// <summary>The internal headers of a first hop: hop 1, this map's generation, the key and its proof (no allocation).</summary>
-        private int WritePeerHeaders(MapState state, ReadOnlySpan<char> key, Span<byte> destination)
+        private int WritePeerHeaders(MapView state, ReadOnlySpan<char> key, Span<byte> destination)
         {
             var n = 0;
             Append(destination, ref n, "x-sharding-hop: 1\r\nx-sharding-generation: "u8);

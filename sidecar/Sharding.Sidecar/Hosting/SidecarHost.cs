@@ -115,6 +115,7 @@ internal static class SidecarHost
         services.AddMetrics();
         services.AddSingleton<SidecarEndpoints>();
         services.AddSingleton<ShardMapStore>();
+        services.AddSingleton<MapViews>();
         services.AddSingleton<SidecarMetrics>();
         services.AddSingleton<OwnerCircuitStates>();
         services.AddSingleton<OwnerResilience>();

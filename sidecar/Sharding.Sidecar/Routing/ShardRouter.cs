@@ -37,12 +37,13 @@ internal sealed partial class ShardRouter
     private readonly StreamRegistry _streams;
     private readonly string _retryAfter;
     private readonly string _appBase;
-    private MapState? _state;
+    private readonly MapViews _views;
 
     public ShardRouter(
-        ShardMapStore store, HttpForwarder forwarder, ForwardingProof proof, SidecarMetrics metrics, IOptions<SidecarOptions> options,
+        ShardMapStore store, MapViews views, HttpForwarder forwarder, ForwardingProof proof, SidecarMetrics metrics, IOptions<SidecarOptions> options,
         StreamRegistry streams, ILogger<ShardRouter> logger)
     {
+        _views = views;
         _streams = streams;
         _store = store;
         _forwarder = forwarder;
@@ -71,7 +72,7 @@ internal sealed partial class ShardRouter
             map = await WaitForSkewAsync(context, map, sent).ConfigureAwait(false);
         }
 
-        var state = StateFor(map);
+        var state = _views.For(map);
         context.Response.Headers[HeaderRules.Generation] = state.GenerationText;
 
         // 2-6. Decide.
@@ -186,7 +187,7 @@ internal sealed partial class ShardRouter
         await WriteErrorAsync(context, status, outcome, message, retryAfter, owner.Name).ConfigureAwait(false);
     }
 
-    private Decision Decide(HttpContext context, MapState state)
+    private Decision Decide(HttpContext context, MapView state)
     {
         Span<char> key = stackalloc char[ShardKeyExtractor.MaxKeyLength];
         var headers = context.Request.Headers;
@@ -212,7 +213,7 @@ internal sealed partial class ShardRouter
         context.Request.ContentLength is long length ? length > 0
         : context.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? false;
 
-    private Decision DecideForwarded(HttpContext context, MapState state, Span<char> key)
+    private Decision DecideForwarded(HttpContext context, MapView state, Span<char> key)
     {
         // A request from another sidecar: nothing in it is trusted until its proof verifies.
         var headers = context.Request.Headers;
@@ -244,7 +245,7 @@ internal sealed partial class ShardRouter
         if (length == 0)
         {
             // The sender applied its no-key fallback and picked us: serve it.
-            return new Decision(DecisionKind.Local, state.Self, Hop: hop, SenderGeneration: senderGeneration);
+            return new Decision(DecisionKind.Local, state.LocalMember, Hop: hop, SenderGeneration: senderGeneration);
         }
 
         return Route(state, key[..length], hasKey: true, hop, senderGeneration);
@@ -256,7 +257,7 @@ internal sealed partial class ShardRouter
         return Error(StatusCodes.Status403Forbidden, SidecarMetricNames.OutcomeRejected, $"forwarded request rejected: {reason}");
     }
 
-    private async ValueTask<(Decision Decision, byte[]? Prefix, int Length)> DecideFromBodyAsync(HttpContext context, MapState state)
+    private async ValueTask<(Decision Decision, byte[]? Prefix, int Length)> DecideFromBodyAsync(HttpContext context, MapView state)
     {
         var limit = state.Map.KeyPolicy.MaxBodyBytes;
         var request = context.Request;
@@ -326,13 +327,13 @@ internal sealed partial class ShardRouter
         }
     }
 
-    private Decision NoKey(MapState state, int hop, long senderGeneration)
+    private Decision NoKey(MapView state, int hop, long senderGeneration)
     {
         var policy = state.Map.KeyPolicy;
         switch (policy.NoKey)
         {
             case NoKeyAction.ServeLocally:
-                return new Decision(DecisionKind.Local, state.Self, Hop: hop, SenderGeneration: senderGeneration);
+                return new Decision(DecisionKind.Local, state.LocalMember, Hop: hop, SenderGeneration: senderGeneration);
             case NoKeyAction.FixedMember when policy.FallbackMember is { } name && state.Map.FindMember(name) is { } member:
                 return member.Name == _options.PodName
                     ? new Decision(DecisionKind.Local, member, Hop: hop, SenderGeneration: senderGeneration)
@@ -343,7 +344,7 @@ internal sealed partial class ShardRouter
         }
     }
 
-    private Decision Route(MapState state, ReadOnlySpan<char> key, bool hasKey, int hop, long senderGeneration)
+    private Decision Route(MapView state, ReadOnlySpan<char> key, bool hasKey, int hop, long senderGeneration)
     {
         var hash = XxHash64.HashUtf8(key);
         var owner = state.Map.OwnerOf(hash);
@@ -360,7 +361,7 @@ internal sealed partial class ShardRouter
         return Peer(state, owner, key, hasKey, hash, hop, senderGeneration);
     }
 
-    private Decision Peer(MapState state, ShardMember owner, ReadOnlySpan<char> key, bool hasKey, ulong hash, int hop, long senderGeneration)
+    private Decision Peer(MapView state, ShardMember owner, ReadOnlySpan<char> key, bool hasKey, ulong hash, int hop, long senderGeneration)
     {
         if (hop >= MaxHops)
         {
@@ -406,20 +407,6 @@ internal sealed partial class ShardRouter
         await response.WriteAsync(string.Concat(message, "\n"), context.RequestAborted).ConfigureAwait(false);
     }
 
-    private MapState StateFor(ShardMap map)
-    {
-        var state = Volatile.Read(ref _state);
-        if (state is not null && ReferenceEquals(state.Map, map))
-        {
-            return state;
-        }
-
-        var extractor = ShardKeyExtractor.For(map.KeyPolicy, state?.Extractor);
-        var created = new MapState(map, extractor, _options.PodName);
-        Volatile.Write(ref _state, created);
-        return created;
-    }
-
     private enum DecisionKind
     {
         Local,
@@ -447,21 +434,6 @@ internal sealed partial class ShardRouter
     }
 
     /// <summary>What the router derives once per map: the compiled key rules, the generation text, peer addresses.</summary>
-    private sealed class MapState(ShardMap map, ShardKeyExtractor extractor, string podName)
-    {
-        private readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> _peerBase = new(StringComparer.Ordinal);
-
-        public ShardMap Map { get; } = map;
-
-        public ShardKeyExtractor Extractor { get; } = extractor;
-
-        public string GenerationText { get; } = map.Generation.ToString(CultureInfo.InvariantCulture);
-
-        public ShardMember Self { get; } = map.FindMember(podName) ?? new ShardMember(podName, "127.0.0.1", 0);
-
-        public string PeerBase(ShardMember owner) => _peerBase.GetOrAdd(owner.Address, static address => "http://" + address);
-    }
-
     private static partial class Log
     {
         [LoggerMessage(EventId = 500, EventName = "ProofRejected", Level = LogLevel.Warning,
