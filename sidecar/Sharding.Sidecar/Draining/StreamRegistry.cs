@@ -2,6 +2,7 @@ using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Options;
 using Sharding.Mapping;
+using Sharding.Sidecar.Forwarding;
 using Sharding.Sidecar.Hosting;
 using Sharding.Sidecar.Routing;
 
@@ -152,6 +153,11 @@ internal sealed partial class StreamRegistry : IHostedLifecycleService, IDisposa
 
         if (context.Features.Get<IHttpUpgradeFeature>()?.IsUpgradableRequest == true
             && request.Headers.Upgrade.ToString().Contains("websocket", StringComparison.OrdinalIgnoreCase))
+        {
+            return StreamKind.WebSocket;
+        }
+
+        if (Http2WebSocket.Of(context) is { } connect && Http2WebSocket.IsWebSocket(connect))
         {
             return StreamKind.WebSocket;
         }

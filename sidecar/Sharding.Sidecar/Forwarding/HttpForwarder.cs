@@ -37,7 +37,8 @@ internal readonly record struct ForwardResult(ForwarderError Error, TimeSpan Ret
 /// (5) on failure before the response started, return the error (the caller answers 502/503/504); (6) copy status and
 /// headers, (7) stream the body, flushing each write for unknown-length responses (SSE, gRPC), (8) copy trailers;
 /// (9) a failure after the response started resets the HTTP/2 stream or aborts the connection, so a cut body never looks whole.
-/// HTTP/1.1 upgrades (WebSocket) switch to two raw copies after the upstream's 101.
+/// HTTP/1.1 upgrades (WebSocket) switch to two raw copies after the upstream's 101. A WebSocket over HTTP/2 (RFC 8441
+/// extended CONNECT) goes upstream as an HTTP/1.1 upgrade, as YARP does: the app and the peers need only RFC 6455.
 /// </remarks>
 internal sealed partial class HttpForwarder : IDisposable
 {
@@ -140,7 +141,8 @@ internal sealed partial class HttpForwarder : IDisposable
     public async ValueTask<ForwardResult> ForwardAsync(HttpContext context, ForwardTarget target, ShardRequestContext? stream = null)
     {
         var upgradeFeature = context.Features.Get<IHttpUpgradeFeature>();
-        var isUpgrade = upgradeFeature?.IsUpgradableRequest == true;
+        var extendedConnect = Http2WebSocket.Of(context);
+        var isUpgrade = extendedConnect is not null || upgradeFeature?.IsUpgradableRequest == true;
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
         var headersTimeout = _options.ResponseHeadersTimeout;
         if (headersTimeout > TimeSpan.Zero)
@@ -153,7 +155,8 @@ internal sealed partial class HttpForwarder : IDisposable
 
         // 1. The upstream request.
         var request = context.Request;
-        using var message = new HttpRequestMessage(HttpMethod.Parse(request.Method), new Uri(string.Concat(target.BaseAddress, RawTarget(context))));
+        using var message = new HttpRequestMessage(
+            extendedConnect is null ? HttpMethod.Parse(request.Method) : HttpMethod.Get, new Uri(string.Concat(target.BaseAddress, RawTarget(context))));
         message.Version = target.IsPeer ? (isUpgrade ? Http11 : Http2) : AppVersion(request, isUpgrade);
         message.VersionPolicy = HttpVersionPolicy.RequestVersionExact;
 
@@ -171,6 +174,8 @@ internal sealed partial class HttpForwarder : IDisposable
         {
             message.Headers.TryAddWithoutValidation("host", request.Headers.Host[0]);
         }
+
+        var webSocketKey = extendedConnect is null ? null : Http2WebSocket.AddUpgradeHeaders(message);
 
         AddForwardedHeaders(context, message);
         if (target.Internal is { } internalHeaders)
@@ -229,7 +234,12 @@ internal sealed partial class HttpForwarder : IDisposable
 
                 if (isUpgrade && response.StatusCode == HttpStatusCode.SwitchingProtocols)
                 {
-                    return await UpgradeAsync(context, upgradeFeature!, response, target, activity, cts, stream).ConfigureAwait(false);
+                    if (webSocketKey is not null && !Http2WebSocket.IsAccepted(response, webSocketKey))
+                    {
+                        return Fail(context, target, ForwarderError.Upgrade, new HttpRequestException("the upstream's 101 did not accept the WebSocket key"));
+                    }
+
+                    return await UpgradeAsync(context, upgradeFeature, extendedConnect, response, target, activity, cts, stream).ConfigureAwait(false);
                 }
 
                 return await CopyResponseAsync(context, response, target, activity, stream, cts.Token).ConfigureAwait(false);
@@ -387,16 +397,24 @@ internal sealed partial class HttpForwarder : IDisposable
     }
 
     private async ValueTask<ForwardResult> UpgradeAsync(
-        HttpContext context, IHttpUpgradeFeature upgradeFeature, HttpResponseMessage response, ForwardTarget target,
-        ActivityTimeout? activity, CancellationTokenSource cts, ShardRequestContext? stream)
+        HttpContext context, IHttpUpgradeFeature? upgradeFeature, IHttpExtendedConnectFeature? extendedConnect, HttpResponseMessage response,
+        ForwardTarget target, ActivityTimeout? activity, CancellationTokenSource cts, ShardRequestContext? stream)
     {
-        HeaderRules.CopyResponseHeaders(response, context.Response, target.IsPeer, isUpgrade: true);
+        // HTTP/2 answers an accepted extended CONNECT with 200 and no connection-specific headers (RFC 8441 §5).
+        HeaderRules.CopyResponseHeaders(response, context.Response, target.IsPeer, isUpgrade: extendedConnect is null);
+        if (extendedConnect is not null)
+        {
+            context.Response.Headers.Remove(Http2WebSocket.AcceptHeader);
+        }
+
         Stream client;
         Stream upstream;
         try
         {
             upstream = await response.Content.ReadAsStreamAsync(cts.Token).ConfigureAwait(false);
-            client = await upgradeFeature.UpgradeAsync().ConfigureAwait(false);
+            client = extendedConnect is null
+                ? await upgradeFeature!.UpgradeAsync().ConfigureAwait(false)
+                : await extendedConnect.AcceptAsync().ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is IOException or OperationCanceledException or InvalidOperationException or HttpRequestException)
         {

@@ -57,6 +57,13 @@ internal sealed partial class ShardRouter
 
     public async Task InvokeAsync(HttpContext context)
     {
+        if (Http2WebSocket.Of(context) is { } connect && !Http2WebSocket.IsWebSocket(connect))
+        {
+            await WriteErrorAsync(context, StatusCodes.Status501NotImplemented, SidecarMetricNames.OutcomeBadRequest,
+                $"HTTP/2 extended CONNECT for protocol '{connect.Protocol}' is not forwarded; only websocket (RFC 8441) is", null, _options.PodName).ConfigureAwait(false);
+            return;
+        }
+
         // 1. One snapshot for the whole request.
         var map = _store.Current;
         if (map is null || map.IsEmpty)

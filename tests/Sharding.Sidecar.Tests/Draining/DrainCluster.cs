@@ -168,7 +168,7 @@ internal sealed class Watch(int id, string kind, string key, int port)
     public override string ToString() => $"#{Id} {Kind} key {Key} via :{Port}";
 }
 
-/// <summary>C# clients for the three kinds (SSE over HttpClient, WebSocket, gRPC framing over HttpClient HTTP/2).</summary>
+/// <summary>C# clients for the three kinds (SSE over HttpClient, WebSocket over HTTP/1.1 or HTTP/2, gRPC framing over HttpClient HTTP/2).</summary>
 internal static class WatchClients
 {
     public static HttpClient CreateClient() => new(new SocketsHttpHandler { UseProxy = false, EnableMultipleHttp2Connections = true })
@@ -179,7 +179,7 @@ internal static class WatchClients
     public static Task RunAsync(Watch watch, HttpClient client, bool http2, CancellationToken cancellationToken) => watch.Kind switch
     {
         "sse" => SseAsync(watch, client, http2, cancellationToken),
-        "ws" => WebSocketAsync(watch, cancellationToken),
+        "ws" => WebSocketAsync(watch, http2, cancellationToken),
         _ => GrpcAsync(watch, client, cancellationToken),
     };
 
@@ -208,13 +208,29 @@ internal static class WatchClients
         }
     }
 
-    private static async Task WebSocketAsync(Watch watch, CancellationToken cancellationToken)
+    /// <summary>Carries WebSockets over HTTP/2 (RFC 8441), several on one connection.</summary>
+    private static readonly HttpMessageInvoker Http2WebSockets = new(new SocketsHttpHandler { EnableMultipleHttp2Connections = true });
+
+    private static async Task WebSocketAsync(Watch watch, bool http2, CancellationToken cancellationToken)
     {
         using var socket = new ClientWebSocket();
         socket.Options.SetRequestHeader("x-shard-key", watch.Key);
+        if (http2)
+        {
+            socket.Options.HttpVersion = System.Net.HttpVersion.Version20;
+            socket.Options.HttpVersionPolicy = HttpVersionPolicy.RequestVersionExact;
+        }
+
         try
         {
-            await socket.ConnectAsync(new Uri($"ws://127.0.0.1:{watch.Port}/ws-watch"), cancellationToken);
+            socket.Options.CollectHttpResponseDetails = true;
+            await socket.ConnectAsync(new Uri($"ws://127.0.0.1:{watch.Port}/ws-watch"), http2 ? Http2WebSockets : null, cancellationToken);
+            if (socket.HttpStatusCode != (http2 ? System.Net.HttpStatusCode.OK : System.Net.HttpStatusCode.SwitchingProtocols))
+            {
+                watch.Ended($"error: handshake answered {(int)socket.HttpStatusCode}");
+                return;
+            }
+
             var buffer = new byte[1024];
             while (true)
             {

@@ -18,8 +18,8 @@ public sealed class DrainGroup
 }
 
 /// <summary>
-/// Ownership changes with real clients: 200 watch streams (gRPC through Python grpcio, SSE through HttpClient over HTTP/1.1
-/// and HTTP/2, WebSockets) over four sidecars; membership grows 3 → 4 and shrinks back to 3.
+/// Ownership changes with real clients: 200 watch streams (gRPC through Python grpcio; SSE through HttpClient and WebSockets
+/// through ClientWebSocket, each over HTTP/1.1 and HTTP/2) over four sidecars; membership grows 3 → 4 and shrinks back to 3.
 /// </summary>
 [Collection(DrainGroup.Name)]
 public sealed class DrainTests(ITestOutputHelper output)

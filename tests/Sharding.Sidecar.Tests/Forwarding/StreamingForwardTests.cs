@@ -65,6 +65,49 @@ public sealed class StreamingForwardTests(ClusterFixture fixture)
         Assert.Equal(WebSocketCloseStatus.NormalClosure, socket.CloseStatus);
     }
 
+    /// <summary>RFC 8441: a WebSocket over HTTP/2 (extended CONNECT) reaches the owner's app as an HTTP/1.1 upgrade.</summary>
+    [Theory]
+    [InlineData("pod-0")]
+    [InlineData("pod-2")]
+    public async Task WebSocketOverHttp2_EchoesLocallyAndThroughTwoSidecars(string owner)
+    {
+        var (key, entry, _) = Forwarded(owner);
+        using var socket = new ClientWebSocket();
+        socket.Options.HttpVersion = HttpVersion.Version20;
+        socket.Options.HttpVersionPolicy = HttpVersionPolicy.RequestVersionExact;
+        socket.Options.CollectHttpResponseDetails = true;
+        socket.Options.SetRequestHeader("x-shard-key", key);
+        using var invoker = new HttpMessageInvoker(new SocketsHttpHandler());
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+        await socket.ConnectAsync(new Uri($"ws://127.0.0.1:{entry.Port}/ws"), invoker, timeout.Token);
+        Assert.Equal(HttpStatusCode.OK, socket.HttpStatusCode);
+        Assert.Equal(owner, socket.HttpResponseHeaders!["x-sharding-owner"].Single());
+        var buffer = new byte[1024];
+        for (var i = 0; i < 3; i++)
+        {
+            await socket.SendAsync(Encoding.UTF8.GetBytes($"hello {i}"), WebSocketMessageType.Text, true, timeout.Token);
+            var result = await socket.ReceiveAsync(buffer, timeout.Token);
+            Assert.Equal($"{owner}:hello {i}", Encoding.UTF8.GetString(buffer, 0, result.Count));
+        }
+
+        await socket.CloseAsync(WebSocketCloseStatus.NormalClosure, "done", timeout.Token);
+        Assert.Equal(WebSocketCloseStatus.NormalClosure, socket.CloseStatus);
+        Assert.Equal("bye", socket.CloseStatusDescription);
+    }
+
+    [Fact]
+    public async Task ExtendedConnectForAnotherProtocol_Is501WithTheReason()
+    {
+        var (key, entry, _) = Forwarded();
+        using var client = Cluster.Client(http2: true);
+        using var request = Cluster.Request(HttpMethod.Connect, $"http://127.0.0.1:{entry.Port}/tunnel", http2: true);
+        request.Headers.Protocol = "connect-udp";
+        request.Headers.Add("x-shard-key", key);
+        using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpStatusCode.NotImplemented, response.StatusCode);
+        Assert.Contains("extended CONNECT for protocol 'connect-udp' is not forwarded", await response.Content.ReadAsStringAsync());
+    }
+
     [Theory]
     [InlineData("Unary", 1)]
     [InlineData("Stream", 5)]
