@@ -56,6 +56,7 @@ internal sealed partial class Http1FastPath : IDisposable
     private readonly ForwardingProof _proof;
     private readonly MapViews _views;
     private readonly OwnerCircuitStates _circuits;
+    private readonly OwnerResilience _resilience;
 
     // Keep-alive connections to other sidecars, by address (null: not an IP endpoint, the full path resolves it).
     private readonly ConcurrentDictionary<string, UpstreamConnectionPool?> _peers = new(StringComparer.Ordinal);
@@ -64,11 +65,12 @@ internal sealed partial class Http1FastPath : IDisposable
 
     public Http1FastPath(
         ShardMapStore store, MapViews views, StreamRegistry streams, SidecarMetrics metrics, ForwardingProof proof, OwnerCircuitStates circuits,
-        IOptions<SidecarOptions> options, TimeProvider time, ILogger<Http1FastPath> logger)
+        OwnerResilience resilience, IOptions<SidecarOptions> options, TimeProvider time, ILogger<Http1FastPath> logger)
     {
         _views = views;
         _proof = proof;
         _circuits = circuits;
+        _resilience = resilience;
         _store = store;
         _streams = streams;
         _metrics = metrics;
@@ -674,6 +676,11 @@ internal sealed partial class Http1FastPath : IDisposable
             }
 
             owner._metrics.ForwardDuration(local: !request.IsPeer, start);
+            if (request.IsPeer)
+            {
+                owner._resilience.RecordReached(request.Owner!.Name);
+            }
+
             var activity = owner._options.ActivityTimeout;
             _cts.CancelAfter(activity > TimeSpan.Zero ? activity : Timeout.InfiniteTimeSpan);
             if (response.IsEventStream)

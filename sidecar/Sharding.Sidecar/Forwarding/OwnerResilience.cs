@@ -20,6 +20,9 @@ internal sealed class OwnerResilience
     /// <summary>The request body of the attempt, so the retry predicate can see whether sending started.</summary>
     public static readonly ResiliencePropertyKey<StreamCopyHttpContent?> BodyKey = new("sharding.body");
 
+    /// <summary>The stand-in outcome of <see cref="RecordReached"/> (never sent, never disposed).</summary>
+    private static readonly HttpResponseMessage Reached = new(System.Net.HttpStatusCode.OK);
+
     private readonly ConcurrentDictionary<string, ResiliencePipeline<HttpResponseMessage>> _pipelines = new(StringComparer.Ordinal);
     private readonly OwnerCircuitStates _states;
     private readonly IOptions<SidecarOptions> _options;
@@ -40,6 +43,23 @@ internal sealed class OwnerResilience
     public void AttachMetrics(SidecarMetrics metrics) => _metrics = metrics;
 
     public ResiliencePipeline<HttpResponseMessage> For(string owner) => _pipelines.GetOrAdd(owner, _create);
+
+    /// <summary>
+    /// Counts a request that reached <paramref name="owner"/> outside the pipeline (an HTTP/1.1 fast-path forward), so the
+    /// breaker's failure ratio has every attempt in its denominator. Without it the breaker saw only the full path's attempts,
+    /// mostly the fast path's handed-over connect failures, and five of them opened a busy, healthy owner's circuit.
+    /// </summary>
+    public void RecordReached(string owner)
+    {
+        try
+        {
+            For(owner).Execute(static () => Reached);
+        }
+        catch (Exception ex) when (ex is BrokenCircuitException or IsolatedCircuitException)
+        {
+            // The circuit opened since the fast path looked: nothing to count.
+        }
+    }
 
     /// <summary>Whether the failure is a connect failure (nothing reached the owner).</summary>
     public static bool IsConnectFailure(Exception? exception) =>

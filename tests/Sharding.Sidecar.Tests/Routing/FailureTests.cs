@@ -1,4 +1,5 @@
 using System.Net;
+using Sharding.Sidecar.Tests.FastPath;
 using Sharding.Sidecar.Tests.Infrastructure;
 
 namespace Sharding.Sidecar.Tests.Routing;
@@ -79,5 +80,53 @@ public sealed class FailureTests
         using var admin = await client.GetAsync($"http://127.0.0.1:{sidecar.AdminPort}/v1/map");
         var view = await admin.Content.ReadAsStringAsync();
         Assert.Contains("\"circuit\": \"open\"", view, StringComparison.Ordinal);
+    }
+    /// <summary>
+    /// Forwards served by the HTTP/1.1 fast path count as attempts: after 40 of them, six failures against a dead owner are a
+    /// ratio of 13 %, under the breaker's 50 %, so the circuit stays closed (it opened at the fifth failure when only the full
+    /// path's attempts were counted).
+    /// </summary>
+    [Fact]
+    public async Task FastPathForwards_CountInTheBreakersFailureRatio()
+    {
+        var directory = Directory.CreateTempSubdirectory("sharding-ratio-").FullName;
+        await using var app0 = await EchoApp.StartAsync("pod-0");
+        await using var app1 = await EchoApp.StartAsync("pod-1");
+        int[] ports = [TestSidecar.FreePort(), TestSidecar.FreePort()];
+        var map = Path.Combine(directory, "map.yaml");
+        await File.WriteAllTextAsync(map, Cluster.MapYaml(ports, "[\"header:x-shard-key\"]"));
+        var settings = new Dictionary<string, string?>
+        {
+            ["Sidecar:BreakerSamplingDuration"] = "00:01:00",
+            ["Sidecar:BreakerDuration"] = "00:00:30",
+            ["Sidecar:ConnectRetries"] = "0",
+        };
+        await using var entry = await TestSidecar.StartAsync("pod-0", ports[0], app0.Port, map, settings);
+        var owner = await TestSidecar.StartAsync("pod-1", ports[1], app1.Port, map, settings);
+        var key = Enumerable.Range(0, 1000).Select(i => $"k{i}").First(k => entry.Store.Current!.OwnerOf(k.AsSpan())!.Name == "pod-1");
+        using var counters = new FastPathCounters(entry);
+        using var client = Cluster.Client(http2: false);
+        for (var i = 0; i < 40; i++)
+        {
+            using var request = Cluster.Request(HttpMethod.Get, $"http://127.0.0.1:{ports[0]}/x");
+            request.Headers.Add("x-shard-key", key);
+            using var response = await client.SendAsync(request);
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+
+        Assert.Equal(40, counters.Served);
+        await owner.DisposeAsync();
+        for (var i = 0; i < 6; i++)
+        {
+            using var request = Cluster.Request(HttpMethod.Get, $"http://127.0.0.1:{ports[0]}/x");
+            request.Headers.Add("x-shard-key", key);
+            using var response = await client.SendAsync(request);
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+            Assert.StartsWith("owner pod-1 (127.0.0.1:", await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+
+        using var admin = await client.GetAsync($"http://127.0.0.1:{entry.AdminPort}/v1/map");
+        var view = await admin.Content.ReadAsStringAsync();
+        Assert.DoesNotContain("\"circuit\": \"open\"", view, StringComparison.Ordinal);
     }
 }
