@@ -228,12 +228,21 @@ for proto, label in (("h1", "HTTP/1.1"), ("h2", "HTTP/2")):
     for r in rows:
         rps, p50, p99, bad = cells[(r, proto)] = cell(r, proto)
         print(f"| {r} | {label} | {rps:,.0f} | {rps / base[0]:.2f} | {p50:.2f} | {p99:.2f} | {p99 / base[2]:.2f} | {int(bad)} |")
-print("\nTargets (same run):")
+def rounds_of(r, proto):
+    return [[float(x) for x in run.split()] for run in data[(r, proto)].split(";") if run.strip()]
+def spread(values):
+    return "per round " + ", ".join(f"{v:.2f}" for v in values)
+print("\nTargets (same run; the medians above, then the same ratio within each round, whose rows ran minutes apart at most):")
 for proto, label in (("h1", "HTTP/1.1"), ("h2", "HTTP/2")):
     owned, nginx, direct, fwd = cells[("sidecar, owned", proto)], cells[("nginx", proto)], cells[("app direct", proto)], cells[("sidecar, forwarded", proto)]
     added_owned, added_fwd = owned[1] - direct[1], fwd[1] - direct[1]
-    print(f"* {label}: owned/nginx req/s {owned[0] / max(nginx[0], 1e-9):.2f}x, nginx p99 / owned p99 {nginx[2] / max(owned[2], 1e-9):.2f}x (>= 1 is as good); "
-          f"under load, forwarded added p50 {added_fwd:.2f} ms = {added_fwd / max(added_owned, 1e-9):.2f}x owned's {added_owned:.2f} ms")
+    per = list(zip(rounds_of("app direct", proto), rounds_of("sidecar, owned", proto), rounds_of("sidecar, forwarded", proto), rounds_of("nginx", proto)))
+    rps_ratio = [o[0] / max(n[0], 1e-9) for _, o, _, n in per]
+    p99_ratio = [n[2] / max(o[2], 1e-9) for _, o, _, n in per]
+    fwd_ratio = [(f[1] - d[1]) / max(o[1] - d[1], 1e-9) for d, o, f, _ in per]
+    print(f"* {label}: owned/nginx req/s {owned[0] / max(nginx[0], 1e-9):.2f}x ({spread(rps_ratio)}); "
+          f"nginx p99 / owned p99 {nginx[2] / max(owned[2], 1e-9):.2f}x ({spread(p99_ratio)}) (>= 1 is as good); "
+          f"under load, forwarded added p50 {added_fwd:.2f} ms = {added_fwd / max(added_owned, 1e-9):.2f}x owned's {added_owned:.2f} ms ({spread(fwd_ratio)})")
 a_o, a_f = idle["sidecar, owned"] - idle["app direct"], idle["sidecar, forwarded"] - idle["app direct"]
 print(f"* HTTP/1.1 unloaded (wrk -c1, p50): direct {idle['app direct']:.0f} us, owned {idle['sidecar, owned']:.0f} us, forwarded {idle['sidecar, forwarded']:.0f} us, "
       f"nginx {idle['nginx']:.0f} us; forwarded adds {a_f:.0f} us = {a_f / max(a_o, 1e-9):.2f}x owned's {a_o:.0f} us")
