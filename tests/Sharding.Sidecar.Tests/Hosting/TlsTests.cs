@@ -8,7 +8,7 @@ namespace Sharding.Sidecar.Tests.Hosting;
 public sealed class TlsTests
 {
     [Fact]
-    public async Task Tls_AlpnPicksHttp2OrHttp11_OnTheDataPort()
+    public async Task Tls_AlpnPicksHttp2OrHttp11_AndCarriesWebSocketsOverHttp2()
     {
         var directory = Directory.CreateTempSubdirectory("sharding-tls-").FullName;
         using var key = RSA.Create(2048);
@@ -43,5 +43,22 @@ public sealed class TlsTests
             Assert.Equal(version, response.Version);
             Assert.StartsWith("pod-0|tls-key|GET /t|", await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
         }
+
+        // What a browser does on an h2 connection whose server announces extended CONNECT (RFC 8441).
+        using var webSocketHandler = new SocketsHttpHandler { UseProxy = false };
+        var hash = certificate.GetCertHash();
+        webSocketHandler.SslOptions.RemoteCertificateValidationCallback = (_, presented, _, _) => presented is not null && presented.GetCertHash().AsSpan().SequenceEqual(hash);
+        using var invoker = new HttpMessageInvoker(webSocketHandler);
+        using var socket = new System.Net.WebSockets.ClientWebSocket();
+        socket.Options.HttpVersion = HttpVersion.Version20;
+        socket.Options.HttpVersionPolicy = HttpVersionPolicy.RequestVersionExact;
+        socket.Options.SetRequestHeader("x-shard-key", "tls-key");
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+        await socket.ConnectAsync(new Uri($"wss://127.0.0.1:{port}/ws"), invoker, timeout.Token);
+        await socket.SendAsync("over tls"u8.ToArray(), System.Net.WebSockets.WebSocketMessageType.Text, true, timeout.Token);
+        var buffer = new byte[256];
+        var result = await socket.ReceiveAsync(buffer, timeout.Token);
+        Assert.Equal("pod-0:over tls", System.Text.Encoding.UTF8.GetString(buffer, 0, result.Count));
+        await socket.CloseAsync(System.Net.WebSockets.WebSocketCloseStatus.NormalClosure, "done", timeout.Token);
     }
 }
