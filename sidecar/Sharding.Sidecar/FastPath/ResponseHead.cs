@@ -408,10 +408,16 @@ internal struct ChunkedScanner
                     i++;
                     break;
                 case State.Extension:
-                    var cr = data[i..].IndexOf((byte)'\r');
+                    // A bare LF ends a line for lenient clients but not for us: reject it rather than disagree on where the
+                    // body ends (the bytes pass through to the client unchanged).
+                    var cr = data[i..].IndexOfAny((byte)'\r', (byte)'\n');
                     if (cr < 0)
                     {
                         i = data.Length;
+                    }
+                    else if (data[i + cr] == '\n')
+                    {
+                        return -1;
                     }
                     else
                     {
@@ -459,14 +465,23 @@ internal struct ChunkedScanner
                     _state = State.Size;
                     break;
                 case State.TrailerStart:
+                    if (b == '\n')
+                    {
+                        return -1;
+                    }
+
                     i++;
                     _state = b == '\r' ? State.FinalLf : State.TrailerLine;
                     break;
                 case State.TrailerLine:
-                    var lineCr = data[i..].IndexOf((byte)'\r');
+                    var lineCr = data[i..].IndexOfAny((byte)'\r', (byte)'\n');
                     if (lineCr < 0)
                     {
                         i = data.Length;
+                    }
+                    else if (data[i + lineCr] == '\n')
+                    {
+                        return -1; // a bare LF, as in an extension
                     }
                     else
                     {

@@ -364,6 +364,9 @@ public sealed class ChunkedScannerTests
     [InlineData("0\r\n\rX")]
     [InlineData("1000000000000000\r\n")] // 16 hex digits
     [InlineData("-1\r\n")]
+    [InlineData("5;a\nb\r\nhello\r\n")] // a bare LF inside an extension
+    [InlineData("0\r\nx: y\nz: w\r\n\r\n")] // a bare LF inside a trailer line
+    [InlineData("0\r\n\n")] // a bare LF for the final CRLF
     public void InvalidFramings_AreMinusOne(string text)
     {
         var scanner = default(ChunkedScanner);
