@@ -11,11 +11,14 @@ internal sealed class DemoPod(string name, int appPort, int sidecarPort, int adm
 {
     public string Name { get; } = name;
 
-    public int AppPort { get; } = appPort;
+    public int AppPort { get; private set; } = appPort;
 
-    public int SidecarPort { get; } = sidecarPort;
+    public int SidecarPort { get; private set; } = sidecarPort;
 
-    public int AdminPort { get; } = adminPort;
+    public int AdminPort { get; private set; } = adminPort;
+
+    /// <summary>New ports for a start that lost one of its ports to another process.</summary>
+    public void MoveTo(int appPort, int sidecarPort, int adminPort) => (AppPort, SidecarPort, AdminPort) = (appPort, sidecarPort, adminPort);
 
     public string SidecarUrl => $"http://127.0.0.1:{SidecarPort}";
 
@@ -36,9 +39,12 @@ internal sealed class DemoControlPlane(string name, int httpPort, int grpcPort)
 {
     public string Name { get; } = name;
 
-    public int HttpPort { get; } = httpPort;
+    public int HttpPort { get; private set; } = httpPort;
 
-    public int GrpcPort { get; } = grpcPort;
+    public int GrpcPort { get; private set; } = grpcPort;
+
+    /// <summary>New ports for a start that lost one of its ports to another process.</summary>
+    public void MoveTo(int httpPort, int grpcPort) => (HttpPort, GrpcPort) = (httpPort, grpcPort);
 
     public string HttpUrl => $"http://127.0.0.1:{HttpPort}";
 
@@ -54,6 +60,9 @@ internal sealed class DemoControlPlane(string name, int httpPort, int grpcPort)
 internal sealed class LocalCluster : IAsyncDisposable
 {
     public const string Service = "demo";
+
+    /// <summary>Starts of one pod or replica, the first included, before a lost port is an error.</summary>
+    private const int StartAttempts = 3;
 
     private readonly ComponentPaths _paths;
     private readonly List<ChildProcess> _started = [];
@@ -89,6 +98,9 @@ internal sealed class LocalCluster : IAsyncDisposable
     /// <value>2 s: short enough for the demo's phases to show drained streams reopening on their new owners.</value>
     public TimeSpan SidecarDrainGrace { get; init; } = TimeSpan.FromSeconds(2);
 
+    /// <summary>Chooses each port a child process will bind (tests hand out a taken one to check the retry).</summary>
+    public Func<int> PickPort { get; init; } = FreePort;
+
     /// <summary>Starts <paramref name="controlPlanes"/> replicas and <paramref name="pods"/> pods and waits until every sidecar has a map.</summary>
     public async Task StartAsync(int controlPlanes, int pods, CancellationToken cancellationToken)
     {
@@ -100,9 +112,15 @@ internal sealed class LocalCluster : IAsyncDisposable
         await WriteMembershipAsync(cancellationToken).ConfigureAwait(false);
         for (var i = 0; i < controlPlanes; i++)
         {
-            var cp = new DemoControlPlane($"cp-{i}", FreePort(), FreePort());
+            var cp = new DemoControlPlane($"cp-{i}", PickPort(), PickPort());
             ControlPlanes.Add(cp);
             StartControlPlane(cp);
+        }
+
+        // The sidecars are given the replicas' addresses, so those must be final first.
+        foreach (var cp in ControlPlanes)
+        {
+            await WaitStartedAsync(cp, cancellationToken).ConfigureAwait(false);
         }
 
         foreach (var pod in Members)
@@ -275,7 +293,7 @@ internal sealed class LocalCluster : IAsyncDisposable
 
     private DemoPod NewPod()
     {
-        var pod = new DemoPod($"demo-{Pods.Count}", FreePort(), FreePort(), FreePort());
+        var pod = new DemoPod($"demo-{Pods.Count}", PickPort(), PickPort(), PickPort());
         Pods.Add(pod);
         return pod;
     }
@@ -308,25 +326,95 @@ internal sealed class LocalCluster : IAsyncDisposable
         pod.Sidecar = Track(ChildProcess.Start(pod.Name + "-sidecar", _paths.Sidecar, arguments, new Dictionary<string, string>(), Path.Combine(WorkDirectory, pod.Name + "-sidecar.log")));
     }
 
+    /// <summary>
+    /// Waits until the pod's app and sidecar are ready. A start that lost a port (another program bound it between our check
+    /// and the child's bind: ports below the ephemeral range are what test suites pick too) is retried on new ports.
+    /// </summary>
     private async Task WaitReadyAsync(DemoPod pod, CancellationToken cancellationToken)
     {
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        while (clock.Elapsed < TimeSpan.FromSeconds(60))
+        for (var attempt = 1; ; attempt++)
         {
-            if (pod.Sidecar is { HasExited: true } || pod.App is { HasExited: true })
+            if (await WaitUntilAsync(
+                    () => pod.Sidecar is { HasExited: true } || pod.App is { HasExited: true },
+                    async () => await IsOkAsync(pod.AdminUrl + "/readyz", cancellationToken).ConfigureAwait(false)
+                        && await IsOkAsync(pod.AppUrl + "/healthz", cancellationToken).ConfigureAwait(false),
+                    pod.Name, cancellationToken).ConfigureAwait(false))
+            {
+                return;
+            }
+
+            if (attempt == StartAttempts || !LostAPort(pod.Name + "-"))
             {
                 throw new InvalidOperationException($"{pod.Name} exited during start; see {WorkDirectory}/{pod.Name}-*.log");
             }
 
-            if (await IsOkAsync(pod.AdminUrl + "/readyz", cancellationToken).ConfigureAwait(false) && await IsOkAsync(pod.AppUrl + "/healthz", cancellationToken).ConfigureAwait(false))
+            await Task.WhenAll(pod.Sidecar!.StopAsync(TimeSpan.FromSeconds(5)), pod.App!.StopAsync(TimeSpan.FromSeconds(5))).ConfigureAwait(false);
+            pod.MoveTo(PickPort(), PickPort(), PickPort());
+            if (Members.Contains(pod))
+            {
+                await WriteMembershipAsync(cancellationToken).ConfigureAwait(false);
+            }
+
+            StartPod(pod);
+        }
+    }
+
+    /// <summary>Waits until a replica answers <c>/healthz</c>; retried on new ports as <see cref="WaitReadyAsync"/> is.</summary>
+    private async Task WaitStartedAsync(DemoControlPlane cp, CancellationToken cancellationToken)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            if (await WaitUntilAsync(() => cp.Process is { HasExited: true }, () => IsOkAsync(cp.HttpUrl + "/healthz", cancellationToken), cp.Name, cancellationToken).ConfigureAwait(false))
             {
                 return;
+            }
+
+            if (attempt == StartAttempts || !LostAPort(cp.Name + "."))
+            {
+                throw new InvalidOperationException($"{cp.Name} exited during start; see {WorkDirectory}/{cp.Name}.log");
+            }
+
+            cp.MoveTo(PickPort(), PickPort());
+            StartControlPlane(cp);
+        }
+    }
+
+    /// <summary>True once <paramref name="ready"/> holds, false as soon as <paramref name="exited"/> does; 60 s at most.</summary>
+    private async Task<bool> WaitUntilAsync(Func<bool> exited, Func<Task<bool>> ready, string name, CancellationToken cancellationToken)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (clock.Elapsed < TimeSpan.FromSeconds(60))
+        {
+            if (exited())
+            {
+                return false;
+            }
+
+            if (await ready().ConfigureAwait(false))
+            {
+                return true;
             }
 
             await Task.Delay(100, cancellationToken).ConfigureAwait(false);
         }
 
-        throw new TimeoutException($"{pod.Name} was not ready within 60 s; see {WorkDirectory}/{pod.Name}-*.log");
+        throw new TimeoutException($"{name} was not ready within 60 s; see {WorkDirectory}/{name}*.log");
+    }
+
+    /// <summary>Whether a log of the process(es) whose log names start with <paramref name="prefix"/> says a bind failed.</summary>
+    private bool LostAPort(string prefix)
+    {
+        foreach (var file in Directory.EnumerateFiles(WorkDirectory, prefix + "*log"))
+        {
+            using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            using var reader = new StreamReader(stream);
+            if (reader.ReadToEnd().Contains("address already in use", StringComparison.OrdinalIgnoreCase))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     private async Task<bool> IsOkAsync(string url, CancellationToken cancellationToken)
