@@ -53,16 +53,7 @@ public sealed class StreamingForwardTests(ClusterFixture fixture)
         socket.Options.SetRequestHeader("x-shard-key", key);
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(15));
         await socket.ConnectAsync(new Uri($"ws://127.0.0.1:{entry.Port}/ws"), timeout.Token);
-        var buffer = new byte[1024];
-        for (var i = 0; i < 3; i++)
-        {
-            await socket.SendAsync(Encoding.UTF8.GetBytes($"hello {i}"), WebSocketMessageType.Text, true, timeout.Token);
-            var result = await socket.ReceiveAsync(buffer, timeout.Token);
-            Assert.Equal($"pod-2:hello {i}", Encoding.UTF8.GetString(buffer, 0, result.Count));
-        }
-
-        await socket.CloseAsync(WebSocketCloseStatus.NormalClosure, "done", timeout.Token);
-        Assert.Equal(WebSocketCloseStatus.NormalClosure, socket.CloseStatus);
+        await EchoThreeTimesThenCloseAsync(socket, "pod-2", timeout.Token);
     }
 
     /// <summary>RFC 8441: a WebSocket over HTTP/2 (extended CONNECT) reaches the owner's app as an HTTP/1.1 upgrade.</summary>
@@ -82,15 +73,21 @@ public sealed class StreamingForwardTests(ClusterFixture fixture)
         await socket.ConnectAsync(new Uri($"ws://127.0.0.1:{entry.Port}/ws"), invoker, timeout.Token);
         Assert.Equal(HttpStatusCode.OK, socket.HttpStatusCode);
         Assert.Equal(owner, socket.HttpResponseHeaders!["x-sharding-owner"].Single());
+        await EchoThreeTimesThenCloseAsync(socket, owner, timeout.Token);
+    }
+
+    /// <summary>The app echoes each message as <c>owner:message</c> and answers a close with "bye".</summary>
+    private static async Task EchoThreeTimesThenCloseAsync(ClientWebSocket socket, string owner, CancellationToken cancellationToken)
+    {
         var buffer = new byte[1024];
         for (var i = 0; i < 3; i++)
         {
-            await socket.SendAsync(Encoding.UTF8.GetBytes($"hello {i}"), WebSocketMessageType.Text, true, timeout.Token);
-            var result = await socket.ReceiveAsync(buffer, timeout.Token);
+            await socket.SendAsync(Encoding.UTF8.GetBytes($"hello {i}"), WebSocketMessageType.Text, true, cancellationToken);
+            var result = await socket.ReceiveAsync(buffer, cancellationToken);
             Assert.Equal($"{owner}:hello {i}", Encoding.UTF8.GetString(buffer, 0, result.Count));
         }
 
-        await socket.CloseAsync(WebSocketCloseStatus.NormalClosure, "done", timeout.Token);
+        await socket.CloseAsync(WebSocketCloseStatus.NormalClosure, "done", cancellationToken);
         Assert.Equal(WebSocketCloseStatus.NormalClosure, socket.CloseStatus);
         Assert.Equal("bye", socket.CloseStatusDescription);
     }
