@@ -474,12 +474,13 @@ internal sealed class LocalCluster : IAsyncDisposable
     /// <summary>
     /// A free port below Linux's ephemeral range (32768–60999): ports the OS hands out for "port 0" are also what outgoing
     /// connections (the load, other processes) get as source ports, and could be taken before the child process binds them.
+    /// 10000–19999, apart from the 20000–31999 the test suites pick from, so the demo run by a test never races them.
     /// </summary>
     private static int FreePort()
     {
         for (var attempt = 0; attempt < 500; attempt++)
         {
-            var port = Random.Shared.Next(20000, 32000);
+            var port = Random.Shared.Next(10000, 20000);
             try
             {
                 using var listener = new TcpListener(IPAddress.Loopback, port);
@@ -492,6 +493,6 @@ internal sealed class LocalCluster : IAsyncDisposable
             }
         }
 
-        throw new InvalidOperationException("no free port on 127.0.0.1 between 20000 and 32000");
+        throw new InvalidOperationException("no free port on 127.0.0.1 between 10000 and 20000");
     }
 }
