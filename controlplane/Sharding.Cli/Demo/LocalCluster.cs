@@ -326,28 +326,15 @@ internal sealed class LocalCluster : IAsyncDisposable
         pod.Sidecar = Track(ChildProcess.Start(pod.Name + "-sidecar", _paths.Sidecar, arguments, new Dictionary<string, string>(), Path.Combine(WorkDirectory, pod.Name + "-sidecar.log")));
     }
 
-    /// <summary>
-    /// Waits until the pod's app and sidecar are ready. A start that lost a port (another program bound it between our check
-    /// and the child's bind: ports below the ephemeral range are what test suites pick too) is retried on new ports.
-    /// </summary>
-    private async Task WaitReadyAsync(DemoPod pod, CancellationToken cancellationToken)
-    {
-        for (var attempt = 1; ; attempt++)
+    /// <summary>Waits until the pod's app and sidecar are ready (see <see cref="WaitWithRetriesAsync"/>).</summary>
+    private Task WaitReadyAsync(DemoPod pod, CancellationToken cancellationToken) => WaitWithRetriesAsync(
+        pod.Name,
+        pod.Name + "-*.log",
+        () => pod.Sidecar is { HasExited: true } || pod.App is { HasExited: true },
+        async () => await IsOkAsync(pod.AdminUrl + "/readyz", cancellationToken).ConfigureAwait(false)
+            && await IsOkAsync(pod.AppUrl + "/healthz", cancellationToken).ConfigureAwait(false),
+        async () =>
         {
-            if (await WaitUntilAsync(
-                    () => pod.Sidecar is { HasExited: true } || pod.App is { HasExited: true },
-                    async () => await IsOkAsync(pod.AdminUrl + "/readyz", cancellationToken).ConfigureAwait(false)
-                        && await IsOkAsync(pod.AppUrl + "/healthz", cancellationToken).ConfigureAwait(false),
-                    pod.Name, cancellationToken).ConfigureAwait(false))
-            {
-                return;
-            }
-
-            if (attempt == StartAttempts || !LostAPort(pod.Name + "-"))
-            {
-                throw new InvalidOperationException($"{pod.Name} exited during start; see {WorkDirectory}/{pod.Name}-*.log");
-            }
-
             await Task.WhenAll(pod.Sidecar!.StopAsync(TimeSpan.FromSeconds(5)), pod.App!.StopAsync(TimeSpan.FromSeconds(5))).ConfigureAwait(false);
             pod.MoveTo(PickPort(), PickPort(), PickPort());
             if (Members.Contains(pod))
@@ -356,55 +343,63 @@ internal sealed class LocalCluster : IAsyncDisposable
             }
 
             StartPod(pod);
-        }
-    }
+        },
+        cancellationToken);
 
-    /// <summary>Waits until a replica answers <c>/healthz</c>; retried on new ports as <see cref="WaitReadyAsync"/> is.</summary>
-    private async Task WaitStartedAsync(DemoControlPlane cp, CancellationToken cancellationToken)
+    /// <summary>Waits until a replica answers <c>/healthz</c> (see <see cref="WaitWithRetriesAsync"/>).</summary>
+    private Task WaitStartedAsync(DemoControlPlane cp, CancellationToken cancellationToken) => WaitWithRetriesAsync(
+        cp.Name,
+        cp.Name + ".log",
+        () => cp.Process is { HasExited: true },
+        () => IsOkAsync(cp.HttpUrl + "/healthz", cancellationToken),
+        () =>
+        {
+            cp.MoveTo(PickPort(), PickPort());
+            StartControlPlane(cp);
+            return Task.CompletedTask;
+        },
+        cancellationToken);
+
+    /// <summary>
+    /// Waits (60 s at most per start) until <paramref name="ready"/> holds. A start that lost a port (another program bound
+    /// it between our check and the child's bind) is retried through <paramref name="restartOnNewPorts"/>, up to
+    /// <see cref="StartAttempts"/> starts; any other exit during start is an error naming the <paramref name="logs"/> (a
+    /// file pattern in the work directory).
+    /// </summary>
+    private async Task WaitWithRetriesAsync(
+        string name, string logs, Func<bool> exited, Func<Task<bool>> ready, Func<Task> restartOnNewPorts, CancellationToken cancellationToken)
     {
         for (var attempt = 1; ; attempt++)
         {
-            if (await WaitUntilAsync(() => cp.Process is { HasExited: true }, () => IsOkAsync(cp.HttpUrl + "/healthz", cancellationToken), cp.Name, cancellationToken).ConfigureAwait(false))
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            while (!exited())
             {
-                return;
+                if (await ready().ConfigureAwait(false))
+                {
+                    return;
+                }
+
+                if (clock.Elapsed > TimeSpan.FromSeconds(60))
+                {
+                    throw new TimeoutException($"{name} was not ready within 60 s; see {WorkDirectory}/{logs}");
+                }
+
+                await Task.Delay(100, cancellationToken).ConfigureAwait(false);
             }
 
-            if (attempt == StartAttempts || !LostAPort(cp.Name + "."))
+            if (attempt == StartAttempts || !LostAPort(logs))
             {
-                throw new InvalidOperationException($"{cp.Name} exited during start; see {WorkDirectory}/{cp.Name}.log");
+                throw new InvalidOperationException($"{name} exited during start; see {WorkDirectory}/{logs}");
             }
 
-            cp.MoveTo(PickPort(), PickPort());
-            StartControlPlane(cp);
+            await restartOnNewPorts().ConfigureAwait(false);
         }
     }
 
-    /// <summary>True once <paramref name="ready"/> holds, false as soon as <paramref name="exited"/> does; 60 s at most.</summary>
-    private async Task<bool> WaitUntilAsync(Func<bool> exited, Func<Task<bool>> ready, string name, CancellationToken cancellationToken)
+    /// <summary>Whether a log matching <paramref name="logs"/> (a file pattern) says a bind failed.</summary>
+    private bool LostAPort(string logs)
     {
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        while (clock.Elapsed < TimeSpan.FromSeconds(60))
-        {
-            if (exited())
-            {
-                return false;
-            }
-
-            if (await ready().ConfigureAwait(false))
-            {
-                return true;
-            }
-
-            await Task.Delay(100, cancellationToken).ConfigureAwait(false);
-        }
-
-        throw new TimeoutException($"{name} was not ready within 60 s; see {WorkDirectory}/{name}*.log");
-    }
-
-    /// <summary>Whether a log of the process(es) whose log names start with <paramref name="prefix"/> says a bind failed.</summary>
-    private bool LostAPort(string prefix)
-    {
-        foreach (var file in Directory.EnumerateFiles(WorkDirectory, prefix + "*log"))
+        foreach (var file in Directory.EnumerateFiles(WorkDirectory, logs))
         {
             using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
             using var reader = new StreamReader(stream);
