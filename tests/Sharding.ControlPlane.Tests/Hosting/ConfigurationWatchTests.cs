@@ -1,6 +1,5 @@
-using Microsoft.Extensions.Configuration;
-using Microsoft.Extensions.Configuration.Json;
 using Sharding.ControlPlane.Hosting;
+using Sharding.Testing;
 
 namespace Sharding.ControlPlane.Tests.Hosting;
 
@@ -9,13 +8,10 @@ public sealed class ConfigurationWatchTests
     [Fact]
     public async Task AppSettings_AreNotWatched()
     {
-        // A reloadOnChange JSON source puts a watcher on the working directory; the control plane must not have one.
         var app = ControlPlaneApp.Build([]);
         try
         {
-            var json = ((IConfigurationRoot)app.Configuration).Providers.OfType<JsonConfigurationProvider>().ToList();
-            Assert.NotEmpty(json);
-            Assert.All(json, provider => Assert.False(provider.Source.ReloadOnChange, provider.Source.Path));
+            ConfigurationAssert.JsonSourcesAreNotWatched(app.Configuration);
         }
         finally
         {
