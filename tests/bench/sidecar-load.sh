@@ -216,9 +216,10 @@ idle = {
 $(for r in "app direct" "sidecar, owned" "sidecar, forwarded" "nginx"; do echo "  \"$r\": ${IDLE["$r"]:-0},"; done)
 }
 d, c, hc, hm, rounds = sys.argv[1:]
+def rounds_of(r, proto):
+    return [[float(x) for x in run.split()] for run in data[(r, proto)].split(";") if run.strip()]
 def cell(r, proto):
-    runs = [[float(x) for x in run.split()] for run in data[(r, proto)].split(";") if run.strip()]
-    return [statistics.median(col) for col in zip(*runs)]
+    return [statistics.median(col) for col in zip(*rounds_of(r, proto))]
 print(f"\n{d} s per cell, median of {rounds} interleaved rounds; HTTP/1.1: wrk -c{c}; HTTP/2: h2load -c{hc} -m{hm} (prior knowledge); 127.0.0.1; ratios vs. app direct\n")
 print("| path | proto | req/s | ×direct | p50 ms | p99 ms | p99 ×direct | non-2xx |")
 print("|---|---|---:|---:|---:|---:|---:|---:|")
@@ -228,8 +229,6 @@ for proto, label in (("h1", "HTTP/1.1"), ("h2", "HTTP/2")):
     for r in rows:
         rps, p50, p99, bad = cells[(r, proto)] = cell(r, proto)
         print(f"| {r} | {label} | {rps:,.0f} | {rps / base[0]:.2f} | {p50:.2f} | {p99:.2f} | {p99 / base[2]:.2f} | {int(bad)} |")
-def rounds_of(r, proto):
-    return [[float(x) for x in run.split()] for run in data[(r, proto)].split(";") if run.strip()]
 def spread(values):
     return "per round " + ", ".join(f"{v:.2f}" for v in values)
 print("\nTargets (same run; the medians above, then the same ratio within each round, whose rows ran minutes apart at most):")
