@@ -6,8 +6,9 @@
 # Starts (Release builds): two BenchApps (pod-0, pod-1), a sidecar beside each on one static map, HAProxy
 # (balance hdr(x-shard-key) + hash-type consistent) and nginx (hash $http_x_shard_key consistent) in front of the same
 # apps; then, in ROUNDS (default 3) interleaved rounds, runs wrk (HTTP/1.1) and h2load (HTTP/2 prior knowledge) for
-# SECONDS_PER_ROW per row and prints the median req/s, p50 and p99 with each row's ratio to the direct row, the targets'
-# ratios, and an unloaded latency pass (wrk -c1). Everything it starts is killed at the end.
+# SECONDS_PER_ROW per row and prints the median req/s, p50 and p99 with each row's ratio to the direct row, the CPU the
+# proxy processes spent per request, the targets' ratios, and an unloaded latency pass (wrk -c1). Everything it starts is
+# killed at the end.
 # Needs: dotnet, wrk, h2load (nghttp2-client), haproxy, nginx, curl, python3.
 set -euo pipefail
 
@@ -61,8 +62,8 @@ start_sidecar() { # name port admin app
   DOTNET_TieredPGO=1 DOTNET_GCgen0size="$SIDECAR_GEN0SIZE" "$WORK/sidecar/Sharding.Sidecar" > "$WORK/$1.log" 2>&1 &
   PIDS+=($!)
 }
-start_sidecar pod-0 "$SC0" "$ADM0" "$APP0"
-start_sidecar pod-1 "$SC1" "$ADM1" "$APP1"
+start_sidecar pod-0 "$SC0" "$ADM0" "$APP0"; SC0PID=$!
+start_sidecar pod-1 "$SC1" "$ADM1" "$APP1"; SC1PID=$!
 
 cat > "$WORK/haproxy.cfg" <<CFG
 global
@@ -84,7 +85,7 @@ backend apps
   server pod-0 127.0.0.1:$APP0
   server pod-1 127.0.0.1:$APP1
 CFG
-haproxy -db -f "$WORK/haproxy.cfg" > "$WORK/haproxy.log" 2>&1 & PIDS+=($!)
+haproxy -db -f "$WORK/haproxy.cfg" > "$WORK/haproxy.log" 2>&1 & PIDS+=($!); HAPPID=$!
 
 mkdir -p "$WORK/nginx"
 cat > "$WORK/nginx.conf" <<CFG
@@ -116,7 +117,7 @@ http {
   }
 }
 CFG
-nginx -c "$WORK/nginx.conf" -p "$WORK/nginx" > "$WORK/nginx.log" 2>&1 & PIDS+=($!)
+nginx -c "$WORK/nginx.conf" -p "$WORK/nginx" > "$WORK/nginx.log" 2>&1 & PIDS+=($!); NGXPID=$!
 
 for p in $APP0 $APP0H2 $APP1 $APP1H2 $SC0 $SC1 $HAP $NGX $NGXH2; do wait_port "$p"; done
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$ADM0/readyz" >/dev/null && curl -fs "http://127.0.0.1:$ADM1/readyz" >/dev/null && break; sleep 0.1; done
@@ -170,17 +171,32 @@ print(f"{rps:.0f} {pick(0.5):.3f} {pick(0.99):.3f} {bad}")
 PY
 }
 
+# CPU time (user + system, clock ticks) of the given processes and their threads: counts are steadier than times on a
+# shared machine, so every cell also reports what the proxy processes spent per request.
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+ticks() { local t=0 p; for p in "$@"; do [[ -r /proc/$p/stat ]] && t=$((t + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}'))); done; echo "$t"; }
+with_cpu() { # "proxy pids" command... -> the command's "rps p50 p99 bad" plus the pids' CPU microseconds per request
+  local pids=$1 before after cell; shift
+  before=$(ticks $pids); cell=$("$@"); after=$(ticks $pids)
+  echo "$cell $(python3 -c "import sys; r = float(sys.argv[1]) * float(sys.argv[2]); print(f'{(int(sys.argv[4]) - int(sys.argv[3])) * int(sys.argv[5]) / r if r else 0:.1f}')" \
+    "${cell%% *}" "$DURATION" "$before" "$after" "$TICK_US")"
+}
+
 declare -A RESULT
 ROUNDS="${ROUNDS:-3}"
 measure() { # name h1url h2url key -> appends one round's cells
-  RESULT["$1,h1"]+="$(run_wrk "$2" "$4");"
-  RESULT["$1,h2"]+="$(run_h2load "$3" "$4");"
+  local pids=${PROXY_PIDS["$1"]}
+  RESULT["$1,h1"]+="$(with_cpu "$pids" run_wrk "$2" "$4");"
+  RESULT["$1,h2"]+="$(with_cpu "$pids" run_h2load "$3" "$4");"
 }
 ROWS=("app direct" "sidecar, owned" "sidecar, forwarded" "haproxy" "nginx")
 declare -A H1URL=(["app direct"]="http://127.0.0.1:$APP0/" ["sidecar, owned"]="http://127.0.0.1:$SC0/" ["sidecar, forwarded"]="http://127.0.0.1:$SC0/"
                   ["haproxy"]="http://127.0.0.1:$HAP/" ["nginx"]="http://127.0.0.1:$NGX/")
 declare -A H2URL=(["app direct"]="http://127.0.0.1:$APP0H2/" ["sidecar, owned"]="http://127.0.0.1:$SC0/" ["sidecar, forwarded"]="http://127.0.0.1:$SC0/"
                   ["haproxy"]="http://127.0.0.1:$HAP/" ["nginx"]="http://127.0.0.1:$NGXH2/")
+NGINX_WORKERS=$(pgrep -P "$NGXPID" | tr '\n' ' ')
+declare -A PROXY_PIDS=(["app direct"]="" ["sidecar, owned"]="$SC0PID $SC1PID" ["sidecar, forwarded"]="$SC0PID $SC1PID" ["haproxy"]="$HAPPID"
+                       ["nginx"]="$NGXPID $NGINX_WORKERS")
 declare -A ROWKEY=(["app direct"]="$KEY0" ["sidecar, owned"]="$KEY0" ["sidecar, forwarded"]="$KEY1" ["haproxy"]="$KEY0" ["nginx"]="$KEY0")
 
 # Warm up every path once (JIT tiering, connection pools) without measuring.
@@ -221,14 +237,15 @@ def rounds_of(r, proto):
 def cell(r, proto):
     return [statistics.median(col) for col in zip(*rounds_of(r, proto))]
 print(f"\n{d} s per cell, median of {rounds} interleaved rounds; HTTP/1.1: wrk -c{c}; HTTP/2: h2load -c{hc} -m{hm} (prior knowledge); 127.0.0.1; ratios vs. app direct\n")
-print("| path | proto | req/s | ×direct | p50 ms | p99 ms | p99 ×direct | non-2xx |")
-print("|---|---|---:|---:|---:|---:|---:|---:|")
+print("| path | proto | req/s | ×direct | p50 ms | p99 ms | p99 ×direct | non-2xx | proxy CPU µs/req |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
 cells = {}
 for proto, label in (("h1", "HTTP/1.1"), ("h2", "HTTP/2")):
     base = [max(x, 1e-9) for x in cell("app direct", proto)]
     for r in rows:
-        rps, p50, p99, bad = cells[(r, proto)] = cell(r, proto)
-        print(f"| {r} | {label} | {rps:,.0f} | {rps / base[0]:.2f} | {p50:.2f} | {p99:.2f} | {p99 / base[2]:.2f} | {int(bad)} |")
+        rps, p50, p99, bad, cpu = cells[(r, proto)] = cell(r, proto)
+        cpu_text = "–" if r == "app direct" else f"{cpu:.1f}"
+        print(f"| {r} | {label} | {rps:,.0f} | {rps / base[0]:.2f} | {p50:.2f} | {p99:.2f} | {p99 / base[2]:.2f} | {int(bad)} | {cpu_text} |")
 def spread(values):
     return "per round " + ", ".join(f"{v:.2f}" for v in values)
 print("\nTargets (same run; the medians above, then the same ratio within each round, whose rows ran minutes apart at most):")
@@ -242,6 +259,11 @@ for proto, label in (("h1", "HTTP/1.1"), ("h2", "HTTP/2")):
     print(f"* {label}: owned/nginx req/s {owned[0] / max(nginx[0], 1e-9):.2f}x ({spread(rps_ratio)}); "
           f"nginx p99 / owned p99 {nginx[2] / max(owned[2], 1e-9):.2f}x ({spread(p99_ratio)}) (>= 1 is as good); "
           f"under load, forwarded added p50 {added_fwd:.2f} ms = {added_fwd / max(added_owned, 1e-9):.2f}x owned's {added_owned:.2f} ms ({spread(fwd_ratio)})")
+    cpu_nginx = [n[4] / max(o[4], 1e-9) for _, o, _, n in per]
+    cpu_fwd = [f[4] / max(o[4], 1e-9) for _, o, f, _ in per]
+    print(f"  CPU per request (user + system of the proxy processes): sidecar owned {owned[4]:.1f} us, nginx {nginx[4]:.1f} us "
+          f"(nginx / owned {nginx[4] / max(owned[4], 1e-9):.2f}x, {spread(cpu_nginx)}); forwarded, both sidecars, {fwd[4]:.1f} us "
+          f"= {fwd[4] / max(owned[4], 1e-9):.2f}x owned ({spread(cpu_fwd)})")
 a_o, a_f = idle["sidecar, owned"] - idle["app direct"], idle["sidecar, forwarded"] - idle["app direct"]
 print(f"* HTTP/1.1 unloaded (wrk -c1, p50): direct {idle['app direct']:.0f} us, owned {idle['sidecar, owned']:.0f} us, forwarded {idle['sidecar, forwarded']:.0f} us, "
       f"nginx {idle['nginx']:.0f} us; forwarded adds {a_f:.0f} us = {a_f / max(a_o, 1e-9):.2f}x owned's {a_o:.0f} us")
