@@ -1,0 +1,65 @@
+using System.Security.Cryptography;
+using System.Text;
+
+namespace Sharding.Sidecar.Tests.FastPath;
+
+/// <summary>
+/// The fast path's risky corners over real loopback sockets: message framing the client or the app could make the sidecar
+/// and its peer disagree on (smuggling, response splitting), and app connections that must not be reused after an exchange
+/// ended abnormally.
+/// </summary>
+public sealed class FastPathEdgeCaseTests
+{
+    private static readonly TimeSpan Soon = TimeSpan.FromSeconds(5);
+
+    private static string Get(string target, string key = "k1", string extra = "") =>
+        $"GET {target} HTTP/1.1\r\nHost: app.test\r\nx-shard-key: {key}\r\n{extra}\r\n";
+
+    private static string Sha(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
+
+    private static string EchoBody(string method, string target, string body = "") => $"{method} {target} {Encoding.UTF8.GetByteCount(body)} {Sha(body)}";
+
+    [Fact]
+    public async Task ConnectionHeaderNamingContentLengthAndHost_TheAppStillGetsBoth_AndTheBodyAsTheBody_NotAsARequest()
+    {
+        await using var app = FakeApp.Start();
+        await using var solo = await SoloSidecar.StartAsync(app.Port);
+        using var client = await RawClient.ConnectAsync(solo.Port);
+
+        // The body is itself a request: if the app's copy lost its Content-Length, the app would take it for a second request.
+        var smuggled = "GET /smuggled HTTP/1.1\r\nHost: app.test\r\n\r\n";
+        await client.SendAsync(
+            $"POST /upload HTTP/1.1\r\nHost: app.test\r\nx-shard-key: k1\r\nConnection: keep-alive, Content-Length, Host\r\nContent-Length: {smuggled.Length}\r\n\r\n{smuggled}");
+        var response = await client.ReadResponseAsync(timeout: Soon);
+        Assert.Equal(EchoBody("POST", "/upload", smuggled), response.BodyText);
+        var seen = await app.NextRequestAsync();
+        Assert.Equal("/upload", seen.Target);
+        Assert.Equal(smuggled.Length.ToString(System.Globalization.CultureInfo.InvariantCulture), seen.Header("content-length"));
+        Assert.Equal("app.test", seen.Header("host")); // HTTP/1.1 requires it; the full path sets it whatever Connection says
+        Assert.Equal(smuggled, Encoding.Latin1.GetString(seen.Body));
+
+        // The connection is still in step: the next request gets its own answer, and the app never saw a smuggled request.
+        await client.SendAsync(Get("/next"));
+        Assert.Equal(EchoBody("GET", "/next"), (await client.ReadResponseAsync(timeout: Soon)).BodyText);
+        Assert.Equal("/next", (await app.NextRequestAsync()).Target);
+        Assert.False(app.Requests.Reader.TryRead(out var extra), $"the app saw another request: {extra?.RequestLine}");
+    }
+
+    [Fact]
+    public async Task AppResponseWhoseConnectionHeaderNamesContentLength_KeepsItsLength_AndTheConnectionStaysInSync()
+    {
+        await using var app = FakeApp.Start((request, connection) => request.Target == "/named"
+            ? connection.SendAsync("HTTP/1.1 200 OK\r\nConnection: keep-alive, Content-Length\r\nContent-Length: 5\r\n\r\nhello")
+            : FakeApp.EchoAsync(request, connection));
+        await using var solo = await SoloSidecar.StartAsync(app.Port);
+        using var client = await RawClient.ConnectAsync(solo.Port);
+
+        await client.SendAsync(Get("/named"));
+        var response = await client.ReadResponseAsync(timeout: Soon); // without a length or a close, the client could only wait
+        Assert.Equal("5", response.Single("content-length"));
+        Assert.Equal("hello", response.BodyText);
+
+        await client.SendAsync(Get("/next"));
+        Assert.Equal(EchoBody("GET", "/next"), (await client.ReadResponseAsync(timeout: Soon)).BodyText);
+    }
+}
