@@ -188,6 +188,9 @@ internal sealed partial class Http1FastPath : IDisposable
         private UpstreamConnection? _upstream;
         private UpstreamConnectionPool? _upstreamPool;
 
+        // An exchange began and has not finished cleanly: its app connection may be mid-request, never to be reused.
+        private bool _exchanging;
+
         public Session(Http1FastPath owner, ConnectionContext connection)
         {
             _owner = owner;
@@ -240,9 +243,9 @@ internal sealed partial class Http1FastPath : IDisposable
                         result = await _input.ReadAsync(_cts.Token).ConfigureAwait(false);
                     }
                 }
-                catch (OperationCanceledException)
+                catch (Exception ex) when (ex is OperationCanceledException or IOException)
                 {
-                    return false; // idle too long, or the connection closed
+                    return false; // idle too long, or the connection closed (or was reset)
                 }
 
                 var buffer = result.Buffer;
@@ -575,6 +578,7 @@ internal sealed partial class Http1FastPath : IDisposable
             owner._metrics.StreamStarted();
             var exchange = _exchange;
             exchange.Reset(request);
+            _exchanging = true;
             try
             {
                 stream.AttachCancellation(_cts);
@@ -594,6 +598,12 @@ internal sealed partial class Http1FastPath : IDisposable
                     : _connection.ConnectionClosed.IsCancellationRequested ? Failure.ClientGone
                     : exchange.ResponseStarted ? Failure.Activity : Failure.Timeout;
             }
+            catch (IOException ex) when (exchange.Failure == Failure.None)
+            {
+                // The client's connection was reset while its body was read: the app connection is mid-request.
+                exchange.Failure = Failure.ClientGone;
+                exchange.Error = ex;
+            }
             finally
             {
                 stream.AttachCancellation(null);
@@ -604,7 +614,9 @@ internal sealed partial class Http1FastPath : IDisposable
 
             try
             {
-                return await FinishAsync(exchange, stream).ConfigureAwait(false);
+                var keepGoing = await FinishAsync(exchange, stream).ConfigureAwait(false);
+                _exchanging = false;
+                return keepGoing;
             }
             finally
             {
@@ -1116,7 +1128,14 @@ internal sealed partial class Http1FastPath : IDisposable
         {
             _closeRequested.Dispose();
             _cts.Dispose();
-            ReturnUpstream();
+            if (_exchanging)
+            {
+                DropUpstream();
+            }
+            else
+            {
+                ReturnUpstream();
+            }
 
             ArrayPool<byte>.Shared.Return(_headBytes);
             ArrayPool<char>.Shared.Return(_headChars);

@@ -62,4 +62,28 @@ public sealed class FastPathEdgeCaseTests
         await client.SendAsync(Get("/next"));
         Assert.Equal(EchoBody("GET", "/next"), (await client.ReadResponseAsync(timeout: Soon)).BodyText);
     }
+
+    [Fact]
+    public async Task ClientResettingMidRequestBody_TheAppConnectionIsNotReusedForAnotherClient()
+    {
+        await using var app = FakeApp.Start();
+        await using var solo = await SoloSidecar.StartAsync(app.Port);
+
+        // 1: a client sends the head and 10 of 100 body bytes, then its connection is reset.
+        var first = await RawClient.ConnectAsync(solo.Port);
+        await first.SendAsync($"POST /upload HTTP/1.1\r\nHost: app.test\r\nx-shard-key: k1\r\nContent-Length: 100\r\n\r\n{new string('a', 10)}");
+        await Task.Delay(300); // the head and the 10 bytes reached the app, which waits for 90 more
+        first.Reset();
+        await Task.Delay(300);
+
+        // 2: another client's request must not be appended to the first one's body on that app connection.
+        using var second = await RawClient.ConnectAsync(solo.Port);
+        await second.SendAsync(Get("/next"));
+        var response = await second.ReadResponseAsync(timeout: Soon);
+        Assert.Equal(200, response.Status);
+        Assert.Equal(EchoBody("GET", "/next"), response.BodyText);
+        var seen = await app.NextRequestAsync();
+        Assert.Equal("/next", seen.Target);
+        Assert.Equal(0, seen.Index);
+    }
 }

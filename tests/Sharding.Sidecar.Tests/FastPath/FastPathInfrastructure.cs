@@ -144,6 +144,13 @@ internal sealed class RawClient : IDisposable
     /// <summary>Shuts down the sending side (the server sees end of input) or the whole socket.</summary>
     public void Shutdown(SocketShutdown how) => _socket.Shutdown(how);
 
+    /// <summary>Resets the connection (RST, no FIN): what a crashed client or a killed process does.</summary>
+    public void Reset()
+    {
+        _socket.LingerState = new LingerOption(true, 0);
+        _socket.Close();
+    }
+
     /// <summary>Reads one response; <paramref name="headRequest"/>: it answers a HEAD (no body whatever the headers say).</summary>
     public async Task<RawResponse> ReadResponseAsync(bool headRequest = false, TimeSpan? timeout = null)
     {
