@@ -1023,8 +1023,9 @@ internal sealed partial class Http1FastPath : IDisposable
             metrics.Request(outcome);
             Log.RelayFailed(owner._logger, failure, exchange.Error);
 
-            // The rest of an unsent body is still in the pipe: the connection cannot go on.
-            var close = exchange.Close || exchange.BodySent < exchange.Request.ContentLength;
+            // The rest of an unsent body is still in the pipe, or a timeout spent the connection's cancellation (it cannot
+            // serve another request): the connection cannot go on, and the answer says so.
+            var close = exchange.Close || exchange.BodySent < exchange.Request.ContentLength || _cts.IsCancellationRequested;
             await WriteSimpleResponseAsync(status, message, retryAfter, exchange.Request.State.ResponseHeaders, close).ConfigureAwait(false);
             return !close;
         }

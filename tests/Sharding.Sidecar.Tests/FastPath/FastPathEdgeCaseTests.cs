@@ -86,4 +86,25 @@ public sealed class FastPathEdgeCaseTests
         Assert.Equal("/next", seen.Target);
         Assert.Equal(0, seen.Index);
     }
+
+    [Fact]
+    public async Task ResponseHeadersTimeout_The504SaysConnectionClose_AndTheConnectionCloses_EvenWithARequestPipelinedBehind()
+    {
+        await using var app = FakeApp.Start(async (request, connection) =>
+        {
+            await connection.WaitForCloseAsync(TimeSpan.FromSeconds(20)); // never answers
+            connection.CloseAfterResponse = true;
+        });
+        await using var solo = await SoloSidecar.StartAsync(app.Port, new Dictionary<string, string?> { ["Sidecar:ResponseHeadersTimeout"] = "00:00:01" });
+        using var client = await RawClient.ConnectAsync(solo.Port);
+
+        // The timeout spends the connection's cancellation: it cannot serve another request, so it must say it closes
+        // (it used to answer as if kept alive, then drop the next request unanswered).
+        await client.SendAsync(Get("/slow") + Get("/next"));
+        var timedOut = await client.ReadResponseAsync(timeout: Soon);
+        Assert.Equal(504, timedOut.Status);
+        Assert.Equal("close", timedOut.Single("connection"));
+        Assert.True(await client.ClosesAsync(Soon), "the connection stayed open after a 504 that said it closes");
+        Assert.Equal("/slow", (await app.NextRequestAsync()).Target);
+    }
 }
