@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Text;
 using Sharding.Sidecar.Forwarding;
 
@@ -37,6 +38,10 @@ internal struct ResponseHead
 
     private const int MaxHeaders = 128;
 
+    /// <summary>Control characters other than HTAB (and DEL): never part of a status line or a field value (RFC 9110 §5.5).</summary>
+    private static readonly SearchValues<byte> Controls = SearchValues.Create(
+        [.. Enumerable.Range(0, 0x20).Where(static c => c != '\t').Select(static c => (byte)c), (byte)0x7F]);
+
     /// <summary>Parses the head in <paramref name="head"/> (ending with its empty line).</summary>
     /// <returns>False when it is not a valid HTTP/1.x response head.</returns>
     public static bool TryParse(ReadOnlySpan<byte> head, bool isHeadRequest, out ResponseHead response)
@@ -57,9 +62,9 @@ internal struct ResponseHead
 
         var code = head.Slice(9, 3);
         if (!char.IsAsciiDigit((char)code[0]) || !char.IsAsciiDigit((char)code[1]) || !char.IsAsciiDigit((char)code[2])
-            || (lineEnd > 12 && head[12] != ' '))
+            || (lineEnd > 12 && head[12] != ' ') || head[..lineEnd].ContainsAny(Controls))
         {
-            return false;
+            return false; // a bare CR or LF, or a NUL, would pass on to the client as it is
         }
 
         response.StatusCode = ((code[0] - '0') * 100) + ((code[1] - '0') * 10) + (code[2] - '0');
@@ -99,6 +104,11 @@ internal struct ResponseHead
 
             var name = line[..colon];
             var value = line[(colon + 1)..].Trim(" \t"u8);
+            if (value.ContainsAny(Controls))
+            {
+                return false; // RFC 9110 §5.5: CR, LF or NUL in a value is rejected, not passed on (nor other controls)
+            }
+
             if (Ascii.EqualsIgnoreCase(name, "content-length"u8))
             {
                 if (!TryParseLength(value, out var length) || (response.ContentLength >= 0 && response.ContentLength != length))

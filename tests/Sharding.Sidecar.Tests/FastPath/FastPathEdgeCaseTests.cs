@@ -107,4 +107,27 @@ public sealed class FastPathEdgeCaseTests
         Assert.True(await client.ClosesAsync(Soon), "the connection stayed open after a 504 that said it closes");
         Assert.Equal("/slow", (await app.NextRequestAsync()).Target);
     }
+
+    [Theory]
+    [InlineData("HTTP/1.1 200 OK\r\nX-A: one\nX-Injected: 1\r\nContent-Length: 2\r\n\r\nok")] // a bare LF: a lenient client sees two fields
+    [InlineData("HTTP/1.1 200 OK\r\nX-A: one\rX-Injected: 1\r\nContent-Length: 2\r\n\r\nok")] // a bare CR
+    [InlineData("HTTP/1.1 200 OK\r\nX-A: one\0X-Injected: 1\r\nContent-Length: 2\r\n\r\nok")] // NUL
+    [InlineData("HTTP/1.1 200 OK\nX-Injected: 1\r\nContent-Length: 2\r\n\r\nok")] // a bare LF in the status line
+    public async Task AppResponseHeadWithCrLfOrNulInALine_IsNotPassedOn_But502_AndTheConnectionGoesOn(string head)
+    {
+        // RFC 9110 §5.5: a recipient of CR, LF or NUL in a field value must reject the message or replace them (an app
+        // reflecting input into a header would otherwise let it split the response for lenient clients and proxies).
+        await using var app = FakeApp.Start((request, connection) =>
+            request.Target == "/reflect" ? connection.SendAsync(head) : FakeApp.EchoAsync(request, connection));
+        await using var solo = await SoloSidecar.StartAsync(app.Port);
+        using var client = await RawClient.ConnectAsync(solo.Port);
+
+        await client.SendAsync(Get("/reflect"));
+        var response = await client.ReadResponseAsync(timeout: Soon);
+        Assert.Equal(502, response.Status);
+        Assert.DoesNotContain("X-Injected", response.Head, StringComparison.Ordinal);
+
+        await client.SendAsync(Get("/next"));
+        Assert.Equal(EchoBody("GET", "/next"), (await client.ReadResponseAsync(timeout: Soon)).BodyText);
+    }
 }
