@@ -641,7 +641,17 @@ internal sealed partial class Http1FastPath : IDisposable
             // 2. The rest of the body, streamed.
             if (!await SendBodyAsync(exchange).ConfigureAwait(false))
             {
-                return;
+                if (exchange.Failure != Failure.AppError)
+                {
+                    return;
+                }
+
+                // The app may have answered before reading the whole body, and closed (a 413, a 401): its answer, when it
+                // sent one, is the client's (as the full path's HTTP client reads it); else the read below fails as well. The
+                // rest of the body stays unread, so the client's connection closes after it, and the app's is not reused.
+                exchange.Failure = Failure.None;
+                exchange.BodyCut = true;
+                exchange.Close = true;
             }
 
             // 3. The response head (1xx interim responses are dropped, as the full path's HTTP client does).
@@ -976,7 +986,7 @@ internal sealed partial class Http1FastPath : IDisposable
                 if (_upstream is { } app)
                 {
                     app.Requests++;
-                    if (exchange.Response.UpstreamClose)
+                    if (exchange.Response.UpstreamClose || exchange.BodyCut)
                     {
                         DropUpstream();
                     }
@@ -1170,6 +1180,10 @@ internal sealed partial class Http1FastPath : IDisposable
         public bool ResponseStarted;
         public bool Close;
         public bool Retried;
+
+        /// <summary>Sending the body failed; the app's early answer was relayed instead (its connection is not reused).</summary>
+        public bool BodyCut;
+
         public long BodySent;
         public long ResponseBytes;
 
@@ -1183,7 +1197,7 @@ internal sealed partial class Http1FastPath : IDisposable
             Chunks = default;
             Failure = Failure.None;
             Error = null;
-            ResponseStarted = Close = Retried = false;
+            ResponseStarted = Close = Retried = BodyCut = false;
             BodySent = ResponseBytes = 0;
         }
     }

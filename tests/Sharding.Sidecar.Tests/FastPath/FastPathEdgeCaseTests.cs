@@ -1,3 +1,5 @@
+using System.Net;
+using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text;
 
@@ -129,5 +131,55 @@ public sealed class FastPathEdgeCaseTests
 
         await client.SendAsync(Get("/next"));
         Assert.Equal(EchoBody("GET", "/next"), (await client.ReadResponseAsync(timeout: Soon)).BodyText);
+    }
+
+    [Fact]
+    public async Task AppAnsweringEarly_AndClosing_WhileTheBodyIsStillComing_ItsAnswerReachesTheClient()
+    {
+        // An app that refuses a large upload from its head (413, 401...) answers and closes without reading the body: the
+        // sidecar's send then fails, but the app's answer is what the client must see (the full path's HTTP client reads
+        // the response while it sends), not a 502.
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen(8);
+        var appTask = Task.Run(async () =>
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+            using var socket = await listener.AcceptAsync(timeout.Token);
+            var input = new ReceiveBuffer(socket);
+            await input.ReadHeadAsync(timeout.Token);
+            var answer = "HTTP/1.1 413 Payload Too Large\r\nContent-Type: text/plain\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big\n"u8.ToArray();
+            await socket.SendAsync(answer, SocketFlags.None, timeout.Token);
+            await Task.Delay(100, timeout.Token);
+            socket.Close(); // unread body bytes: the kernel resets the connection
+        });
+        await using var solo = await SoloSidecar.StartAsync(((IPEndPoint)listener.LocalEndPoint!).Port);
+        using var client = await RawClient.ConnectAsync(solo.Port);
+
+        const int Length = 16 * 1024 * 1024;
+        await client.SendAsync($"PUT /upload HTTP/1.1\r\nHost: app.test\r\nx-shard-key: k1\r\nContent-Length: {Length}\r\n\r\n");
+        var upload = Task.Run(async () =>
+        {
+            var chunk = new byte[64 * 1024];
+            try
+            {
+                for (var sent = 0; sent < Length; sent += chunk.Length)
+                {
+                    await client.SendAsync(chunk);
+                }
+            }
+            catch (Exception ex) when (ex is SocketException or OperationCanceledException or ObjectDisposedException)
+            {
+                // The sidecar closed the connection after the answer: the rest of the body is not wanted.
+            }
+        });
+
+        var response = await client.ReadResponseAsync(timeout: TimeSpan.FromSeconds(15));
+        await appTask;
+        Assert.Equal(413, response.Status);
+        Assert.Equal("too big\n", response.BodyText);
+        Assert.Equal("close", response.Single("connection")); // the rest of the body was never read
+        Assert.Equal("pod-0", response.Single("x-sharding-owner"));
+        await upload.WaitAsync(TimeSpan.FromSeconds(15));
     }
 }
