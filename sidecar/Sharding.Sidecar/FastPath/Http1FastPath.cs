@@ -353,6 +353,11 @@ internal sealed partial class Http1FastPath : IDisposable
 
             var bytes = _headBytes.AsSpan(0, headLength);
             buffer.Slice(0, headLength).CopyTo(bytes);
+            if (!System.Text.Unicode.Utf8.IsValid(bytes))
+            {
+                return SidecarMetricNames.HandoverProtocol; // Kestrel decodes header values as UTF-8 (and refuses what is not)
+            }
+
             var chars = _headChars.AsSpan(0, headLength);
             Encoding.Latin1.GetChars(bytes, chars);
             var headers = _headers.AsSpan(0, RequestHead.MaxHeaders);

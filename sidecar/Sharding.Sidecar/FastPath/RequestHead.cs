@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Text;
 using Sharding.Keys;
 using Sharding.Sidecar.Forwarding;
 
@@ -313,7 +314,9 @@ internal ref struct RequestHead
     }
 }
 
-/// <summary>The parsed head as the shard-key rules see it (no copies; several cookie headers are joined).</summary>
+/// <summary>The parsed head as the shard-key rules see it (no copies; several cookie headers are joined). Header values are
+/// UTF-8, as Kestrel decodes them on the full path and as Envoy hashes their bytes: a value the head's Latin-1 text (a char
+/// per byte) holds non-ASCII in is decoded again (the fast path hands heads that are not valid UTF-8 to Kestrel).</summary>
 internal readonly ref struct RequestHeadKeyRequest : IShardKeyRequest
 {
     private readonly ReadOnlySpan<char> _text;
@@ -361,6 +364,11 @@ internal readonly ref struct RequestHeadKeyRequest : IShardKeyRequest
         if (count == 1 || !string.Equals(name, "cookie", StringComparison.OrdinalIgnoreCase))
         {
             value = _text.Slice(_headers[found].ValueStart, _headers[found].ValueLength);
+            if (!Ascii.IsValid(value))
+            {
+                value = FromUtf8(value);
+            }
+
             return true;
         }
 
@@ -374,7 +382,20 @@ internal readonly ref struct RequestHeadKeyRequest : IShardKeyRequest
         }
 
         value = string.Join("; ", parts);
+        if (!Ascii.IsValid(value))
+        {
+            value = FromUtf8(value);
+        }
+
         return true;
+    }
+
+    /// <summary>The text whose bytes <paramref name="latin1"/> holds one per char, read as UTF-8.</summary>
+    private static string FromUtf8(ReadOnlySpan<char> latin1)
+    {
+        var bytes = latin1.Length <= 1024 ? stackalloc byte[latin1.Length] : new byte[latin1.Length];
+        Encoding.Latin1.GetBytes(latin1, bytes);
+        return Encoding.UTF8.GetString(bytes);
     }
 
     private static string KnownMethod(ReadOnlySpan<char> method) => method switch

@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text;
+using Sharding.Sidecar.Tests.Infrastructure;
 
 namespace Sharding.Sidecar.Tests.FastPath;
 
@@ -181,5 +182,39 @@ public sealed class FastPathEdgeCaseTests
         Assert.Equal("close", response.Single("connection")); // the rest of the body was never read
         Assert.Equal("pod-0", response.Single("x-sharding-owner"));
         await upload.WaitAsync(TimeSpan.FromSeconds(15));
+    }
+}
+
+/// <summary>Keys with non-ASCII characters on the fast path, which reads the head as Latin-1 (a char per byte).</summary>
+public sealed class FastPathKeyEncodingTests(ClusterFixture fixture) : IClassFixture<ClusterFixture>
+{
+    private Cluster Cluster => fixture.Cluster;
+
+    [Theory]
+    [InlineData("x-shard-key: ")]
+    [InlineData("Cookie: theme=dark; sid=")]
+    public async Task NonAsciiKeyInAHeaderOrCookie_IsHashedAsItsUtf8Bytes_AndGoesToTheOwnerTheFullPathAndEnvoyPick(string prefix)
+    {
+        // A UTF-8 key read byte per char would hash differently: find one whose misread owner differs from its owner.
+        string key = "";
+        for (var i = 0; i < 1000; i++)
+        {
+            key = $"ключ-{i}";
+            if (Cluster.OwnerOf(key) != Cluster.OwnerOf(Encoding.Latin1.GetString(Encoding.UTF8.GetBytes(key))))
+            {
+                break;
+            }
+        }
+
+        var owner = Cluster.OwnerOf(key); // the contract: xxHash64 of the key's UTF-8 bytes (what Envoy hashes)
+        Assert.NotEqual(owner, Cluster.OwnerOf(Encoding.Latin1.GetString(Encoding.UTF8.GetBytes(key))));
+        using var counters = new FastPathCounters(Cluster.Sidecars[0]);
+        using var client = await RawClient.ConnectAsync(Cluster.Sidecars[0].Port);
+        await client.SendAsync(Encoding.UTF8.GetBytes($"GET /utf8 HTTP/1.1\r\nHost: sidecar.test\r\n{prefix}{key}\r\n\r\n"));
+        var response = await client.ReadResponseAsync();
+        Assert.Equal(200, response.Status);
+        Assert.Equal(owner, response.Single("x-sharding-owner"));
+        Assert.StartsWith($"{owner}|", Encoding.UTF8.GetString(response.Body), StringComparison.Ordinal);
+        await counters.WaitForAsync(static c => c.Served == 1, "1 served on the fast path");
     }
 }
