@@ -183,6 +183,43 @@ public sealed class FastPathEdgeCaseTests
         Assert.Equal("pod-0", response.Single("x-sharding-owner"));
         await upload.WaitAsync(TimeSpan.FromSeconds(15));
     }
+
+    [Theory]
+    [InlineData("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nfour")]
+    [InlineData("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nfour\r\n")] // cut at a chunk boundary, before the terminator
+    [InlineData("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nA\r\nfour")] // cut inside a chunk
+    public async Task AppClosingMidBody_TheClientSeesTheConnectionCut_NotACompleteResponse(string partial)
+    {
+        await using var app = FakeApp.Start(async (request, connection) =>
+        {
+            if (request.Target == "/cut")
+            {
+                await connection.SendAsync(partial);
+                await Task.Delay(100);
+                connection.CloseAfterResponse = true;
+                return;
+            }
+
+            await FakeApp.EchoAsync(request, connection);
+        });
+        await using var solo = await SoloSidecar.StartAsync(app.Port);
+        using var client = await RawClient.ConnectAsync(solo.Port);
+
+        // The body's framing is the client's only way to tell a cut response from a whole one: the sidecar must not end it
+        // (no chunked terminator, no more bytes) and must close the connection.
+        await client.SendAsync(Get("/cut"));
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        var received = await client.DrainAvailableAsync(Soon); // until the connection ends (or the wait does)
+        Assert.True(watch.Elapsed < Soon - TimeSpan.FromSeconds(1), $"the connection stayed open after the app cut its response: {received}");
+        Assert.StartsWith("HTTP/1.1 200 OK\r\n", received, StringComparison.Ordinal);
+        Assert.EndsWith(partial[(partial.IndexOf("\r\n\r\n", StringComparison.Ordinal) + 4)..], received, StringComparison.Ordinal);
+        Assert.DoesNotContain("\r\n0\r\n", received, StringComparison.Ordinal);
+
+        // A new client connection gets a new app connection, whole answers.
+        using var next = await RawClient.ConnectAsync(solo.Port);
+        await next.SendAsync(Get("/next"));
+        Assert.Equal(EchoBody("GET", "/next"), (await next.ReadResponseAsync(timeout: Soon)).BodyText);
+    }
 }
 
 /// <summary>Keys with non-ASCII characters on the fast path, which reads the head as Latin-1 (a char per byte).</summary>
