@@ -384,7 +384,16 @@ internal static class JsonKeyFinder
                 return ShardKeyStatus.TooLong;
             }
 
-            length = reader.CopyString(destination);
+            try
+            {
+                length = reader.CopyString(destination);
+            }
+            catch (InvalidOperationException ex)
+            {
+                // Well-formed JSON whose string is not text: invalid UTF-8 or an escaped lone surrogate (\ud800).
+                return Malformed($"the key is not valid text: {ex.Message}", out error);
+            }
+
             return length == 0 ? ShardKeyStatus.NotFound : ShardKeyStatus.Found;
         }
 

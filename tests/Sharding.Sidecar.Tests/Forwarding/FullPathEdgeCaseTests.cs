@@ -1,0 +1,99 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using Sharding.Sidecar.Tests.FastPath;
+using Sharding.Sidecar.Tests.Infrastructure;
+
+namespace Sharding.Sidecar.Tests.Forwarding;
+
+/// <summary>
+/// The full path's risky corners (HTTP/2 prior knowledge from the client, so the HTTP/1.1 fast path never takes them):
+/// JSON-body key extraction at its limits, upstream answers the sidecar cannot pass on as they are.
+/// </summary>
+public sealed class FullPathEdgeCaseTests
+{
+    private const string JsonRules = "[\"json:$.id\"]";
+
+    [Theory]
+    [InlineData("{\"id\":\"\\ud800\"}")] // an escaped lone surrogate: valid JSON syntax, not a valid string
+    [InlineData("{\"id\":\"a\\udc00b\"}")]
+    public async Task JsonKeyThatIsNotValidText_Is400_NotAnUnhandledError(string json)
+    {
+        await using var app = await EchoApp.StartAsync("pod-0");
+        await using var solo = await Solo.StartAsync(app.Port, JsonRules);
+        using var client = Cluster.Client(http2: true);
+        using var response = await client.PostAsync(solo.Url("/orders"), new StringContent(json, Encoding.UTF8, "application/json"));
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.StartsWith("cannot read the shard key from the JSON body:", body, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task JsonKeyWithInvalidUtf8_Is400_NotAnUnhandledError()
+    {
+        await using var app = await EchoApp.StartAsync("pod-0");
+        await using var solo = await Solo.StartAsync(app.Port, JsonRules);
+        using var client = Cluster.Client(http2: true);
+        byte[] json = [.. "{\"id\":\"a"u8, 0xFF, 0xFE, .. "\"}"u8];
+        using var content = new ByteArrayContent(json);
+        content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+        using var response = await client.PostAsync(solo.Url("/orders"), content);
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.StartsWith("cannot read the shard key from the JSON body:", body, StringComparison.Ordinal);
+    }
+
+    private static string Padded(string head, string tail, int length) =>
+        string.Concat(head, new string('x', length - head.Length - tail.Length), tail);
+
+    private static HttpContent Json(string json, bool contentLength)
+    {
+        var bytes = Encoding.UTF8.GetBytes(json);
+        HttpContent content = contentLength ? new ByteArrayContent(bytes) : new StreamContent(new UnknownLengthStream(bytes));
+        content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+        return content;
+    }
+
+    /// <summary>A body whose length HttpClient cannot know (HTTP/2 without content-length, HTTP/1.1 chunked).</summary>
+    private sealed class UnknownLengthStream(byte[] bytes) : MemoryStream(bytes)
+    {
+        public override bool CanSeek => false;
+    }
+
+    /// <summary>One sidecar (pod-0, the only member) with its own key rules, in front of an app.</summary>
+    private sealed class Solo : IAsyncDisposable
+    {
+        private readonly string _directory;
+
+        private Solo(string directory, TestSidecar sidecar)
+        {
+            _directory = directory;
+            Sidecar = sidecar;
+        }
+
+        public TestSidecar Sidecar { get; }
+
+        public static async Task<Solo> StartAsync(int appPort, string rules, string extraKeys = "", IDictionary<string, string?>? settings = null)
+        {
+            var directory = Directory.CreateTempSubdirectory("sharding-fullpath-").FullName;
+            var port = TestSidecar.FreePort();
+            var map = Path.Combine(directory, "map.yaml");
+            await File.WriteAllTextAsync(map, Cluster.MapYaml([port], rules, extraKeys));
+            return new Solo(directory, await TestSidecar.StartAsync("pod-0", port, appPort, map, settings));
+        }
+
+        public string Url(string target) => $"http://127.0.0.1:{Sidecar.Port}{target}";
+
+        public async ValueTask DisposeAsync()
+        {
+            await Sidecar.DisposeAsync();
+            try
+            {
+                Directory.Delete(_directory, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+        }
+    }
+}
