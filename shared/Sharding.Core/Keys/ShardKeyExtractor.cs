@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Collections.Immutable;
 using System.Text;
 using System.Text.Json;
@@ -379,19 +380,38 @@ internal static class JsonKeyFinder
         error = null;
         if (reader.TokenType == JsonTokenType.String)
         {
-            if (reader.ValueSpan.Length > ShardKeyExtractor.MaxKeyLength || reader.HasValueSequence)
+            // The limit is in chars, as for the other rules, not in the raw bytes: unescaped, a string never has more chars
+            // than bytes, and one char takes at most six (an escape such as \u00e9).
+            var raw = reader.ValueSpan.Length;
+            if (raw > ShardKeyExtractor.MaxKeyLength * 6 || reader.HasValueSequence)
             {
                 return ShardKeyStatus.TooLong;
             }
 
+            var limit = Math.Min(destination.Length, ShardKeyExtractor.MaxKeyLength);
+            var rented = raw > limit ? ArrayPool<char>.Shared.Rent(raw) : null;
             try
             {
-                length = reader.CopyString(destination);
+                length = reader.CopyString(rented ?? destination);
+                if (length > limit)
+                {
+                    length = 0;
+                    return ShardKeyStatus.TooLong;
+                }
+
+                rented?.AsSpan(0, length).CopyTo(destination);
             }
             catch (InvalidOperationException ex)
             {
                 // Well-formed JSON whose string is not text: invalid UTF-8 or an escaped lone surrogate (\ud800).
                 return Malformed($"the key is not valid text: {ex.Message}", out error);
+            }
+            finally
+            {
+                if (rented is not null)
+                {
+                    ArrayPool<char>.Shared.Return(rented);
+                }
             }
 
             return length == 0 ? ShardKeyStatus.NotFound : ShardKeyStatus.Found;
@@ -400,7 +420,7 @@ internal static class JsonKeyFinder
         if (reader.TokenType == JsonTokenType.Number)
         {
             var raw = reader.ValueSpan;
-            if (raw.Length > destination.Length)
+            if (raw.Length > Math.Min(destination.Length, ShardKeyExtractor.MaxKeyLength))
             {
                 return ShardKeyStatus.TooLong;
             }

@@ -43,6 +43,25 @@ public sealed class FullPathEdgeCaseTests
         Assert.StartsWith("cannot read the shard key from the JSON body:", body, StringComparison.Ordinal);
     }
 
+    /// <summary>The limit is 1024 characters, as for a header key: escapes and multi-byte UTF-8 do not count their bytes.</summary>
+    [Fact]
+    public async Task JsonStringKeyOf1024CharactersWrittenInMoreBytes_IsAKey()
+    {
+        await using var app = await EchoApp.StartAsync("pod-0");
+        await using var solo = await Solo.StartAsync(app.Port, JsonRules);
+        using var client = Cluster.Client(http2: true);
+        foreach (var value in new[] { string.Concat(Enumerable.Repeat("\\u0041", 1024)), new string('é', 1024) })
+        {
+            using var response = await client.PostAsync(solo.Url("/orders"), Json($"{{\"id\":\"{value}\"}}", contentLength: true));
+            var body = await response.Content.ReadAsStringAsync();
+            Assert.True(response.StatusCode == HttpStatusCode.OK, body);
+        }
+
+        using var tooLong = await client.PostAsync(solo.Url("/orders"), Json($"{{\"id\":\"{string.Concat(Enumerable.Repeat("\\u0041", 1025))}\"}}", contentLength: true));
+        Assert.Equal(HttpStatusCode.BadRequest, tooLong.StatusCode);
+        Assert.Equal("the shard key is longer than 1024 characters\n", await tooLong.Content.ReadAsStringAsync());
+    }
+
     private static string Padded(string head, string tail, int length) =>
         string.Concat(head, new string('x', length - head.Length - tail.Length), tail);
 
