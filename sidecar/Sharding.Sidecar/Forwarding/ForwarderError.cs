@@ -48,4 +48,8 @@ internal enum ForwarderError
 
     /// <summary>A protocol upgrade (WebSocket) failed after the 101.</summary>
     Upgrade,
+
+    /// <summary>The upstream's response headers or trailers hold a value the client's server will not send (502 before the
+    /// response started; a reset after).</summary>
+    ResponseHeaders,
 }

@@ -316,8 +316,12 @@ internal sealed partial class HttpForwarder : IDisposable
     {
         // 6. Status and headers.
         var clientResponse = context.Response;
+        if (CopyResponseHeaders(context, response, target, isUpgrade: false) is { } refused)
+        {
+            return refused;
+        }
+
         clientResponse.StatusCode = (int)response.StatusCode;
-        HeaderRules.CopyResponseHeaders(response, clientResponse, target.IsPeer, isUpgrade: false);
         context.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
 
         // 7. The body: unknown length means it may be a stream (SSE, gRPC, long poll): flush every write. Event streams and
@@ -392,8 +396,46 @@ internal sealed partial class HttpForwarder : IDisposable
         }
 
         // 8. Trailers (gRPC status).
-        HeaderRules.CopyTrailers(response, clientResponse);
+        try
+        {
+            HeaderRules.CopyTrailers(response, clientResponse);
+        }
+        catch (InvalidOperationException ex)
+        {
+            return Fail(context, target, ForwarderError.ResponseHeaders, ex); // the body went out without them: reset
+        }
+
         return default;
+    }
+
+    /// <summary>
+    /// Copies the upstream's response headers; a value Kestrel refuses to send (obs-text, which HttpClient reads as Latin-1)
+    /// takes back what was copied and returns the error (a 502), instead of escaping as an unhandled exception (a bare 500).
+    /// </summary>
+    private ForwardResult? CopyResponseHeaders(HttpContext context, HttpResponseMessage response, ForwardTarget target, bool isUpgrade)
+    {
+        var headers = context.Response.Headers;
+        var generation = headers[HeaderRules.Generation];
+        try
+        {
+            HeaderRules.CopyResponseHeaders(response, context.Response, target.IsPeer, isUpgrade);
+            return null;
+        }
+        catch (InvalidOperationException ex)
+        {
+            foreach (var header in response.Headers.NonValidated)
+            {
+                headers.Remove(header.Key);
+            }
+
+            foreach (var header in response.Content.Headers.NonValidated)
+            {
+                headers.Remove(header.Key);
+            }
+
+            headers[HeaderRules.Generation] = generation;
+            return Fail(context, target, ForwarderError.ResponseHeaders, ex);
+        }
     }
 
     private async ValueTask<ForwardResult> UpgradeAsync(
@@ -401,7 +443,11 @@ internal sealed partial class HttpForwarder : IDisposable
         ForwardTarget target, ActivityTimeout? activity, CancellationTokenSource cts, ShardRequestContext? stream)
     {
         // HTTP/2 answers an accepted extended CONNECT with 200 and no connection-specific headers (RFC 8441 §5).
-        HeaderRules.CopyResponseHeaders(response, context.Response, target.IsPeer, isUpgrade: extendedConnect is null);
+        if (CopyResponseHeaders(context, response, target, isUpgrade: extendedConnect is null) is { } refused)
+        {
+            return refused;
+        }
+
         if (extendedConnect is not null)
         {
             context.Response.Headers.Remove(Http2WebSocket.AcceptHeader);

@@ -62,6 +62,44 @@ public sealed class FullPathEdgeCaseTests
         Assert.Equal("the shard key is longer than 1024 characters\n", await tooLong.Content.ReadAsStringAsync());
     }
 
+    /// <summary>A response header value Kestrel will not send (obs-text, which HttpClient reads as Latin-1) is a 502.</summary>
+    [Fact]
+    public async Task AppResponseHeaderKestrelRefuses_Is502_NotA500()
+    {
+        await using var app = FakeApp.Start((_, connection) => connection.SendAsync(
+            "HTTP/1.1 200 OK\r\nx-note: caf\u00e9\r\nContent-Length: 2\r\n\r\nok"));
+        await using var solo = await Solo.StartAsync(app.Port, "[\"header:x-shard-key\"]");
+        using var client = Cluster.Client(http2: true);
+        using var request = Cluster.Request(HttpMethod.Get, solo.Url("/a"), http2: true);
+        request.Headers.Add("x-shard-key", "k1");
+        using var response = await client.SendAsync(request);
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.Equal(HttpStatusCode.BadGateway, response.StatusCode);
+        Assert.StartsWith("forwarding to this pod's app failed:", body, StringComparison.Ordinal);
+        Assert.False(response.Headers.Contains("x-note"));
+    }
+
+    /// <summary>
+    /// A trailer value Kestrel will not send, after the body went out: the stream is reset (the client must not take it
+    /// for a whole response with its trailers), quietly, not as an unhandled exception.
+    /// </summary>
+    [Fact]
+    public async Task AppTrailerKestrelRefuses_ResetsTheStream_WithoutAnUnhandledError()
+    {
+        await using var app = FakeApp.Start((_, connection) => connection.SendAsync(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nx-t: caf\u00e9\r\n\r\n"));
+        var logs = new CollectingLoggerProvider();
+        await using var solo = await Solo.StartAsync(app.Port, "[\"header:x-shard-key\"]", logs: logs);
+        using var client = Cluster.Client(http2: true);
+        using var request = Cluster.Request(HttpMethod.Get, solo.Url("/a"), http2: true);
+        request.Headers.Add("x-shard-key", "k1");
+        request.Headers.TE.Add(new TransferCodingWithQualityHeaderValue("trailers"));
+        using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        await Assert.ThrowsAnyAsync<Exception>(() => response.Content.ReadAsByteArrayAsync().WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.DoesNotContain(logs.Entries, e => e.Level >= Microsoft.Extensions.Logging.LogLevel.Error);
+    }
+
     private static string Padded(string head, string tail, int length) =>
         string.Concat(head, new string('x', length - head.Length - tail.Length), tail);
 
@@ -92,13 +130,14 @@ public sealed class FullPathEdgeCaseTests
 
         public TestSidecar Sidecar { get; }
 
-        public static async Task<Solo> StartAsync(int appPort, string rules, string extraKeys = "", IDictionary<string, string?>? settings = null)
+        public static async Task<Solo> StartAsync(
+            int appPort, string rules, string extraKeys = "", IDictionary<string, string?>? settings = null, CollectingLoggerProvider? logs = null)
         {
             var directory = Directory.CreateTempSubdirectory("sharding-fullpath-").FullName;
             var port = TestSidecar.FreePort();
             var map = Path.Combine(directory, "map.yaml");
             await File.WriteAllTextAsync(map, Cluster.MapYaml([port], rules, extraKeys));
-            return new Solo(directory, await TestSidecar.StartAsync("pod-0", port, appPort, map, settings));
+            return new Solo(directory, await TestSidecar.StartAsync("pod-0", port, appPort, map, settings, logs));
         }
 
         public string Url(string target) => $"http://127.0.0.1:{Sidecar.Port}{target}";
