@@ -945,7 +945,11 @@ internal sealed partial class Http1FastPath : IDisposable
         {
             try
             {
-                var result = await _output.FlushAsync(_cts.Token).ConfigureAwait(false);
+                var flush = _output.FlushAsync(_cts.Token);
+                var result = flush.IsCompleted || _owner._limits.MinResponseDataRate is not { } rate
+                    ? await flush.ConfigureAwait(false)
+                    : await FlushAtMinimumRateAsync(flush, rate, exchange.ResponseBytes - exchange.FlushedBytes).ConfigureAwait(false);
+                exchange.FlushedBytes = exchange.ResponseBytes;
                 if (result.IsCompleted || result.IsCanceled)
                 {
                     exchange.Failure = Failure.ClientGone;
@@ -958,6 +962,36 @@ internal sealed partial class Http1FastPath : IDisposable
             {
                 exchange.Failure = Failure.ClientGone;
                 return false;
+            }
+        }
+
+        /// <summary>
+        /// A flush the client holds up (it is not reading): as Kestrel's <see cref="KestrelServerLimits.MinResponseDataRate"/>
+        /// on the full path, it may take the grace period, or as long as the rate allows for its bytes, and then the connection
+        /// is aborted. Without this a client that stops reading holds its connection, and the app's, for good.
+        /// </summary>
+        private async ValueTask<FlushResult> FlushAtMinimumRateAsync(ValueTask<FlushResult> flush, MinDataRate rate, long bytes)
+        {
+            var allowed = TimeSpan.FromSeconds(Math.Max(rate.GracePeriod.TotalSeconds, bytes / rate.BytesPerSecond));
+            var pending = flush.AsTask(); // allocates, but only for a flush that did not complete at once
+            try
+            {
+                return await pending.WaitAsync(allowed, _owner._time).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                Log.ResponseTooSlow(_owner._logger, rate.BytesPerSecond);
+                _connection.Abort(new ConnectionAbortedException("The client read the response slower than the minimum data rate."));
+                try
+                {
+                    // The abort ends the socket's output, and with it the flush.
+                    await pending.WaitAsync(TimeSpan.FromSeconds(5), _owner._time).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is IOException or InvalidOperationException or OperationCanceledException or TimeoutException)
+                {
+                }
+
+                return new FlushResult(isCanceled: false, isCompleted: true);
             }
         }
 
@@ -1192,6 +1226,9 @@ internal sealed partial class Http1FastPath : IDisposable
         public long BodySent;
         public long ResponseBytes;
 
+        /// <summary>The response bytes already flushed to the client (those after it are the pending flush's).</summary>
+        public long FlushedBytes;
+
         /// <summary>A request may go again on a new connection only when nothing of its body was sent yet, once.</summary>
         public bool CanRetry => !Retried && Request.ContentLength == 0;
 
@@ -1203,7 +1240,7 @@ internal sealed partial class Http1FastPath : IDisposable
             Failure = Failure.None;
             Error = null;
             ResponseStarted = Close = Retried = BodyCut = false;
-            BodySent = ResponseBytes = 0;
+            BodySent = ResponseBytes = FlushedBytes = 0;
         }
     }
 
@@ -1211,5 +1248,9 @@ internal sealed partial class Http1FastPath : IDisposable
     {
         [LoggerMessage(EventId = 900, EventName = "FastPathRelayFailed", Level = LogLevel.Warning, Message = "Fast-path relay failed: {Failure}")]
         public static partial void RelayFailed(ILogger logger, Failure failure, Exception? exception);
+
+        [LoggerMessage(EventId = 901, EventName = "FastPathResponseTooSlow", Level = LogLevel.Information,
+            Message = "A client read its response slower than the minimum data rate ({BytesPerSecond} bytes/s): connection closed")]
+        public static partial void ResponseTooSlow(ILogger logger, double bytesPerSecond);
     }
 }

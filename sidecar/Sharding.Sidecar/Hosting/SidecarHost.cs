@@ -53,6 +53,9 @@ internal static class SidecarHost
             kestrel.AddServerHeader = false;
             kestrel.Limits.MaxRequestBodySize = null; // the app sets its own limits; the sidecar streams
             kestrel.Limits.Http2.MaxStreamsPerConnection = 250;
+            kestrel.Limits.MinResponseDataRate = options.MinResponseDataRate > 0
+                ? new MinDataRate(options.MinResponseDataRate, options.MinResponseDataRateGracePeriod)
+                : null; // the fast path reads the same limit
             var streams = kestrel.ApplicationServices.GetRequiredService<StreamRegistry>();
             kestrel.Listen(IPAddress.Parse(options.ListenAddress), options.Port, listen =>
             {

@@ -77,6 +77,17 @@ internal sealed class SidecarOptions
     /// <value>Zero: SSE and WebSockets may be quiet for a long time; set it to bound idle streams.</value>
     public TimeSpan ActivityTimeout { get; set; } = TimeSpan.Zero;
 
+    /// <summary>The slowest a client may read a response, in bytes per second, once a write has waited
+    /// <see cref="MinResponseDataRateGracePeriod"/>: a slower client's connection is closed. Kestrel's
+    /// <c>MinResponseDataRate</c> on the full path, and the same rule on the HTTP/1.1 fast path; zero disables it.</summary>
+    /// <value>240, Kestrel's default: a client that stops reading must not hold its connection, and the app's, forever.</value>
+    [Range(0, double.MaxValue)]
+    public double MinResponseDataRate { get; set; } = 240;
+
+    /// <summary>How long a write to a client may wait before <see cref="MinResponseDataRate"/> applies (more than 1 s).</summary>
+    /// <value>5 s, Kestrel's default.</value>
+    public TimeSpan MinResponseDataRateGracePeriod { get; set; } = TimeSpan.FromSeconds(5);
+
     /// <summary>Connect retries to an owner, only while nothing of the request was sent.</summary>
     /// <value>2, with jittered exponential backoff from <see cref="RetryBaseDelay"/>.</value>
     [Range(0, 10)]

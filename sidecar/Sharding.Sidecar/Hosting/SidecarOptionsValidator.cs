@@ -91,6 +91,16 @@ internal sealed class SidecarOptionsValidator : IValidateOptions<SidecarOptions>
             failures.Add($"{P}ActivityTimeout must be zero (off) or positive.");
         }
 
+        if (!(options.MinResponseDataRate >= 0) || double.IsInfinity(options.MinResponseDataRate))
+        {
+            failures.Add($"{P}MinResponseDataRate must be zero (off) or a positive number of bytes per second, got {options.MinResponseDataRate}.");
+        }
+        else if (options.MinResponseDataRate > 0 && options.MinResponseDataRateGracePeriod <= TimeSpan.FromSeconds(1))
+        {
+            // Kestrel checks rates once a second and refuses a shorter grace period (MinDataRate).
+            failures.Add($"{P}MinResponseDataRateGracePeriod must be more than 1 s, got {options.MinResponseDataRateGracePeriod}.");
+        }
+
         if (options.ConnectRetries is < 0 or > 10)
         {
             failures.Add($"{P}ConnectRetries must be 0..10, got {options.ConnectRetries}.");

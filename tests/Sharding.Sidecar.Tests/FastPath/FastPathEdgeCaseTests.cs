@@ -220,6 +220,50 @@ public sealed class FastPathEdgeCaseTests
         await next.SendAsync(Get("/next"));
         Assert.Equal(EchoBody("GET", "/next"), (await next.ReadResponseAsync(timeout: Soon)).BodyText);
     }
+
+    [Fact]
+    public async Task ClientThatStopsReading_IsCutOnceTheMinimumResponseDataRatesGracePeriodIsOver_AndTheAppConnectionWithIt()
+    {
+        // Far more than the socket buffers between the app, the sidecar and the client can hold.
+        const long Total = 256L * 1024 * 1024;
+        var appOutcome = new TaskCompletionSource<(long Sent, bool Cut)>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var app = FakeApp.Start(async (_, connection) =>
+        {
+            var block = new byte[64 * 1024];
+            long sent = 0;
+            try
+            {
+                await connection.SendAsync($"HTTP/1.1 200 OK\r\nContent-Length: {Total}\r\n\r\n");
+                while (sent < Total)
+                {
+                    await connection.SendAsync(block);
+                    sent += block.Length;
+                }
+
+                appOutcome.TrySetResult((sent, false));
+            }
+            catch (Exception ex) when (ex is SocketException or OperationCanceledException)
+            {
+                appOutcome.TrySetResult((sent, ex is SocketException));
+            }
+        });
+        await using var solo = await SoloSidecar.StartAsync(app.Port, new Dictionary<string, string?>
+        {
+            ["Sidecar:MinResponseDataRate"] = "1000000",
+            ["Sidecar:MinResponseDataRateGracePeriod"] = "00:00:02",
+        });
+        using var client = await RawClient.ConnectAsync(solo.Port);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        await client.SendAsync(Get("/big"));
+
+        // The client reads nothing: once a flush has waited the grace period, the sidecar closes both connections, so the
+        // app's sends fail (before the fix the sidecar waited for the client for good, and so did the app).
+        var (sent, cut) = await appOutcome.Task.WaitAsync(TimeSpan.FromSeconds(25));
+        Assert.True(cut, $"the app's sends ended without a failure after {sent} bytes");
+        Assert.True(sent < Total / 2, $"the app sent {sent} bytes");
+        Assert.True(clock.Elapsed >= TimeSpan.FromSeconds(1.5), $"cut after {clock.Elapsed}, before the grace period");
+        Assert.True(await client.DrainUntilClosedAsync(TimeSpan.FromSeconds(10)) < Total, "the client's connection was not cut");
+    }
 }
 
 /// <summary>Keys with non-ASCII characters on the fast path, which reads the head as Latin-1 (a char per byte).</summary>

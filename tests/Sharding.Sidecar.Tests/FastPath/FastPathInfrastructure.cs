@@ -229,6 +229,35 @@ internal sealed class RawClient : IDisposable
         }
     }
 
+    /// <summary>Reads and discards until the server closes or resets the connection; the byte count, or a
+    /// <see cref="TimeoutException"/> when it is still open after <paramref name="timeout"/>.</summary>
+    public async Task<long> DrainUntilClosedAsync(TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        long total = _input.Count;
+        _input.Consume(_input.Count);
+        var buffer = new byte[256 * 1024];
+        try
+        {
+            // Bounded by the timeout.
+            int read;
+            while ((read = await _socket.ReceiveAsync(buffer, SocketFlags.None, cts.Token)) > 0)
+            {
+                total += read;
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            throw new TimeoutException($"the connection was still open after {timeout} and {total} bytes");
+        }
+        catch (SocketException)
+        {
+            // Reset: closed as well.
+        }
+
+        return total;
+    }
+
     /// <summary>Whatever arrives within <paramref name="wait"/> (for checks that nothing more was sent).</summary>
     public async Task<string> DrainAvailableAsync(TimeSpan wait)
     {

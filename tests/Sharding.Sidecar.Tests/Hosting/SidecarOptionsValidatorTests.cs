@@ -40,6 +40,23 @@ public sealed class SidecarOptionsValidatorTests
     }
 
     [Fact]
+    public void Validate_MinResponseDataRate_NegativeOrAShortGracePeriod_IsNamed_AndZeroTurnsItOff()
+    {
+        var negative = Valid();
+        negative.MinResponseDataRate = -1;
+        Assert.Contains(new SidecarOptionsValidator().Validate(null, negative).Failures!, f => f.StartsWith("Sidecar:MinResponseDataRate must be zero (off)", StringComparison.Ordinal));
+
+        var shortGrace = Valid();
+        shortGrace.MinResponseDataRateGracePeriod = TimeSpan.FromSeconds(1);
+        Assert.Contains(new SidecarOptionsValidator().Validate(null, shortGrace).Failures!, f => f.StartsWith("Sidecar:MinResponseDataRateGracePeriod must be more than 1 s", StringComparison.Ordinal));
+
+        var off = Valid();
+        off.MinResponseDataRate = 0;
+        off.MinResponseDataRateGracePeriod = TimeSpan.Zero;
+        Assert.True(new SidecarOptionsValidator().Validate(null, off).Succeeded);
+    }
+
+    [Fact]
     public void Validate_BothOrBadControlPlaneSettings_NamesEachProblem()
     {
         var both = Valid();
