@@ -74,7 +74,9 @@ internal sealed class ForwardingProof(IOptions<SidecarOptions> options, TimeProv
         }
 
         var now = timeProvider.GetUtcNow().ToUnixTimeSeconds();
-        if (Math.Abs(now - seconds) > _windowSeconds)
+        // Compared without subtracting the given time: now - seconds overflows for a time near long.MinValue + now, and
+        // Math.Abs of long.MinValue throws.
+        if (seconds < now - _windowSeconds || seconds > now + _windowSeconds)
         {
             return ProofResult.Expired;
         }

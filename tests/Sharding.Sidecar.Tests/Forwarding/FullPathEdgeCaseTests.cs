@@ -1,6 +1,13 @@
 using System.Net;
 using System.Net.Http.Headers;
+using System.Security.Cryptography;
 using System.Text;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.Logging;
+using Sharding.Sidecar.Hosting;
 using Sharding.Sidecar.Tests.FastPath;
 using Sharding.Sidecar.Tests.Infrastructure;
 
@@ -97,7 +104,37 @@ public sealed class FullPathEdgeCaseTests
         using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         await Assert.ThrowsAnyAsync<Exception>(() => response.Content.ReadAsByteArrayAsync().WaitAsync(TimeSpan.FromSeconds(10)));
-        Assert.DoesNotContain(logs.Entries, e => e.Level >= Microsoft.Extensions.Logging.LogLevel.Error);
+        Assert.DoesNotContain(logs.Entries, e => e.Level >= LogLevel.Error);
+    }
+
+    /// <summary>
+    /// A proof whose time is so far from now that the difference overflows a long: expired (403) like any other old
+    /// proof, not an unhandled OverflowException (a 500 and an error line that anyone could cause without the secret).
+    /// </summary>
+    [Fact]
+    public async Task ProofTimeThatOverflowsTheDifference_Is403Expired()
+    {
+        await using var app = await EchoApp.StartAsync("pod-0");
+        var logs = new CollectingLoggerProvider();
+        await using var solo = await Solo.StartAsync(app.Port, "[\"header:x-shard-key\"]", logs: logs);
+        using var client = Cluster.Client(http2: true);
+        var mac = new string('A', 43);
+        var now = TimeProvider.System.GetUtcNow().ToUnixTimeSeconds();
+        for (var offset = -2; offset <= 3; offset++)
+        {
+            // now - seconds == 2^63 exactly (the long's minimum after the wrap), for the receiver's current second.
+            var seconds = unchecked(now + offset - long.MinValue);
+            using var request = Cluster.Request(HttpMethod.Get, solo.Url("/a"), http2: true);
+            request.Headers.Add("x-sharding-hop", "1");
+            request.Headers.Add("x-sharding-generation", "1");
+            request.Headers.Add("x-sharding-key", "k1");
+            request.Headers.Add("x-sharding-proof", string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{seconds}.{mac}"));
+            using var response = await client.SendAsync(request);
+            Assert.Equal(HttpStatusCode.Forbidden, response.StatusCode);
+            Assert.Equal("forwarded request rejected: the forwarding proof (x-sharding-proof) is expired\n", await response.Content.ReadAsStringAsync());
+        }
+
+        Assert.DoesNotContain(logs.Entries, e => e.Level >= LogLevel.Error);
     }
 
     private static string Padded(string head, string tail, int length) =>
@@ -152,6 +189,149 @@ public sealed class FullPathEdgeCaseTests
             catch (IOException)
             {
             }
+        }
+    }
+
+    /// <summary>An app that answers <c>{name}|{body bytes}|{sha256 of the body}</c> (HTTP/1.1 and h2c).</summary>
+    private sealed class HashApp : IAsyncDisposable
+    {
+        private readonly WebApplication _app;
+
+        private HashApp(WebApplication app, int port)
+        {
+            _app = app;
+            Port = port;
+        }
+
+        public int Port { get; }
+
+        public static async Task<HashApp> StartAsync(string name)
+        {
+            var builder = WebApplication.CreateSlimBuilder();
+            builder.Logging.ClearProviders();
+            ListenOptions? bound = null;
+            builder.WebHost.ConfigureKestrel(k =>
+            {
+                k.Limits.MaxRequestBodySize = null;
+                k.Listen(IPAddress.Loopback, 0, l =>
+                {
+                    l.UseHttp1AndHttp2PriorKnowledge();
+                    bound = l;
+                });
+            });
+            var app = builder.Build();
+            app.Run(async context =>
+            {
+                using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+                var buffer = new byte[64 * 1024];
+                long total = 0;
+                int read;
+                while ((read = await context.Request.Body.ReadAsync(buffer)) > 0)
+                {
+                    hash.AppendData(buffer, 0, read);
+                    total += read;
+                }
+
+                await context.Response.WriteAsync($"{name}|{total}|{Convert.ToHexStringLower(hash.GetHashAndReset())}");
+            });
+            await app.StartAsync();
+            return new HashApp(app, bound!.IPEndPoint!.Port);
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await _app.StopAsync();
+            await _app.DisposeAsync();
+        }
+    }
+
+    /// <summary>Two sidecars (pod-0, pod-1) in front of <see cref="HashApp"/>s, on one map.</summary>
+    private sealed class Pair : IAsyncDisposable
+    {
+        private readonly string _directory;
+        private readonly List<HashApp> _apps;
+
+        private Pair(string directory, List<HashApp> apps, List<TestSidecar> sidecars)
+        {
+            _directory = directory;
+            _apps = apps;
+            Sidecars = sidecars;
+        }
+
+        public List<TestSidecar> Sidecars { get; }
+
+        public static async Task<Pair> StartAsync(string rules, IDictionary<string, string?>? settings = null)
+        {
+            var directory = Directory.CreateTempSubdirectory("sharding-fullpath-").FullName;
+            int[] ports = [TestSidecar.FreePort(), TestSidecar.FreePort()];
+            var map = Path.Combine(directory, "map.yaml");
+            await File.WriteAllTextAsync(map, Cluster.MapYaml(ports, rules));
+            var apps = new List<HashApp>();
+            var sidecars = new List<TestSidecar>();
+            for (var i = 0; i < 2; i++)
+            {
+                apps.Add(await HashApp.StartAsync($"pod-{i}"));
+                sidecars.Add(await TestSidecar.StartAsync($"pod-{i}", ports[i], apps[i].Port, map, settings));
+            }
+
+            return new Pair(directory, apps, sidecars);
+        }
+
+        public string KeyOwnedBy(string owner)
+        {
+            var map = Sidecars[0].Store.Current!;
+            for (var i = 0; i < 10_000; i++)
+            {
+                var key = $"key-{i}";
+                if (map.OwnerOf(key.AsSpan())!.Name == owner)
+                {
+                    return key;
+                }
+            }
+
+            throw new InvalidOperationException($"no key for {owner} in 10,000 tries");
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            foreach (var sidecar in Sidecars)
+            {
+                await sidecar.DisposeAsync();
+            }
+
+            foreach (var app in _apps)
+            {
+                await app.DisposeAsync();
+            }
+
+            try
+            {
+                Directory.Delete(_directory, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+        }
+    }
+
+    /// <summary>A body that sends a few bytes, then waits (until the client's request is cancelled).</summary>
+    private sealed class SlowContent(TaskCompletionSource sending) : HttpContent
+    {
+        protected override Task SerializeToStreamAsync(Stream stream, TransportContext? context) =>
+            SerializeToStreamAsync(stream, context, CancellationToken.None);
+
+        protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context, CancellationToken cancellationToken)
+        {
+            await stream.WriteAsync("{\"a\":"u8.ToArray(), cancellationToken);
+            await stream.FlushAsync(cancellationToken);
+            sending.TrySetResult();
+            await Task.Delay(TimeSpan.FromSeconds(30), cancellationToken);
+        }
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = -1;
+            return false;
         }
     }
 }
