@@ -50,6 +50,44 @@ public sealed class FullPathEdgeCaseTests
         Assert.StartsWith("cannot read the shard key from the JSON body:", body, StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// A whole body of exactly <c>maxBodyBytes</c> was read whole: a key it lacks is a missing key (the no-key policy), not
+    /// a key beyond the limit (413). One byte more is over the limit. Both with and without Content-Length.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task JsonBodyExactlyAtTheLimit_IsReadWhole_OneByteMoreIs413(bool contentLength)
+    {
+        await using var app = await EchoApp.StartAsync("pod-0");
+        await using var solo = await Solo.StartAsync(app.Port, JsonRules, "  maxBodyBytes: 64\n");
+        using var client = Cluster.Client(http2: true);
+
+        var atLimit = Padded("{\"other\":\"", "\"}", 64);
+        using (var response = await client.PostAsync(solo.Url("/orders"), Json(atLimit, contentLength)))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+            Assert.Equal("no shard key: no rule found one (tried json:$.id)\n", await response.Content.ReadAsStringAsync());
+        }
+
+        var keyLast = Padded("{\"other\":\"", "\",\"id\":\"k1\"}", 64);
+        using (var response = await client.PostAsync(solo.Url("/orders"), Json(keyLast, contentLength)))
+        {
+            var body = await response.Content.ReadAsStringAsync();
+            Assert.True(response.StatusCode == HttpStatusCode.OK, body);
+            Assert.Equal("64", body.Split('|')[3]); // the app got the whole body
+        }
+
+        var overLimit = Padded("{\"other\":\"", "\"}", 65);
+        using (var response = await client.PostAsync(solo.Url("/orders"), Json(overLimit, contentLength)))
+        {
+            Assert.Equal(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);
+            Assert.Equal(
+                "the JSON body's shard key was not found in its first 64 bytes (keys.maxBodyBytes); put the key field first or raise the limit\n",
+                await response.Content.ReadAsStringAsync());
+        }
+    }
+
     /// <summary>The limit is 1024 characters, as for a header key: escapes and multi-byte UTF-8 do not count their bytes.</summary>
     [Fact]
     public async Task JsonStringKeyOf1024CharactersWrittenInMoreBytes_IsAKey()
@@ -105,6 +143,172 @@ public sealed class FullPathEdgeCaseTests
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         await Assert.ThrowsAnyAsync<Exception>(() => response.Content.ReadAsByteArrayAsync().WaitAsync(TimeSpan.FromSeconds(10)));
         Assert.DoesNotContain(logs.Entries, e => e.Level >= LogLevel.Error);
+    }
+
+    /// <summary>HEAD and 304 answers carry the representation's Content-Length without a body: passed on as they are.</summary>
+    [Theory]
+    [InlineData("HEAD", "200 OK", true)]
+    [InlineData("GET", "304 Not Modified", true)]
+    [InlineData("GET", "204 No Content", true)]
+    [InlineData("HEAD", "200 OK", false)]
+    [InlineData("GET", "304 Not Modified", false)]
+    public async Task BodylessAnswersWithContentLength_PassThrough(string method, string status, bool http2)
+    {
+        var head = status.StartsWith("204", StringComparison.Ordinal) ? $"HTTP/1.1 {status}\r\nETag: \"v1\"\r\n\r\n"
+            : $"HTTP/1.1 {status}\r\nETag: \"v1\"\r\nContent-Length: 100\r\n\r\n";
+        await using var app = FakeApp.Start((_, connection) => connection.SendAsync(head));
+        await using var solo = await Solo.StartAsync(app.Port, "[\"header:x-shard-key\"]", settings: new Dictionary<string, string?> { ["Sidecar:Http1FastPath"] = "false" });
+        using var client = Cluster.Client(http2);
+        for (var i = 0; i < 2; i++)
+        {
+            using var request = Cluster.Request(new HttpMethod(method), solo.Url("/a"), http2);
+            request.Headers.Add("x-shard-key", "k1");
+            using var response = await client.SendAsync(request).WaitAsync(TimeSpan.FromSeconds(10));
+            Assert.Equal(int.Parse(status[..3], System.Globalization.CultureInfo.InvariantCulture), (int)response.StatusCode);
+            Assert.Equal("\"v1\"", response.Headers.ETag?.Tag);
+            Assert.Empty(await response.Content.ReadAsByteArrayAsync());
+            if (!status.StartsWith("204", StringComparison.Ordinal))
+            {
+                Assert.Equal(100, response.Content.Headers.ContentLength);
+            }
+        }
+    }
+
+    /// <summary>
+    /// The bytes read for the JSON key go ahead of the rest: a 3 MB body reaches the owner's app byte for byte through two
+    /// sidecars, with or without Content-Length, over HTTP/2 and over HTTP/1.1 with Expect: 100-continue.
+    /// </summary>
+    [Theory]
+    [InlineData(true, true, false)]
+    [InlineData(true, false, false)]
+    [InlineData(false, true, true)]
+    [InlineData(false, false, true)]
+    public async Task JsonKeyedBody_ReachesTheOwnerByteForByte(bool http2, bool contentLength, bool expectContinue)
+    {
+        await using var pair = await Pair.StartAsync(JsonRules);
+        var key = pair.KeyOwnedBy("pod-1");
+        var body = new byte[3_000_000];
+        new Random(7).NextBytes(body);
+        var prefix = Encoding.UTF8.GetBytes($"{{\"id\":\"{key}\",\"blob\":\"");
+        for (var i = 0; i < body.Length; i++)
+        {
+            body[i] = (byte)('a' + (body[i] % 26));
+        }
+
+        prefix.CopyTo(body, 0);
+        "\"}"u8.CopyTo(body.AsSpan(body.Length - 2));
+        using var client = Cluster.Client(http2);
+        using var request = Cluster.Request(HttpMethod.Post, $"http://127.0.0.1:{pair.Sidecars[0].Port}/upload", http2);
+        request.Content = contentLength ? new ByteArrayContent(body) : new StreamContent(new UnknownLengthStream(body));
+        request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+        request.Headers.ExpectContinue = expectContinue;
+        using var response = await client.SendAsync(request).WaitAsync(TimeSpan.FromSeconds(30));
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.OK, text);
+        Assert.Equal("pod-1", response.Headers.GetValues("x-sharding-owner").Single());
+        Assert.Equal($"pod-1|{body.Length}|{Convert.ToHexStringLower(SHA256.HashData(body))}", text);
+    }
+
+    /// <summary>
+    /// Maps that disagree across three pods: pod-0 names pod-1, pod-1 names pod-2. With pod-2 naming itself the request
+    /// takes its second hop and is served there; with pod-2 naming pod-0 a third hop would be needed: 503 + Retry-After.
+    /// </summary>
+    [Theory]
+    [InlineData(true, false)]
+    [InlineData(false, false)]
+    [InlineData(true, true)]
+    public async Task SecondHopToAThirdPod_IsTaken_AThirdHopIsNot(bool pod2OwnsTheKey, bool http2)
+    {
+        var directory = Directory.CreateTempSubdirectory("sharding-hops-").FullName;
+        await using var app0 = await EchoApp.StartAsync("pod-0");
+        await using var app1 = await EchoApp.StartAsync("pod-1");
+        await using var app2 = await EchoApp.StartAsync("pod-2");
+        int[] ports = [TestSidecar.FreePort(), TestSidecar.FreePort(), TestSidecar.FreePort()];
+        const string Rules = "[\"header:x-shard-key\"]";
+        string[] maps = [Path.Combine(directory, "map0.yaml"), Path.Combine(directory, "map1.yaml"), Path.Combine(directory, "map2.yaml")];
+        await File.WriteAllTextAsync(maps[0], Cluster.MapYaml([ports[1]], Rules, names: ["pod-1"]));
+        await File.WriteAllTextAsync(maps[1], Cluster.MapYaml([ports[2]], Rules, names: ["pod-2"]));
+        await File.WriteAllTextAsync(maps[2], pod2OwnsTheKey
+            ? Cluster.MapYaml([ports[2]], Rules, names: ["pod-2"])
+            : Cluster.MapYaml([ports[0]], Rules, names: ["pod-0"]));
+        var logs = new CollectingLoggerProvider();
+        await using var sidecar0 = await TestSidecar.StartAsync("pod-0", ports[0], app0.Port, maps[0]);
+        await using var sidecar1 = await TestSidecar.StartAsync("pod-1", ports[1], app1.Port, maps[1]);
+        await using var sidecar2 = await TestSidecar.StartAsync("pod-2", ports[2], app2.Port, maps[2], logs: logs);
+
+        using var client = Cluster.Client(http2);
+        using var request = Cluster.Request(HttpMethod.Post, $"http://127.0.0.1:{ports[0]}/x", http2);
+        request.Headers.Add("x-shard-key", "k");
+        request.Content = new StringContent("hello");
+        using var response = await client.SendAsync(request).WaitAsync(TimeSpan.FromSeconds(15));
+        var body = await response.Content.ReadAsStringAsync();
+        if (pod2OwnsTheKey)
+        {
+            Assert.True(response.StatusCode == HttpStatusCode.OK, body);
+            Assert.Equal("pod-2|k|POST /x|5|x-sharding-generation,x-sharding-owner", body[..body.LastIndexOf('|')]);
+            Assert.Equal("pod-2", response.Headers.GetValues("x-sharding-owner").Single());
+        }
+        else
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+            Assert.NotNull(response.Headers.RetryAfter);
+            Assert.Equal("the shard maps disagree: after 2 hops this pod's map (generation 1) names pod-0 as owner; not forwarding again\n", body);
+            Assert.Contains(logs.Entries, e => e.Id.Id == 501);
+        }
+    }
+
+    /// <summary>
+    /// A client that walks away mid-upload or mid-download ends the app's request too, and the sidecar logs it as the
+    /// client's doing (no warnings or errors: a flaky client network must not look like a broken sidecar).
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task ClientGoneMidUpload_EndsTheAppRequest_Quietly(bool http2)
+    {
+        var appSawEnd = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        ListenOptions? bound = null;
+        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, l =>
+        {
+            l.UseHttp1AndHttp2PriorKnowledge();
+            bound = l;
+        }));
+        await using var app = builder.Build();
+        app.Run(async context =>
+        {
+            try
+            {
+                var buffer = new byte[1024];
+                while (await context.Request.Body.ReadAsync(buffer, context.RequestAborted) > 0)
+                {
+                }
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or IOException or Microsoft.AspNetCore.Http.BadHttpRequestException)
+            {
+            }
+
+            appSawEnd.TrySetResult();
+        });
+        await app.StartAsync();
+        var logs = new CollectingLoggerProvider();
+        await using var solo = await Solo.StartAsync(bound!.IPEndPoint!.Port, "[\"header:x-shard-key\"]",
+            settings: new Dictionary<string, string?> { ["Sidecar:Http1FastPath"] = "false" }, logs: logs);
+        using var client = Cluster.Client(http2);
+        var sending = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var cancel = new CancellationTokenSource();
+        using var request = Cluster.Request(HttpMethod.Post, solo.Url("/upload"), http2);
+        request.Headers.Add("x-shard-key", "k1");
+        request.Content = new SlowContent(sending);
+        var send = client.SendAsync(request, cancel.Token);
+        await sending.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        await Task.Delay(200);
+        await cancel.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => send);
+        await appSawEnd.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        await Task.Delay(200);
+        Assert.DoesNotContain(logs.Entries, e => e.Level >= LogLevel.Warning);
     }
 
     /// <summary>
