@@ -74,9 +74,12 @@ internal static class HeaderRules
                 continue;
             }
 
-            if (!isUpgrade && connectionTokens.Count > 0 && ContainsToken(connectionTokens, name))
+            // Named as hop-by-hop by the Connection header; Content-Length stays, the body keeps its framing (as on the fast
+            // path: the client's own Connection header cannot turn its upload into a chunked one, or worse).
+            if (!isUpgrade && connectionTokens.Count > 0 && ContainsToken(connectionTokens, name)
+                && !name.Equals("content-length", StringComparison.OrdinalIgnoreCase))
             {
-                continue; // named as hop-by-hop by the Connection header
+                continue;
             }
 
             var value = header.Value;
@@ -92,15 +95,18 @@ internal static class HeaderRules
         }
     }
 
-    /// <summary>Copies upstream response headers (and content headers) onto the client's response.</summary>
+    /// <summary>Copies upstream response headers (and content headers) onto the client's response, minus those the
+    /// upstream's own Connection header names (hop-by-hop for that connection, RFC 9110 §7.6.1).</summary>
     public static void CopyResponseHeaders(HttpResponseMessage source, HttpResponse destination, bool fromPeer, bool isUpgrade)
     {
-        Copy(source.Headers.NonValidated, destination.Headers, fromPeer, isUpgrade);
-        Copy(source.Content.Headers.NonValidated, destination.Headers, fromPeer, isUpgrade);
+        var connection = !isUpgrade && source.Headers.NonValidated.TryGetValues("connection", out var values) ? values : default;
+        Copy(source.Headers.NonValidated, destination.Headers, fromPeer, isUpgrade, connection);
+        Copy(source.Content.Headers.NonValidated, destination.Headers, fromPeer, isUpgrade, connection);
     }
 
-    /// <summary>Copies upstream trailers onto the client's response, when its protocol carries trailers.</summary>
-    public static void CopyTrailers(HttpResponseMessage source, HttpResponse destination)
+    /// <summary>Copies upstream trailers onto the client's response, when its protocol carries trailers, by the response
+    /// headers' rules: no hop-by-hop fields, and the app cannot claim the sidecar's <c>x-sharding-*</c> in a trailer either.</summary>
+    public static void CopyTrailers(HttpResponseMessage source, HttpResponse destination, bool fromPeer)
     {
         var trailers = source.TrailingHeaders.NonValidated;
         if (trailers.Count == 0 || !destination.SupportsTrailers())
@@ -110,19 +116,41 @@ internal static class HeaderRules
 
         foreach (var trailer in trailers)
         {
-            destination.AppendTrailer(trailer.Key, ToStringValues(trailer.Value));
+            if (ShouldCopyResponseHeader(trailer.Key, fromPeer, isUpgrade: false))
+            {
+                destination.AppendTrailer(trailer.Key, ToStringValues(trailer.Value));
+            }
         }
     }
 
-    private static void Copy(HttpHeadersNonValidated source, IHeaderDictionary destination, bool fromPeer, bool isUpgrade)
+    private static void Copy(HttpHeadersNonValidated source, IHeaderDictionary destination, bool fromPeer, bool isUpgrade, HeaderStringValues connection)
     {
         foreach (var header in source)
         {
-            if (ShouldCopyResponseHeader(header.Key, fromPeer, isUpgrade))
+            if (ShouldCopyResponseHeader(header.Key, fromPeer, isUpgrade) && !IsNamed(connection, header.Key))
             {
                 destination[header.Key] = ToStringValues(header.Value);
             }
         }
+    }
+
+    // Content-Length and Transfer-Encoding are not the upstream connection's to take away: Kestrel frames the body itself.
+    private static bool IsNamed(HeaderStringValues connection, string name)
+    {
+        if (connection.Count == 0 || name.Equals("content-length", StringComparison.OrdinalIgnoreCase))
+        {
+            return false;
+        }
+
+        foreach (var value in connection)
+        {
+            if (HeaderTokens.Contains(value, name))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     private static StringValues ToStringValues(HeaderStringValues values)

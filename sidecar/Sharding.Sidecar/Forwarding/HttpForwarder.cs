@@ -398,7 +398,7 @@ internal sealed partial class HttpForwarder : IDisposable
         // 8. Trailers (gRPC status).
         try
         {
-            HeaderRules.CopyTrailers(response, clientResponse);
+            HeaderRules.CopyTrailers(response, clientResponse, target.IsPeer);
         }
         catch (InvalidOperationException ex)
         {

@@ -145,6 +145,58 @@ public sealed class FullPathEdgeCaseTests
         Assert.DoesNotContain(logs.Entries, e => e.Level >= LogLevel.Error);
     }
 
+    /// <summary>The app's Connection header makes the fields it names hop-by-hop: they stay on the app's connection.</summary>
+    [Fact]
+    public async Task AppResponseHeadersItsConnectionHeaderNames_DoNotReachTheClient()
+    {
+        await using var app = FakeApp.Start((_, connection) => connection.SendAsync(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, x-secret\r\nx-secret: v\r\nx-kept: k\r\nContent-Length: 2\r\n\r\nok"));
+        await using var solo = await Solo.StartAsync(app.Port, "[\"header:x-shard-key\"]");
+        using var client = Cluster.Client(http2: true);
+        using var request = Cluster.Request(HttpMethod.Get, solo.Url("/a"), http2: true);
+        request.Headers.Add("x-shard-key", "k1");
+        using var response = await client.SendAsync(request);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("ok", await response.Content.ReadAsStringAsync());
+        Assert.False(response.Headers.Contains("x-secret"));
+        Assert.Equal("k", response.Headers.GetValues("x-kept").Single());
+    }
+
+    /// <summary>Trailers follow the response headers' rules: the app cannot claim x-sharding-* or send hop-by-hop fields.</summary>
+    [Fact]
+    public async Task AppTrailers_PassOn_ExceptSidecarAndHopByHopFields()
+    {
+        await using var app = FakeApp.Start((_, connection) => connection.SendAsync(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nx-sharding-owner: evil\r\nkeep-alive: timeout=5\r\nx-checksum: 42\r\n\r\n"));
+        await using var solo = await Solo.StartAsync(app.Port, "[\"header:x-shard-key\"]");
+        using var client = Cluster.Client(http2: true);
+        using var request = Cluster.Request(HttpMethod.Get, solo.Url("/a"), http2: true);
+        request.Headers.Add("x-shard-key", "k1");
+        request.Headers.TE.Add(new TransferCodingWithQualityHeaderValue("trailers"));
+        using var response = await client.SendAsync(request);
+        Assert.Equal("ok", await response.Content.ReadAsStringAsync());
+        Assert.Equal("42", response.TrailingHeaders.GetValues("x-checksum").Single());
+        Assert.False(response.TrailingHeaders.Contains("x-sharding-owner"));
+        Assert.False(response.TrailingHeaders.Contains("keep-alive"));
+        Assert.Equal("pod-0", response.Headers.GetValues("x-sharding-owner").Single());
+    }
+
+    /// <summary>A client's Connection header naming Content-Length does not turn its upload into a chunked one.</summary>
+    [Fact]
+    public async Task ConnectionHeaderNamingContentLength_TheAppStillGetsTheLength()
+    {
+        await using var app = FakeApp.Start();
+        await using var solo = await Solo.StartAsync(app.Port, "[\"header:x-shard-key\"]", settings: new Dictionary<string, string?> { ["Sidecar:Http1FastPath"] = "false" });
+        using var client = await RawClient.ConnectAsync(solo.Sidecar.Port);
+        await client.SendAsync("POST /upload HTTP/1.1\r\nHost: app.test\r\nx-shard-key: k1\r\nConnection: keep-alive, Content-Length\r\nContent-Length: 5\r\n\r\nhello");
+        var response = await client.ReadResponseAsync();
+        Assert.Equal(200, response.Status);
+        var seen = await app.NextRequestAsync();
+        Assert.Equal("5", seen.Header("content-length"));
+        Assert.False(seen.Has("transfer-encoding"));
+        Assert.Equal("hello", Encoding.ASCII.GetString(seen.Body));
+    }
+
     /// <summary>HEAD and 304 answers carry the representation's Content-Length without a body: passed on as they are.</summary>
     [Theory]
     [InlineData("HEAD", "200 OK", true)]
