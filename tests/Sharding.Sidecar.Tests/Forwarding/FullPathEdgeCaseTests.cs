@@ -250,7 +250,7 @@ public sealed class FullPathEdgeCaseTests
         prefix.CopyTo(body, 0);
         "\"}"u8.CopyTo(body.AsSpan(body.Length - 2));
         using var client = Cluster.Client(http2);
-        using var request = Cluster.Request(HttpMethod.Post, $"http://127.0.0.1:{pair.Sidecars[0].Port}/upload", http2);
+        using var request = Cluster.Request(HttpMethod.Post, $"http://127.0.0.1:{pair.Sidecars[0].Port}/sha256", http2);
         request.Content = contentLength ? new ByteArrayContent(body) : new StreamContent(new UnknownLengthStream(body));
         request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
         request.Headers.ExpectContinue = expectContinue;
@@ -448,66 +448,13 @@ public sealed class FullPathEdgeCaseTests
         }
     }
 
-    /// <summary>An app that answers <c>{name}|{body bytes}|{sha256 of the body}</c> (HTTP/1.1 and h2c).</summary>
-    private sealed class HashApp : IAsyncDisposable
-    {
-        private readonly WebApplication _app;
-
-        private HashApp(WebApplication app, int port)
-        {
-            _app = app;
-            Port = port;
-        }
-
-        public int Port { get; }
-
-        public static async Task<HashApp> StartAsync(string name)
-        {
-            var builder = WebApplication.CreateSlimBuilder();
-            builder.Logging.ClearProviders();
-            ListenOptions? bound = null;
-            builder.WebHost.ConfigureKestrel(k =>
-            {
-                k.Limits.MaxRequestBodySize = null;
-                k.Listen(IPAddress.Loopback, 0, l =>
-                {
-                    l.UseHttp1AndHttp2PriorKnowledge();
-                    bound = l;
-                });
-            });
-            var app = builder.Build();
-            app.Run(async context =>
-            {
-                using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-                var buffer = new byte[64 * 1024];
-                long total = 0;
-                int read;
-                while ((read = await context.Request.Body.ReadAsync(buffer)) > 0)
-                {
-                    hash.AppendData(buffer, 0, read);
-                    total += read;
-                }
-
-                await context.Response.WriteAsync($"{name}|{total}|{Convert.ToHexStringLower(hash.GetHashAndReset())}");
-            });
-            await app.StartAsync();
-            return new HashApp(app, bound!.IPEndPoint!.Port);
-        }
-
-        public async ValueTask DisposeAsync()
-        {
-            await _app.StopAsync();
-            await _app.DisposeAsync();
-        }
-    }
-
-    /// <summary>Two sidecars (pod-0, pod-1) in front of <see cref="HashApp"/>s, on one map.</summary>
+    /// <summary>Two sidecars (pod-0, pod-1) in front of <see cref="EchoApp"/>s, on one map.</summary>
     private sealed class Pair : IAsyncDisposable
     {
         private readonly string _directory;
-        private readonly List<HashApp> _apps;
+        private readonly List<EchoApp> _apps;
 
-        private Pair(string directory, List<HashApp> apps, List<TestSidecar> sidecars)
+        private Pair(string directory, List<EchoApp> apps, List<TestSidecar> sidecars)
         {
             _directory = directory;
             _apps = apps;
@@ -522,11 +469,11 @@ public sealed class FullPathEdgeCaseTests
             int[] ports = [TestSidecar.FreePort(), TestSidecar.FreePort()];
             var map = Path.Combine(directory, "map.yaml");
             await File.WriteAllTextAsync(map, Cluster.MapYaml(ports, rules));
-            var apps = new List<HashApp>();
+            var apps = new List<EchoApp>();
             var sidecars = new List<TestSidecar>();
             for (var i = 0; i < 2; i++)
             {
-                apps.Add(await HashApp.StartAsync($"pod-{i}"));
+                apps.Add(await EchoApp.StartAsync($"pod-{i}"));
                 sidecars.Add(await TestSidecar.StartAsync($"pod-{i}", ports[i], apps[i].Port, map, settings));
             }
 

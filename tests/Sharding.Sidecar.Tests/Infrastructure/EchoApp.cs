@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Net;
 using System.Net.WebSockets;
+using System.Security.Cryptography;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
@@ -170,9 +171,18 @@ internal sealed class EchoApp : IAsyncDisposable
         long bytes = 0;
         var readBuffer = new byte[64 * 1024];
         int read;
+        using var sha256 = path == "/sha256" ? IncrementalHash.CreateHash(HashAlgorithmName.SHA256) : null;
         while ((read = await request.Body.ReadAsync(readBuffer)) > 0)
         {
             bytes += read;
+            sha256?.AppendData(readBuffer, 0, read);
+        }
+
+        if (sha256 is not null)
+        {
+            // The body's length and digest, to check a body arrived byte for byte.
+            await context.Response.WriteAsync($"{Name}|{bytes}|{Convert.ToHexStringLower(sha256.GetHashAndReset())}");
+            return;
         }
 
         var seen = string.Join(",", request.Headers.Keys.Where(static k => k.StartsWith("x-sharding-", StringComparison.OrdinalIgnoreCase)).Order(StringComparer.Ordinal));
