@@ -511,12 +511,10 @@ internal sealed partial class Http1FastPath : IDisposable
             {
                 ref readonly var line = ref headers[i];
                 var name = head.Name(line);
-                // The full path's rules (HeaderRules), except that Host is copied as it is rather than set separately. The
-                // Connection header cannot take away Host or Content-Length: the body goes on as it came, and without its
-                // length the app would read it as the next request (the full path's HTTP client sets both itself).
+                // The full path's rules (HeaderRules), except that Host is copied as it is rather than set separately (so the
+                // Connection header cannot take it away either, as it cannot take the body's framing).
                 if (i == head.ForwardedForIndex || (i != head.HostIndex && !HeaderRules.ShouldCopyRequestHeader(name, isUpgrade: false))
-                    || (!connection.IsEmpty && i != head.HostIndex && !name.Equals("content-length", StringComparison.OrdinalIgnoreCase)
-                        && HeaderTokens.Contains(connection, name)))
+                    || (!connection.IsEmpty && i != head.HostIndex && !HeaderRules.IsFraming(name) && HeaderTokens.Contains(connection, name)))
                 {
                     continue;
                 }

@@ -268,8 +268,7 @@ internal struct ResponseHead
         foreach (var range in named)
         {
             var token = head[range];
-            // The body passes through as it came: what frames it stays whatever the Connection header says.
-            if (Ascii.EqualsIgnoreCase(name, token) && !Ascii.EqualsIgnoreCase(token, "transfer-encoding"u8) && !Ascii.EqualsIgnoreCase(token, "content-length"u8))
+            if (Ascii.EqualsIgnoreCase(name, token) && !HeaderRules.IsFraming(token))
             {
                 return true;
             }

@@ -45,6 +45,17 @@ internal static class HeaderRules
         return !IsHopByHop(name, isUpgrade);
     }
 
+    /// <summary>
+    /// Content-Length and Transfer-Encoding frame the body, which both paths relay as it came: a Connection header naming
+    /// them must not take them away (without its length the peer would read the body as the next message: smuggling).
+    /// </summary>
+    public static bool IsFraming(ReadOnlySpan<char> name) =>
+        name.Equals("content-length", StringComparison.OrdinalIgnoreCase) || name.Equals("transfer-encoding", StringComparison.OrdinalIgnoreCase);
+
+    /// <inheritdoc cref="IsFraming(ReadOnlySpan{char})"/>
+    public static bool IsFraming(ReadOnlySpan<byte> name) =>
+        System.Text.Ascii.EqualsIgnoreCase(name, "content-length"u8) || System.Text.Ascii.EqualsIgnoreCase(name, "transfer-encoding"u8);
+
     private static bool IsHopByHop(ReadOnlySpan<char> name, bool isUpgrade) => name.Length switch
     {
         2 => name.Equals("te", StringComparison.OrdinalIgnoreCase),
@@ -74,12 +85,9 @@ internal static class HeaderRules
                 continue;
             }
 
-            // Named as hop-by-hop by the Connection header; Content-Length stays, the body keeps its framing (as on the fast
-            // path: the client's own Connection header cannot turn its upload into a chunked one, or worse).
-            if (!isUpgrade && connectionTokens.Count > 0 && ContainsToken(connectionTokens, name)
-                && !name.Equals("content-length", StringComparison.OrdinalIgnoreCase))
+            if (!isUpgrade && connectionTokens.Count > 0 && !IsFraming(name) && ContainsToken(connectionTokens, name))
             {
-                continue;
+                continue; // named as hop-by-hop by the Connection header
             }
 
             var value = header.Value;
@@ -99,7 +107,7 @@ internal static class HeaderRules
     /// upstream's own Connection header names (hop-by-hop for that connection, RFC 9110 §7.6.1).</summary>
     public static void CopyResponseHeaders(HttpResponseMessage source, HttpResponse destination, bool fromPeer, bool isUpgrade)
     {
-        var connection = !isUpgrade && source.Headers.NonValidated.TryGetValues("connection", out var values) ? values : default;
+        var connection = !isUpgrade && source.Headers.NonValidated.TryGetValues("connection", out var values) ? values.ToString() : null;
         Copy(source.Headers.NonValidated, destination.Headers, fromPeer, isUpgrade, connection);
         Copy(source.Content.Headers.NonValidated, destination.Headers, fromPeer, isUpgrade, connection);
     }
@@ -123,34 +131,16 @@ internal static class HeaderRules
         }
     }
 
-    private static void Copy(HttpHeadersNonValidated source, IHeaderDictionary destination, bool fromPeer, bool isUpgrade, HeaderStringValues connection)
+    private static void Copy(HttpHeadersNonValidated source, IHeaderDictionary destination, bool fromPeer, bool isUpgrade, string? connection)
     {
         foreach (var header in source)
         {
-            if (ShouldCopyResponseHeader(header.Key, fromPeer, isUpgrade) && !IsNamed(connection, header.Key))
+            if (ShouldCopyResponseHeader(header.Key, fromPeer, isUpgrade)
+                && (connection is null || IsFraming(header.Key) || !HeaderTokens.Contains(connection, header.Key)))
             {
                 destination[header.Key] = ToStringValues(header.Value);
             }
         }
-    }
-
-    // Content-Length and Transfer-Encoding are not the upstream connection's to take away: Kestrel frames the body itself.
-    private static bool IsNamed(HeaderStringValues connection, string name)
-    {
-        if (connection.Count == 0 || name.Equals("content-length", StringComparison.OrdinalIgnoreCase))
-        {
-            return false;
-        }
-
-        foreach (var value in connection)
-        {
-            if (HeaderTokens.Contains(value, name))
-            {
-                return true;
-            }
-        }
-
-        return false;
     }
 
     private static StringValues ToStringValues(HeaderStringValues values)
