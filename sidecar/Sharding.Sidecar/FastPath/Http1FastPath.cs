@@ -859,7 +859,7 @@ internal sealed partial class Http1FastPath : IDisposable
                     if (framing == BodyFraming.Chunked)
                     {
                         take = exchange.Chunks.Scan(pending);
-                        if (take < 0)
+                        if (take < 0 || !CopyChunked(exchange, pending[..take]))
                         {
                             exchange.Failure = Failure.AppBodyError;
                             return;
@@ -868,9 +868,9 @@ internal sealed partial class Http1FastPath : IDisposable
                     else
                     {
                         take = (int)Math.Min(pending.Length, remaining);
+                        _output.Write(pending[..take]);
                     }
 
-                    _output.Write(pending[..take]);
                     app.Start += take;
                     exchange.ResponseBytes += take;
                     remaining -= take;
@@ -920,6 +920,42 @@ internal sealed partial class Http1FastPath : IDisposable
 
                 _cts.CancelAfter(_owner._options.ActivityTimeout > TimeSpan.Zero ? _owner._options.ActivityTimeout : Timeout.InfiniteTimeSpan);
             }
+        }
+
+        /// <summary>
+        /// Passes on scanned chunked bytes: chunks as they are; the trailer section held until it is whole, then written by
+        /// the response headers' rules (as the full path's trailers: no hop-by-hop fields, no <c>x-sharding-*</c> from the app).
+        /// </summary>
+        /// <returns>False when the trailer section is larger than a response head may be.</returns>
+        private bool CopyChunked(Exchange exchange, ReadOnlySpan<byte> scanned)
+        {
+            var trailersAt = exchange.Chunks.TrailersAt;
+            if (trailersAt < 0)
+            {
+                _output.Write(scanned);
+                return true;
+            }
+
+            _output.Write(scanned[..trailersAt]);
+            var section = scanned[trailersAt..];
+            if (exchange.Trailers is null && exchange.Chunks.IsDone)
+            {
+                ResponseHead.WriteTrailersForClient(section, exchange.Request.IsPeer, _output); // the usual case: all in one read
+                return true;
+            }
+
+            if (!exchange.HoldTrailers(section))
+            {
+                return false;
+            }
+
+            if (exchange.Chunks.IsDone)
+            {
+                ResponseHead.WriteTrailersForClient(exchange.HeldTrailers, exchange.Request.IsPeer, _output);
+                exchange.ReleaseTrailers();
+            }
+
+            return true;
         }
 
         /// <summary>Receives more from the upstream: the byte count (0 at its end), or -1 with <paramref name="failure"/> set.</summary>
@@ -1176,6 +1212,7 @@ internal sealed partial class Http1FastPath : IDisposable
         {
             _closeRequested.Dispose();
             _cts.Dispose();
+            _exchange.ReleaseTrailers();
             if (_exchanging)
             {
                 DropUpstream();
@@ -1227,6 +1264,45 @@ internal sealed partial class Http1FastPath : IDisposable
         /// <summary>The response bytes already flushed to the client (those after it are the pending flush's).</summary>
         public long FlushedBytes;
 
+        /// <summary>A chunked body's trailer section that came in more than one read, held until it is whole.</summary>
+        public byte[]? Trailers;
+
+        private int _trailersLength;
+
+        public ReadOnlySpan<byte> HeldTrailers => Trailers.AsSpan(0, _trailersLength);
+
+        public bool HoldTrailers(ReadOnlySpan<byte> bytes)
+        {
+            var needed = _trailersLength + bytes.Length;
+            if (needed > UpstreamConnection.MaxHeadBytes)
+            {
+                return false;
+            }
+
+            if (Trailers is null || needed > Trailers.Length)
+            {
+                var larger = ArrayPool<byte>.Shared.Rent(Math.Max(needed, 1024));
+                HeldTrailers.CopyTo(larger);
+                ReleaseTrailers();
+                Trailers = larger;
+            }
+
+            bytes.CopyTo(Trailers.AsSpan(_trailersLength));
+            _trailersLength = needed;
+            return true;
+        }
+
+        public void ReleaseTrailers()
+        {
+            if (Trailers is { } trailers)
+            {
+                Trailers = null;
+                ArrayPool<byte>.Shared.Return(trailers);
+            }
+
+            _trailersLength = 0;
+        }
+
         /// <summary>A request may go again on a new connection only when nothing of its body was sent yet, once.</summary>
         public bool CanRetry => !Retried && Request.ContentLength == 0;
 
@@ -1239,6 +1315,7 @@ internal sealed partial class Http1FastPath : IDisposable
             Error = null;
             ResponseStarted = Close = Retried = BodyCut = false;
             BodySent = ResponseBytes = FlushedBytes = 0;
+            ReleaseTrailers();
         }
     }
 

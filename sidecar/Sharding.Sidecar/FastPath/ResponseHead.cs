@@ -249,6 +249,48 @@ internal struct ResponseHead
         return written;
     }
 
+    /// <summary>
+    /// Writes a chunked body's trailer section (its field lines and the final CRLF, as <see cref="ChunkedScanner"/> checked
+    /// them) for the client, by the full path's trailer rules: hop-by-hop fields and, from the app, <c>x-sharding-*</c> are
+    /// dropped, as are lines without a field name.
+    /// </summary>
+    public static void WriteTrailersForClient(ReadOnlySpan<byte> section, bool fromPeer, System.Buffers.IBufferWriter<byte> output)
+    {
+        var destination = output.GetSpan(section.Length);
+        var written = 0;
+
+        // Bounded by the section: each turn consumes one line.
+        while (true)
+        {
+            var end = section.IndexOf("\r\n"u8);
+            if (end <= 0)
+            {
+                break; // the final CRLF
+            }
+
+            var line = section[..(end + 2)];
+            section = section[(end + 2)..];
+            var colon = line.IndexOf((byte)':');
+            if (colon <= 0 || IsTrailerDropped(line[..colon], fromPeer))
+            {
+                continue;
+            }
+
+            line.CopyTo(destination[written..]);
+            written += line.Length;
+        }
+
+        "\r\n"u8.CopyTo(destination[written..]);
+        output.Advance(written + 2);
+    }
+
+    private static bool IsTrailerDropped(ReadOnlySpan<byte> name, bool fromPeer)
+    {
+        Span<char> chars = name.Length <= 128 ? stackalloc char[name.Length] : new char[name.Length];
+        Encoding.Latin1.GetChars(name, chars);
+        return !Forwarding.HeaderRules.ShouldCopyResponseHeader(chars, fromPeer, isUpgrade: false);
+    }
+
     /// <summary>The full path's response rules (<see cref="Forwarding.HeaderRules"/>), except that Transfer-Encoding and
     /// Trailer stay: the body and its trailers pass through in the coding they came in.</summary>
     private static bool IsDropped(ReadOnlySpan<byte> name, bool fromPeer)
@@ -372,6 +414,10 @@ internal struct ChunkedScanner
 
     public readonly bool IsDone => _state == State.Done;
 
+    /// <summary>Where the trailer section (after the last chunk's line) starts in the data of the last <see cref="Scan"/>:
+    /// 0 when that scan began inside it, -1 when it has none of it.</summary>
+    public int TrailersAt { get; private set; }
+
     /// <summary>Whether the bytes scanned so far end exactly after a whole chunk (or at the start).</summary>
     public readonly bool AtBoundary => _state == State.Size && _digits == 0;
 
@@ -380,6 +426,7 @@ internal struct ChunkedScanner
     public int Scan(ReadOnlySpan<byte> data)
     {
         var i = 0;
+        TrailersAt = _state is State.TrailerStart or State.TrailerLine or State.TrailerLf or State.FinalLf && !data.IsEmpty ? 0 : -1;
 
         // Bounded by data: every turn consumes at least one byte or ends.
         while (i < data.Length && _state != State.Done)
@@ -445,6 +492,11 @@ internal struct ChunkedScanner
                     i++;
                     _digits = 0;
                     _state = _remaining == 0 ? State.TrailerStart : State.Data;
+                    if (_state == State.TrailerStart)
+                    {
+                        TrailersAt = i;
+                    }
+
                     break;
                 case State.Data:
                     var take = (int)Math.Min(_remaining, data.Length - i);

@@ -221,6 +221,52 @@ public sealed class FastPathEdgeCaseTests
         Assert.Equal(EchoBody("GET", "/next"), (await next.ReadResponseAsync(timeout: Soon)).BodyText);
     }
 
+    /// <summary>
+    /// Chunked trailers follow the full path's trailer rules: the app cannot claim <c>x-sharding-*</c>, hop-by-hop fields
+    /// stay behind, the rest passes as sent, whether the trailer section comes in one read or byte by byte.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AppTrailers_PassOn_ExceptSidecarAndHopByHopFields(bool byteByByte)
+    {
+        const string Head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\n\r\n2\r\nok\r\n";
+        const string Trailers = "0\r\nx-sharding-owner: evil\r\nX-Sharding-Generation: 99\r\nkeep-alive: timeout=5\r\nx-checksum: 42\r\nno-colon-line\r\nconnection: close\r\n\r\n";
+        await using var app = FakeApp.Start(async (request, connection) =>
+        {
+            if (request.Target != "/trailers")
+            {
+                await FakeApp.EchoAsync(request, connection);
+                return;
+            }
+
+            if (!byteByByte)
+            {
+                await connection.SendAsync(Head + Trailers);
+                return;
+            }
+
+            await connection.SendAsync(Head);
+            foreach (var b in Encoding.Latin1.GetBytes(Trailers))
+            {
+                await connection.SendAsync(new[] { b });
+                await Task.Delay(2);
+            }
+        });
+        await using var solo = await SoloSidecar.StartAsync(app.Port);
+        using var client = await RawClient.ConnectAsync(solo.Port);
+
+        await client.SendAsync(Get("/trailers", extra: "TE: trailers\r\n"));
+        var response = await client.ReadResponseAsync(timeout: Soon);
+        Assert.Equal("ok", response.BodyText);
+        Assert.Equal(["x-checksum: 42"], response.Trailers.Select(static t => $"{t.Key}: {t.Value}"));
+        Assert.Equal("pod-0", response.Single("x-sharding-owner"));
+
+        // The connection is in step after it: the trailer section was consumed whole, nothing more.
+        await client.SendAsync(Get("/next"));
+        Assert.Equal(EchoBody("GET", "/next"), (await client.ReadResponseAsync(timeout: Soon)).BodyText);
+    }
+
     [Fact]
     public async Task ClientThatStopsReading_IsCutOnceTheMinimumResponseDataRatesGracePeriodIsOver_AndTheAppConnectionWithIt()
     {

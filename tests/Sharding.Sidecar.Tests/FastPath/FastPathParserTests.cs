@@ -339,6 +339,25 @@ public sealed class ChunkedScannerTests
         Assert.True(scanner.IsDone);
     }
 
+    [Fact]
+    public void TrailersAt_MarksWhereTheTrailerSectionStarts_InTheScanThatReachesIt()
+    {
+        var bytes = Bytes(Body);
+        var trailers = Body.IndexOf("x-checksum", StringComparison.Ordinal);
+        var whole = default(ChunkedScanner);
+        whole.Scan(bytes);
+        Assert.Equal(trailers, whole.TrailersAt);
+
+        var split = default(ChunkedScanner);
+        split.Scan(bytes.AsSpan(0, 10));
+        Assert.Equal(-1, split.TrailersAt); // no trailer bytes in this read
+        split.Scan(bytes.AsSpan(10, trailers - 10 + 3));
+        Assert.Equal(trailers - 10, split.TrailersAt);
+        split.Scan(bytes.AsSpan(trailers + 3));
+        Assert.Equal(0, split.TrailersAt); // this read began inside the section
+        Assert.True(split.IsDone);
+    }
+
     [Theory]
     [InlineData("0\r\n\r\n", true)]
     [InlineData("1\r\nx\r\n0\r\n\r\n", true)]
