@@ -938,7 +938,7 @@ internal sealed partial class Http1FastPath : IDisposable
 
             _output.Write(scanned[..trailersAt]);
             var section = scanned[trailersAt..];
-            if (exchange.Trailers is null && exchange.Chunks.IsDone)
+            if (!exchange.IsHoldingTrailers && exchange.Chunks.IsDone)
             {
                 ResponseHead.WriteTrailersForClient(section, exchange.Request.IsPeer, _output); // the usual case: all in one read
                 return true;
@@ -1264,12 +1264,13 @@ internal sealed partial class Http1FastPath : IDisposable
         /// <summary>The response bytes already flushed to the client (those after it are the pending flush's).</summary>
         public long FlushedBytes;
 
-        /// <summary>A chunked body's trailer section that came in more than one read, held until it is whole.</summary>
-        public byte[]? Trailers;
-
+        // A chunked body's trailer section that came in more than one read, held until it is whole.
+        private byte[]? _trailers;
         private int _trailersLength;
 
-        public ReadOnlySpan<byte> HeldTrailers => Trailers.AsSpan(0, _trailersLength);
+        public bool IsHoldingTrailers => _trailers is not null;
+
+        public ReadOnlySpan<byte> HeldTrailers => _trailers.AsSpan(0, _trailersLength);
 
         public bool HoldTrailers(ReadOnlySpan<byte> bytes)
         {
@@ -1279,24 +1280,24 @@ internal sealed partial class Http1FastPath : IDisposable
                 return false;
             }
 
-            if (Trailers is null || needed > Trailers.Length)
+            if (_trailers is null || needed > _trailers.Length)
             {
                 var larger = ArrayPool<byte>.Shared.Rent(Math.Max(needed, 1024));
                 HeldTrailers.CopyTo(larger);
                 ReleaseTrailers();
-                Trailers = larger;
+                _trailers = larger;
             }
 
-            bytes.CopyTo(Trailers.AsSpan(_trailersLength));
+            bytes.CopyTo(_trailers.AsSpan(_trailersLength));
             _trailersLength = needed;
             return true;
         }
 
         public void ReleaseTrailers()
         {
-            if (Trailers is { } trailers)
+            if (_trailers is { } trailers)
             {
-                Trailers = null;
+                _trailers = null;
                 ArrayPool<byte>.Shared.Return(trailers);
             }
 

@@ -271,7 +271,7 @@ internal struct ResponseHead
             var line = section[..(end + 2)];
             section = section[(end + 2)..];
             var colon = line.IndexOf((byte)':');
-            if (colon <= 0 || IsTrailerDropped(line[..colon], fromPeer))
+            if (colon <= 0 || !ShouldCopy(line[..colon], fromPeer))
             {
                 continue;
             }
@@ -284,11 +284,12 @@ internal struct ResponseHead
         output.Advance(written + 2);
     }
 
-    private static bool IsTrailerDropped(ReadOnlySpan<byte> name, bool fromPeer)
+    /// <summary><see cref="Forwarding.HeaderRules.ShouldCopyResponseHeader"/> for a name in the response's bytes.</summary>
+    private static bool ShouldCopy(ReadOnlySpan<byte> name, bool fromPeer)
     {
         Span<char> chars = name.Length <= 128 ? stackalloc char[name.Length] : new char[name.Length];
         Encoding.Latin1.GetChars(name, chars);
-        return !Forwarding.HeaderRules.ShouldCopyResponseHeader(chars, fromPeer, isUpgrade: false);
+        return Forwarding.HeaderRules.ShouldCopyResponseHeader(chars, fromPeer, isUpgrade: false);
     }
 
     /// <summary>The full path's response rules (<see cref="Forwarding.HeaderRules"/>), except that Transfer-Encoding and
@@ -300,9 +301,7 @@ internal struct ResponseHead
             return false;
         }
 
-        Span<char> chars = name.Length <= 128 ? stackalloc char[name.Length] : new char[name.Length];
-        Encoding.Latin1.GetChars(name, chars);
-        return !Forwarding.HeaderRules.ShouldCopyResponseHeader(chars, fromPeer, isUpgrade: false);
+        return !ShouldCopy(name, fromPeer);
     }
 
     private static bool IsNamed(ReadOnlySpan<byte> name, ReadOnlySpan<byte> head, ReadOnlySpan<Range> named)
