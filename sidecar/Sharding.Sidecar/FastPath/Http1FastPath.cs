@@ -1280,15 +1280,16 @@ internal sealed partial class Http1FastPath : IDisposable
                 return false;
             }
 
+            var held = _trailersLength;
             if (_trailers is null || needed > _trailers.Length)
             {
                 var larger = ArrayPool<byte>.Shared.Rent(Math.Max(needed, 1024));
                 HeldTrailers.CopyTo(larger);
-                ReleaseTrailers();
+                ReleaseTrailers(); // (resets the length: the held count is kept above)
                 _trailers = larger;
             }
 
-            bytes.CopyTo(_trailers.AsSpan(_trailersLength));
+            bytes.CopyTo(_trailers.AsSpan(held));
             _trailersLength = needed;
             return true;
         }

@@ -267,6 +267,27 @@ public sealed class FastPathEdgeCaseTests
         Assert.Equal(EchoBody("GET", "/next"), (await client.ReadResponseAsync(timeout: Soon)).BodyText);
     }
 
+    /// <summary>A trailer section of several KiB split across reads keeps every byte while the held copy grows.</summary>
+    [Fact]
+    public async Task AppTrailersLargerThanTheFirstHeldBuffer_SplitAcrossReads_PassWhole()
+    {
+        var first = "x-first: " + new string('a', 600) + "\r\n";
+        var second = "x-second: " + new string('b', 3000) + "\r\n";
+        await using var app = FakeApp.Start(async (request, connection) =>
+        {
+            await connection.SendAsync("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n" + first);
+            await Task.Delay(100);
+            await connection.SendAsync(second + "\r\n");
+        });
+        await using var solo = await SoloSidecar.StartAsync(app.Port);
+        using var client = await RawClient.ConnectAsync(solo.Port);
+
+        await client.SendAsync(Get("/trailers", extra: "TE: trailers\r\n"));
+        var response = await client.ReadResponseAsync(timeout: Soon);
+        Assert.Equal("ok", response.BodyText);
+        Assert.Equal([new string('a', 600), new string('b', 3000)], response.Trailers.Select(static t => t.Value));
+    }
+
     [Fact]
     public async Task ClientThatStopsReading_IsCutOnceTheMinimumResponseDataRatesGracePeriodIsOver_AndTheAppConnectionWithIt()
     {
