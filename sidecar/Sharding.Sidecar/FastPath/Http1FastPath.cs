@@ -46,6 +46,9 @@ internal sealed partial class Http1FastPath : IDisposable
     /// <summary>Body bytes already received with the head that are sent in the same write as the head.</summary>
     private const int CoalescedBodyBytes = 16 * 1024;
 
+    /// <summary>After the app answered in full, how long the rest of the body may go without the app taking any of it.</summary>
+    private static readonly TimeSpan BodyAfterResponseStall = TimeSpan.FromSeconds(5);
+
     private readonly ShardMapStore _store;
     private readonly StreamRegistry _streams;
     private readonly SidecarMetrics _metrics;
@@ -595,17 +598,15 @@ internal sealed partial class Http1FastPath : IDisposable
                     await RelayAsync(exchange, stream).ConfigureAwait(false);
                 }
             }
-            catch (OperationCanceledException) when (exchange.Failure == Failure.None)
+            catch (OperationCanceledException)
             {
-                exchange.Failure = stream.EndRequested && stream.Drain is not null ? Failure.Drained
-                    : _connection.ConnectionClosed.IsCancellationRequested ? Failure.ClientGone
-                    : exchange.ResponseStarted ? Failure.Activity : Failure.Timeout;
-            }
-            catch (IOException ex) when (exchange.Failure == Failure.None)
-            {
-                // The client's connection was reset while its body was read: the app connection is mid-request.
-                exchange.Failure = Failure.ClientGone;
-                exchange.Error = ex;
+                // (The body's send may have ended with the client's going first: that failure stands.)
+                if (exchange.Failure == Failure.None)
+                {
+                    exchange.Failure = stream.EndRequested && stream.Drain is not null ? Failure.Drained
+                        : _connection.ConnectionClosed.IsCancellationRequested ? Failure.ClientGone
+                        : exchange.ResponseStarted ? Failure.Activity : Failure.Timeout;
+                }
             }
             finally
             {
@@ -641,24 +642,31 @@ internal sealed partial class Http1FastPath : IDisposable
                 return;
             }
 
-            // 2. The rest of the body, streamed.
-            if (!await SendBodyAsync(exchange).ConfigureAwait(false))
+            // 2. The rest of the body streams while the response is read: an app may answer before the body ended (a 413, a
+            // 401) or answer as it reads (an echo, a streaming transform), and waiting for the whole body first would stall
+            // both ends once the socket buffers fill.
+            var app = _upstream!;
+            var body = exchange.BodySent < request.ContentLength ? SendBodyAsync(exchange, app) : new ValueTask<BodyOutcome>(BodyOutcome.Sent);
+            var responded = false;
+            try
             {
-                if (exchange.Failure != Failure.AppError)
-                {
-                    return;
-                }
-
-                // The app may have answered before reading the whole body, and closed (a 413, a 401): its answer, when it
-                // sent one, is the client's (as the full path's HTTP client reads it); else the read below fails as well. The
-                // rest of the body stays unread, so the client's connection closes after it, and the app's is not reused.
-                exchange.Failure = Failure.None;
-                exchange.BodyCut = true;
-                exchange.Close = true;
+                await RelayResponseAsync(exchange, stream, app, start).ConfigureAwait(false);
+                responded = exchange.Failure == Failure.None;
             }
+            finally
+            {
+                await JoinBodyAsync(exchange, body, app, responded).ConfigureAwait(false);
+            }
+        }
+
+        /// <summary>Steps 3 and 4 of <see cref="RelayAsync"/>: the app's response to the client.</summary>
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+        private async ValueTask RelayResponseAsync(Exchange exchange, ShardRequestContext stream, UpstreamConnection app, long start)
+        {
+            var request = exchange.Request;
+            var owner = _owner;
 
             // 3. The response head (1xx interim responses are dropped, as the full path's HTTP client does).
-            var app = _upstream!;
             ResponseHead response;
             int headLength;
 
@@ -718,7 +726,10 @@ internal sealed partial class Http1FastPath : IDisposable
 
             // 4. The head to the client, with the body bytes that came with it, in one write.
             exchange.Response = response;
-            exchange.Close |= request.Close || response.Framing == BodyFraming.UntilClose || CloseRequested;
+            // An app that closes its connection while the body is still coming will not read the rest: the client's connection
+            // cannot go on after this response either (the rest of its body would be read as a request).
+            exchange.Close |= request.Close || response.Framing == BodyFraming.UntilClose || CloseRequested
+                || (response.UpstreamClose && exchange.BodyOutcome == BodyOutcome.Pending);
             var headSpan = app.Pending[..headLength];
             // The owner's sidecar adds its own x-sharding-owner/generation; this pod's app gets ours.
             var sidecarHeaders = request.IsPeer ? [] : request.State.ResponseHeaders;
@@ -800,21 +811,58 @@ internal sealed partial class Http1FastPath : IDisposable
             }
         }
 
+        /// <summary>
+        /// Sends the rest of the client's body to the upstream, concurrently with the response's relay. It touches only the
+        /// client's input, the upstream's send side and the exchange's body fields, and never throws: its outcome is merged by
+        /// <see cref="JoinBodyAsync"/>.
+        /// </summary>
         [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-        private async ValueTask<bool> SendBodyAsync(Exchange exchange)
+        private async ValueTask<BodyOutcome> SendBodyAsync(Exchange exchange, UpstreamConnection app)
         {
             var length = exchange.Request.ContentLength;
+            exchange.BodyOutcome = BodyOutcome.Pending;
+            BodyOutcome outcome;
+            try
+            {
+                outcome = await SendBodyCoreAsync(exchange, app, length).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException ex)
+            {
+                (outcome, exchange.BodyError) = (BodyOutcome.Canceled, ex);
+            }
+            catch (Exception ex) when (ex is IOException or InvalidOperationException)
+            {
+                // The client's connection was reset while its body was read.
+                (outcome, exchange.BodyError) = (BodyOutcome.ClientGone, ex);
+            }
 
+            if (outcome == BodyOutcome.ClientGone)
+            {
+                app.Abort(); // the app waits for the rest of a body that will not come: end the response's wait as well
+            }
+
+            exchange.BodyOutcome = outcome;
+            return outcome;
+        }
+
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+        private async ValueTask<BodyOutcome> SendBodyCoreAsync(Exchange exchange, UpstreamConnection app, long length)
+        {
             // Bounded by the body: each turn sends at least one byte or ends.
             while (exchange.BodySent < length)
             {
                 var result = await _input.ReadAsync(_cts.Token).ConfigureAwait(false);
                 var buffer = result.Buffer;
+                if (exchange.StopBody)
+                {
+                    _input.AdvanceTo(buffer.Start);
+                    return BodyOutcome.Stopped;
+                }
+
                 if (buffer.IsEmpty && result.IsCompleted)
                 {
                     _input.AdvanceTo(buffer.End);
-                    exchange.Failure = Failure.ClientGone;
-                    return false;
+                    return BodyOutcome.ClientGone;
                 }
 
                 var take = buffer.Slice(0, Math.Min(buffer.Length, length - exchange.BodySent));
@@ -823,22 +871,87 @@ internal sealed partial class Http1FastPath : IDisposable
                 {
                     foreach (var segment in take)
                     {
-                        await _upstream!.SendAsync(segment, _cts.Token).ConfigureAwait(false);
+                        await app.SendAsync(segment, _cts.Token).ConfigureAwait(false);
                     }
                 }
                 catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
                 {
                     _input.AdvanceTo(take.End);
-                    exchange.Failure = Failure.AppError;
-                    exchange.Error = ex;
-                    return false;
+                    exchange.BodyError = ex;
+                    return exchange.StopBody ? BodyOutcome.Stopped : BodyOutcome.AppError;
                 }
 
                 _input.AdvanceTo(take.End);
                 exchange.BodySent += taken;
             }
 
-            return true;
+            return BodyOutcome.Sent;
+        }
+
+        /// <summary>
+        /// Waits for the body's send to end and merges its outcome. After a whole response the rest of the body still goes to
+        /// the app while it takes some at least every <see cref="BodyAfterResponseStall"/> (an app may answer first and read
+        /// on); after a failed one, or once the app stops taking it, the send is stopped and both connections are not reused.
+        /// </summary>
+        private async ValueTask JoinBodyAsync(Exchange exchange, ValueTask<BodyOutcome> body, UpstreamConnection app, bool responded)
+        {
+            BodyOutcome outcome;
+            if (body.IsCompleted)
+            {
+                outcome = body.Result;
+            }
+            else if (!responded)
+            {
+                StopBody(exchange, app);
+                outcome = await body.ConfigureAwait(false);
+            }
+            else
+            {
+                var pending = body.AsTask(); // allocates, but only when the app answered in full before the body ended
+                // Bounded: each turn waits for the body to end or to make progress, else stops it.
+                while (true)
+                {
+                    var before = Volatile.Read(ref exchange.BodySent);
+                    try
+                    {
+                        outcome = await pending.WaitAsync(BodyAfterResponseStall, _owner._time).ConfigureAwait(false);
+                        break;
+                    }
+                    catch (TimeoutException) when (Volatile.Read(ref exchange.BodySent) == before)
+                    {
+                        StopBody(exchange, app);
+                        outcome = await pending.ConfigureAwait(false);
+                        break;
+                    }
+                    catch (TimeoutException)
+                    {
+                        // Still taking the body: wait on.
+                    }
+                }
+            }
+
+            switch (outcome)
+            {
+                case BodyOutcome.Sent:
+                    return;
+                case BodyOutcome.ClientGone:
+                    exchange.Failure = Failure.ClientGone;
+                    exchange.Error ??= exchange.BodyError;
+                    return;
+            }
+
+            // The app stopped taking the body (it answered early and closed, or stopped reading), or the exchange was
+            // canceled: its answer, when whole, is the client's. The rest of the body stays unread, so the client's connection
+            // closes after it, and the app's is not reused.
+            exchange.BodyCut = true;
+            exchange.Close = true;
+        }
+
+        private void StopBody(Exchange exchange, UpstreamConnection app)
+        {
+            exchange.StopBody = true;
+            _input.CancelPendingRead(); // a read of the client's body returns at once
+            app.Abort();                // a send the app does not take fails at once
         }
 
         /// <summary>Copies the body as it is, by its framing, flushing whenever the app's bytes run out.</summary>
@@ -1243,6 +1356,16 @@ internal sealed partial class Http1FastPath : IDisposable
         Drained,
     }
 
+    private enum BodyOutcome
+    {
+        Sent,
+        Pending,
+        ClientGone,
+        AppError,
+        Stopped,
+        Canceled,
+    }
+
     /// <summary>One request's progress through the relay (one per connection, reset for each request).</summary>
     private sealed class Exchange
     {
@@ -1257,6 +1380,14 @@ internal sealed partial class Http1FastPath : IDisposable
 
         /// <summary>Sending the body failed; the app's early answer was relayed instead (its connection is not reused).</summary>
         public bool BodyCut;
+
+        /// <summary>How the body's send (concurrent with the response's relay) ended; Pending while it runs.</summary>
+        public BodyOutcome BodyOutcome;
+
+        public Exception? BodyError;
+
+        /// <summary>Set to end the body's send (the response failed, or the app stopped taking the body).</summary>
+        public volatile bool StopBody;
 
         public long BodySent;
         public long ResponseBytes;
@@ -1315,7 +1446,9 @@ internal sealed partial class Http1FastPath : IDisposable
             Chunks = default;
             Failure = Failure.None;
             Error = null;
-            ResponseStarted = Close = Retried = BodyCut = false;
+            ResponseStarted = Close = Retried = BodyCut = StopBody = false;
+            BodyOutcome = BodyOutcome.Sent;
+            BodyError = null;
             BodySent = ResponseBytes = FlushedBytes = 0;
             ReleaseTrailers();
         }

@@ -87,6 +87,9 @@ internal sealed class UpstreamConnection : IDisposable
         }
     }
 
+    /// <summary>Closes the socket, failing a send or receive in progress; the buffer stays until <see cref="Dispose"/>.</summary>
+    public void Abort() => Socket.Dispose();
+
     public void Dispose()
     {
         Socket.Dispose();

@@ -184,6 +184,60 @@ public sealed class FastPathEdgeCaseTests
         await upload.WaitAsync(TimeSpan.FromSeconds(15));
     }
 
+    [Fact]
+    public async Task AppAnsweringEarly_WithoutReadingTheBodyOrClosing_ItsAnswerReachesTheClientAtOnce_ThenTheConnectionsClose()
+    {
+        // An app that refuses an upload from its head and keeps its connection open without reading on: the client gets
+        // the answer as soon as the app sent it (not a 504 once the response-headers timeout is over), and once the app has
+        // taken nothing more for a few seconds the body is cut and both connections close.
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen(8);
+        var testDone = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var appTask = Task.Run(async () =>
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(40));
+            using var socket = await listener.AcceptAsync(timeout.Token);
+            var input = new ReceiveBuffer(socket);
+            await input.ReadHeadAsync(timeout.Token);
+            await socket.SendAsync("HTTP/1.1 401 Unauthorized\r\nContent-Length: 5\r\n\r\nno!\r\n"u8.ToArray(), SocketFlags.None, timeout.Token);
+            await testDone.Task.WaitAsync(timeout.Token); // holds the connection open without reading another byte
+        });
+        await using var solo = await SoloSidecar.StartAsync(((IPEndPoint)listener.LocalEndPoint!).Port);
+        using var client = await RawClient.ConnectAsync(solo.Port);
+
+        const int Length = 64 * 1024 * 1024;
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        await client.SendAsync($"PUT /upload HTTP/1.1\r\nHost: app.test\r\nx-shard-key: k1\r\nContent-Length: {Length}\r\n\r\n");
+        var upload = Task.Run(async () =>
+        {
+            var chunk = new byte[64 * 1024];
+            try
+            {
+                for (var sent = 0; sent < Length; sent += chunk.Length)
+                {
+                    await client.SendAsync(chunk);
+                }
+            }
+            catch (Exception ex) when (ex is SocketException or OperationCanceledException or ObjectDisposedException)
+            {
+                // The sidecar closed the connection: the rest of the body is not wanted.
+            }
+        });
+
+        var response = await client.ReadResponseAsync(timeout: TimeSpan.FromSeconds(5));
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(4), $"the answer took {watch.Elapsed}");
+        Assert.Equal(401, response.Status);
+        Assert.Equal("no!\r\n", response.BodyText);
+        Assert.Equal("pod-0", response.Single("x-sharding-owner"));
+
+        // The body stalls (nobody reads it): after the stall limit both connections end, well before any timeout.
+        Assert.True(await client.ClosesAsync(TimeSpan.FromSeconds(15)), "the client connection stayed open");
+        await upload.WaitAsync(TimeSpan.FromSeconds(15));
+        testDone.TrySetResult();
+        await appTask.WaitAsync(TimeSpan.FromSeconds(5));
+    }
+
     [Theory]
     [InlineData("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nfour")]
     [InlineData("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nfour\r\n")] // cut at a chunk boundary, before the terminator

@@ -155,6 +155,14 @@ internal sealed class EchoApp : IAsyncDisposable
             return;
         }
 
+        if (path == "/echo")
+        {
+            // Full duplex: each piece of the body goes back as it is read, before the body has ended.
+            context.Response.ContentType = "application/octet-stream";
+            await request.Body.CopyToAsync(context.Response.Body, context.RequestAborted);
+            return;
+        }
+
         if (path == "/download")
         {
             var size = long.Parse(request.Query["size"]!, System.Globalization.CultureInfo.InvariantCulture);
