@@ -95,6 +95,10 @@ internal sealed partial class HttpForwarder : IDisposable
             PooledConnectionIdleTimeout = TimeSpan.FromMinutes(2),
             // Larger than the 64 KiB default so one stream can fill a fast link (a 100 MB body on loopback).
             InitialHttp2StreamWindowSize = 1024 * 1024,
+            // Header bytes above 0x7F pass unchanged: Kestrel decoded the client's as UTF-8, and writes the response's as
+            // Latin-1 (SidecarHost).
+            RequestHeaderEncodingSelector = static (_, _) => System.Text.Encoding.UTF8,
+            ResponseHeaderEncodingSelector = static (_, _) => System.Text.Encoding.Latin1,
         };
         if (unixSocket is not null)
         {
@@ -409,7 +413,7 @@ internal sealed partial class HttpForwarder : IDisposable
     }
 
     /// <summary>
-    /// Copies the upstream's response headers; a value Kestrel refuses to send (obs-text, which HttpClient reads as Latin-1)
+    /// Copies the upstream's response headers; a value Kestrel refuses to send (a control character HttpClient let through)
     /// takes back what was copied and returns the error (a 502), instead of escaping as an unhandled exception (a bare 500).
     /// </summary>
     private ForwardResult? CopyResponseHeaders(HttpContext context, HttpResponseMessage response, ForwardTarget target, bool isUpgrade)

@@ -1,4 +1,5 @@
 using System.Net;
+using System.Text;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
@@ -52,6 +53,9 @@ internal static class SidecarHost
             var endpoints = kestrel.ApplicationServices.GetRequiredService<SidecarEndpoints>();
             kestrel.AddServerHeader = false;
             kestrel.Limits.MaxRequestBodySize = null; // the app sets its own limits; the sidecar streams
+            // Header bytes pass as they came, as on the fast path: requests are read as UTF-8 (Kestrel's default) and sent
+            // as UTF-8 (HttpForwarder.CreateHandler); responses are read as Latin-1 and written as Latin-1.
+            kestrel.ResponseHeaderEncodingSelector = static _ => Encoding.Latin1;
             kestrel.Limits.Http2.MaxStreamsPerConnection = 250;
             kestrel.Limits.MinResponseDataRate = options.MinResponseDataRate > 0
                 ? new MinDataRate(options.MinResponseDataRate, options.MinResponseDataRateGracePeriod)

@@ -107,12 +107,50 @@ public sealed class FullPathEdgeCaseTests
         Assert.Equal("the shard key is longer than 1024 characters\n", await tooLong.Content.ReadAsStringAsync());
     }
 
-    /// <summary>A response header value Kestrel will not send (obs-text, which HttpClient reads as Latin-1) is a 502.</summary>
+    /// <summary>
+    /// Header and trailer values with bytes above 0x7F (obs-text: UTF-8 text, Latin-1) reach the client byte for byte, as on
+    /// the fast path and through nginx or Envoy: read as Latin-1, written as Latin-1.
+    /// </summary>
     [Fact]
-    public async Task AppResponseHeaderKestrelRefuses_Is502_NotA500()
+    public async Task AppResponseHeaderAndTrailerBytesAbove0x7F_PassAsSent()
+    {
+        // "caf\u00c3\u00a9" goes out as the bytes of UTF-8 "café"; "caf\u00e9" as Latin-1 "café" (FakeApp writes Latin-1).
+        await using var app = FakeApp.Start((_, connection) => connection.SendAsync(
+            "HTTP/1.1 200 OK\r\nx-note: caf\u00c3\u00a9\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nx-t: caf\u00e9\r\n\r\n"));
+        await using var solo = await Solo.StartAsync(app.Port, "[\"header:x-shard-key\"]");
+        using var client = new HttpClient(new SocketsHttpHandler { UseProxy = false, ResponseHeaderEncodingSelector = static (_, _) => Encoding.Latin1 });
+        using var request = Cluster.Request(HttpMethod.Get, solo.Url("/a"), http2: true);
+        request.Headers.Add("x-shard-key", "k1");
+        request.Headers.TE.Add(new TransferCodingWithQualityHeaderValue("trailers"));
+        using var response = await client.SendAsync(request);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("ok", await response.Content.ReadAsStringAsync());
+        Assert.Equal("caf\u00c3\u00a9", response.Headers.GetValues("x-note").Single());
+        Assert.Equal("caf\u00e9", response.TrailingHeaders.GetValues("x-t").Single());
+    }
+
+    /// <summary>A UTF-8 request header value (Kestrel reads request headers as UTF-8) reaches the app as the same bytes.</summary>
+    [Fact]
+    public async Task ClientRequestHeaderInUtf8_ReachesTheAppAsTheSameBytes()
+    {
+        await using var app = FakeApp.Start();
+        await using var solo = await Solo.StartAsync(app.Port, "[\"header:x-shard-key\"]");
+        using var client = new HttpClient(new SocketsHttpHandler { UseProxy = false, RequestHeaderEncodingSelector = static (_, _) => Encoding.UTF8 });
+        using var request = Cluster.Request(HttpMethod.Get, solo.Url("/a"), http2: true);
+        request.Headers.Add("x-shard-key", "k1");
+        request.Headers.Add("x-note", "café ☕");
+        using var response = await client.SendAsync(request);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var received = await app.NextRequestAsync();
+        Assert.Equal(Encoding.Latin1.GetString(Encoding.UTF8.GetBytes("café ☕")), received.Header("x-note")); // FakeApp reads Latin-1
+    }
+
+    /// <summary>A response header value Kestrel will not send (a control character) is a 502, not an unhandled 500.</summary>
+    [Fact]
+    public async Task AppResponseHeaderWithAControlCharacter_Is502_NotA500()
     {
         await using var app = FakeApp.Start((_, connection) => connection.SendAsync(
-            "HTTP/1.1 200 OK\r\nx-note: caf\u00e9\r\nContent-Length: 2\r\n\r\nok"));
+            "HTTP/1.1 200 OK\r\nx-note: a\u0001b\r\nContent-Length: 2\r\n\r\nok"));
         await using var solo = await Solo.StartAsync(app.Port, "[\"header:x-shard-key\"]");
         using var client = Cluster.Client(http2: true);
         using var request = Cluster.Request(HttpMethod.Get, solo.Url("/a"), http2: true);
@@ -125,14 +163,14 @@ public sealed class FullPathEdgeCaseTests
     }
 
     /// <summary>
-    /// A trailer value Kestrel will not send, after the body went out: the stream is reset (the client must not take it
-    /// for a whole response with its trailers), quietly, not as an unhandled exception.
+    /// A trailer value Kestrel will not send (a control character), after the body went out: the stream is reset (the client
+    /// must not take it for a whole response with its trailers), quietly, not as an unhandled exception.
     /// </summary>
     [Fact]
-    public async Task AppTrailerKestrelRefuses_ResetsTheStream_WithoutAnUnhandledError()
+    public async Task AppTrailerWithAControlCharacter_ResetsTheStream_WithoutAnUnhandledError()
     {
         await using var app = FakeApp.Start((_, connection) => connection.SendAsync(
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nx-t: caf\u00e9\r\n\r\n"));
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nx-t: a\u0001b\r\n\r\n"));
         var logs = new CollectingLoggerProvider();
         await using var solo = await Solo.StartAsync(app.Port, "[\"header:x-shard-key\"]", logs: logs);
         using var client = Cluster.Client(http2: true);
