@@ -252,6 +252,14 @@ internal sealed partial class HttpForwarder : IDisposable
         finally
         {
             stream?.AttachCancellation(null);
+            if (content is { Started: true } && !content.Completion.IsCompleted)
+            {
+                // The response ended while the body was still being sent (an early answer, a duplex call over HTTP/2): stop
+                // the copy before the caller returns the body's prefix buffer to the pool and the client's body ends.
+                await cts.CancelAsync().ConfigureAwait(false);
+                await content.Completion.ConfigureAwait(false);
+            }
+
             _metrics.StreamEnded();
             if (content is not null)
             {
