@@ -72,6 +72,9 @@ public sealed class ShardKeyExtractor
     /// <summary>Whether a JSON body rule exists (the body may have to be read).</summary>
     public bool HasBodyRule => _bodyRules.Length > 0;
 
+    /// <summary>A guard over the whole body for the JSON body rules' paths (a member on them twice makes the key ambiguous).</summary>
+    public JsonKeyPathGuard CreateBodyGuard() => new(_bodyRules.Select(static r => r.JsonPath));
+
     /// <summary>The rules in text form, as a 400 message names them.</summary>
     public string RulesDescription { get; }
 

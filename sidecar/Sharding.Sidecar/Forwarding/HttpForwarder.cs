@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Options;
 using Polly;
 using Polly.CircuitBreaker;
+using Sharding.Keys;
 using Sharding.Sidecar.Draining;
 using Sharding.Sidecar.Hosting;
 using Sharding.Sidecar.Routing;
@@ -21,8 +22,10 @@ internal readonly record struct InternalHeaders(string Hop, string Generation, s
 /// <param name="Internal">Internal headers for a peer.</param>
 /// <param name="Generation">For the local app: the generation the request was routed with (sent as <c>x-sharding-generation</c>,
 /// with <c>x-sharding-owner</c>, so the app knows what its sidecar decided).</param>
+/// <param name="BodyGuard">For a JSON-body key: checks the rest of the body as it streams; the send fails when it objects.</param>
 internal readonly record struct ForwardTarget(
-    string BaseAddress, string Owner, bool IsPeer, ReadOnlyMemory<byte> BodyPrefix, InternalHeaders? Internal, string? Generation = null);
+    string BaseAddress, string Owner, bool IsPeer, ReadOnlyMemory<byte> BodyPrefix, InternalHeaders? Internal, string? Generation = null,
+    JsonKeyPathGuard? BodyGuard = null);
 
 /// <summary>A forward's outcome: the error (None when it went well) and, for 503s, when to retry.</summary>
 internal readonly record struct ForwardResult(ForwarderError Error, TimeSpan RetryAfter = default, Exception? Exception = null);
@@ -168,7 +171,8 @@ internal sealed partial class HttpForwarder : IDisposable
         StreamCopyHttpContent? content = null;
         if (!isUpgrade && (HasBody(context) || !target.BodyPrefix.IsEmpty))
         {
-            content = new StreamCopyHttpContent(request.Body, target.BodyPrefix, autoFlush: request.ContentLength is null, activity, cts.Token);
+            var source = target.BodyGuard is { } guard ? new GuardedBodyStream(request.Body, guard) : request.Body;
+            content = new StreamCopyHttpContent(source, target.BodyPrefix, autoFlush: request.ContentLength is null, activity, cts.Token);
             message.Content = content;
         }
 

@@ -86,11 +86,12 @@ internal sealed partial class ShardRouter
         var decision = Decide(context, state);
         byte[]? prefix = null;
         var prefixLength = 0;
+        JsonKeyPathGuard? guard = null;
         try
         {
             if (decision.Kind == DecisionKind.NeedsBody)
             {
-                (decision, prefix, prefixLength) = await DecideFromBodyAsync(context, state).ConfigureAwait(false);
+                (decision, prefix, prefixLength, guard) = await DecideFromBodyAsync(context, state).ConfigureAwait(false);
             }
 
             if (decision.Kind == DecisionKind.Error)
@@ -119,14 +120,22 @@ internal sealed partial class ShardRouter
             context.Response.Headers[HeaderRules.Owner] = owner.Name;
             var body = prefix is null ? ReadOnlyMemory<byte>.Empty : prefix.AsMemory(0, prefixLength);
             var target = isLocal
-                ? new ForwardTarget(_appBase, _options.PodName, IsPeer: false, body, Internal: null, state.GenerationText)
+                ? new ForwardTarget(_appBase, _options.PodName, IsPeer: false, body, Internal: null, state.GenerationText, guard)
                 : new ForwardTarget(state.PeerBase(owner), owner.Name, IsPeer: true, body,
-                    new InternalHeaders(decision.NextHopText!, state.GenerationText, decision.KeyHeader ?? string.Empty, decision.Proof!));
+                    new InternalHeaders(decision.NextHopText!, state.GenerationText, decision.KeyHeader ?? string.Empty, decision.Proof!), BodyGuard: guard);
 
             _streams.Begin(shard, context);
             try
             {
                 var result = await _forwarder.ForwardAsync(context, target, shard).ConfigureAwait(false);
+                if (guard?.Message is { } ambiguous && !context.Response.HasStarted)
+                {
+                    // Found in the rest of the body while it streamed: the upstream request was cut, never whole.
+                    await WriteErrorAsync(context, StatusCodes.Status400BadRequest, SidecarMetricNames.OutcomeBadRequest, ambiguous, null, owner.Name)
+                        .ConfigureAwait(false);
+                    return;
+                }
+
                 await CompleteAsync(context, result, owner, isLocal).ConfigureAwait(false);
             }
             finally
@@ -264,7 +273,12 @@ internal sealed partial class ShardRouter
         return Error(StatusCodes.Status403Forbidden, SidecarMetricNames.OutcomeRejected, $"forwarded request rejected: {reason}");
     }
 
-    private async ValueTask<(Decision Decision, byte[]? Prefix, int Length)> DecideFromBodyAsync(HttpContext context, MapView state)
+    /// <summary>
+    /// Reads the body up to the key (bounded by the map's limit) and decides. The bytes read are also checked for a member on
+    /// a key path that appears twice (400: the app's parser may take the other one); when the body goes on, the returned
+    /// guard checks the rest while it streams.
+    /// </summary>
+    private async ValueTask<(Decision Decision, byte[]? Prefix, int Length, JsonKeyPathGuard? Guard)> DecideFromBodyAsync(HttpContext context, MapView state)
     {
         var limit = state.Map.KeyPolicy.MaxBodyBytes;
         var request = context.Request;
@@ -321,8 +335,22 @@ internal sealed partial class ShardRouter
                     $"the JSON body's shard key was not found in its first {limit} bytes (keys.maxBodyBytes); put the key field first or raise the limit"),
                 _ => NoKey(state, hop: 0, senderGeneration: -1),
             };
+            JsonKeyPathGuard? guard = null;
+            if (decision.Kind != DecisionKind.Error)
+            {
+                guard = state.Extractor.CreateBodyGuard();
+                if (!guard.Feed(buffer.AsSpan(0, filled)))
+                {
+                    decision = Error(StatusCodes.Status400BadRequest, SidecarMetricNames.OutcomeBadRequest, guard.Message!);
+                }
+                else if (complete)
+                {
+                    guard = null; // the whole body was checked
+                }
+            }
+
             returnBuffer = decision.Kind == DecisionKind.Error;
-            return (decision, returnBuffer ? null : buffer, filled);
+            return (decision, returnBuffer ? null : buffer, filled, returnBuffer ? null : guard);
         }
         finally
         {

@@ -51,6 +51,33 @@ public sealed class FullPathEdgeCaseTests
     }
 
     /// <summary>
+    /// A member on the key's path twice: the sidecar would route by the first, most parsers (the app's too, likely) keep the
+    /// last, so the key is ambiguous: 400, whether the duplicate is in the bytes read for the key or further on in a body
+    /// that streams (then the app's request is cut, never whole).
+    /// </summary>
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1024 * 1024)]
+    public async Task JsonBodyWithTheKeysMemberTwice_Is400_AndTheAppGetsNoWholeRequest(int padding)
+    {
+        await using var app = FakeApp.Start();
+        await using var solo = await Solo.StartAsync(app.Port, "[\"json:$.account.id\"]");
+        using var client = Cluster.Client(http2: true);
+        var json = "{\"account\":{\"id\":\"a\"},\"pad\":\"" + new string('x', padding) + "\",\"account\":{\"id\":\"b\"}}";
+        using var response = await client.PostAsync(solo.Url("/orders"), Json(json, contentLength: true));
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("the JSON body has the member $.account more than once, so its shard key is ambiguous\n", await response.Content.ReadAsStringAsync());
+        await Task.Delay(200);
+        Assert.False(app.Requests.Reader.TryRead(out var received), $"the app got a whole request: {received?.RequestLine}");
+
+        // The same body without the duplicate goes through whole.
+        var single = "{\"account\":{\"id\":\"a\"},\"pad\":\"" + new string('x', padding) + "\"}";
+        using var ok = await client.PostAsync(solo.Url("/orders"), Json(single, contentLength: true));
+        Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
+        Assert.Equal(Encoding.UTF8.GetByteCount(single), (await app.NextRequestAsync()).Body.Length);
+    }
+
+    /// <summary>
     /// A whole body of exactly <c>maxBodyBytes</c> was read whole: a key it lacks is a missing key (the no-key policy), not
     /// a key beyond the limit (413). One byte more is over the limit. Both with and without Content-Length.
     /// </summary>
