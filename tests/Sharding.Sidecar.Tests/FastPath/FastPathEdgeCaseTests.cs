@@ -134,6 +134,22 @@ public sealed class FastPathEdgeCaseTests
         Assert.Equal(EchoBody("GET", "/next"), (await client.ReadResponseAsync(timeout: Soon)).BodyText);
     }
 
+    /// <summary>Sends <paramref name="length"/> body bytes, or until the sidecar closes the connection (the rest is not wanted).</summary>
+    private static Task UploadUntilClosedAsync(RawClient client, int length) => Task.Run(async () =>
+    {
+        var chunk = new byte[64 * 1024];
+        try
+        {
+            for (var sent = 0; sent < length; sent += chunk.Length)
+            {
+                await client.SendAsync(chunk);
+            }
+        }
+        catch (Exception ex) when (ex is SocketException or OperationCanceledException or ObjectDisposedException)
+        {
+        }
+    });
+
     [Fact]
     public async Task AppAnsweringEarly_AndClosing_WhileTheBodyIsStillComing_ItsAnswerReachesTheClient()
     {
@@ -159,21 +175,7 @@ public sealed class FastPathEdgeCaseTests
 
         const int Length = 16 * 1024 * 1024;
         await client.SendAsync($"PUT /upload HTTP/1.1\r\nHost: app.test\r\nx-shard-key: k1\r\nContent-Length: {Length}\r\n\r\n");
-        var upload = Task.Run(async () =>
-        {
-            var chunk = new byte[64 * 1024];
-            try
-            {
-                for (var sent = 0; sent < Length; sent += chunk.Length)
-                {
-                    await client.SendAsync(chunk);
-                }
-            }
-            catch (Exception ex) when (ex is SocketException or OperationCanceledException or ObjectDisposedException)
-            {
-                // The sidecar closed the connection after the answer: the rest of the body is not wanted.
-            }
-        });
+        var upload = UploadUntilClosedAsync(client, Length);
 
         var response = await client.ReadResponseAsync(timeout: TimeSpan.FromSeconds(15));
         await appTask;
@@ -209,21 +211,7 @@ public sealed class FastPathEdgeCaseTests
         const int Length = 64 * 1024 * 1024;
         var watch = System.Diagnostics.Stopwatch.StartNew();
         await client.SendAsync($"PUT /upload HTTP/1.1\r\nHost: app.test\r\nx-shard-key: k1\r\nContent-Length: {Length}\r\n\r\n");
-        var upload = Task.Run(async () =>
-        {
-            var chunk = new byte[64 * 1024];
-            try
-            {
-                for (var sent = 0; sent < Length; sent += chunk.Length)
-                {
-                    await client.SendAsync(chunk);
-                }
-            }
-            catch (Exception ex) when (ex is SocketException or OperationCanceledException or ObjectDisposedException)
-            {
-                // The sidecar closed the connection: the rest of the body is not wanted.
-            }
-        });
+        var upload = UploadUntilClosedAsync(client, Length);
 
         var response = await client.ReadResponseAsync(timeout: TimeSpan.FromSeconds(5));
         Assert.True(watch.Elapsed < TimeSpan.FromSeconds(4), $"the answer took {watch.Elapsed}");
