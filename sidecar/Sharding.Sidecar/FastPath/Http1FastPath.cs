@@ -530,10 +530,11 @@ internal sealed partial class Http1FastPath : IDisposable
                 Append(destination, ref written, "te: trailers\r\n"u8);
             }
 
+            // A client's x-forwarded-* that its Connection header names was dropped above (hop-by-hop): ours replaces it.
             if (_forwardedFor.Length > 0)
             {
                 Append(destination, ref written, "x-forwarded-for: "u8);
-                if (head.ForwardedForIndex >= 0)
+                if (head.ForwardedForIndex >= 0 && !Named(connection, "x-forwarded-for"))
                 {
                     ref readonly var existing = ref headers[head.ForwardedForIndex];
                     Append(destination, ref written, source.Slice(existing.ValueStart, existing.ValueLength));
@@ -544,12 +545,12 @@ internal sealed partial class Http1FastPath : IDisposable
                 Append(destination, ref written, "\r\n"u8);
             }
 
-            if ((head.Traits & RequestTraits.HasForwardedProto) == 0)
+            if ((head.Traits & RequestTraits.HasForwardedProto) == 0 || Named(connection, "x-forwarded-proto"))
             {
                 Append(destination, ref written, "x-forwarded-proto: http\r\n"u8);
             }
 
-            if ((head.Traits & RequestTraits.HasForwardedHost) == 0)
+            if ((head.Traits & RequestTraits.HasForwardedHost) == 0 || Named(connection, "x-forwarded-host"))
             {
                 ref readonly var host = ref headers[head.HostIndex];
                 Append(destination, ref written, "x-forwarded-host: "u8);
@@ -1314,6 +1315,8 @@ internal sealed partial class Http1FastPath : IDisposable
             _upstream?.Dispose();
             _upstream = null;
         }
+
+        private static bool Named(ReadOnlySpan<char> connection, string name) => !connection.IsEmpty && HeaderTokens.Contains(connection, name);
 
         private static void Append(Span<byte> destination, ref int written, ReadOnlySpan<byte> bytes)
         {

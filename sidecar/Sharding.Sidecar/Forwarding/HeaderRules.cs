@@ -163,6 +163,10 @@ internal static class HeaderRules
         return array;
     }
 
+    /// <summary>Whether the request's Connection header names <paramref name="name"/> (which makes it hop-by-hop).</summary>
+    public static bool IsNamedByConnection(IHeaderDictionary headers, string name) =>
+        headers.Connection.Count > 0 && ContainsToken(headers.Connection, name);
+
     private static bool ContainsToken(StringValues values, string token)
     {
         foreach (var value in values)

@@ -612,21 +612,24 @@ internal sealed partial class HttpForwarder : IDisposable
 
     private static void AddForwardedHeaders(HttpContext context, HttpRequestMessage message)
     {
+        // A client's x-forwarded-* that its Connection header names is hop-by-hop (CopyRequestHeaders dropped it): ours
+        // replaces it.
         var request = context.Request;
+        var headers = request.Headers;
         var remote = RemoteAddressText(context);
         if (remote is not null)
         {
-            var existing = request.Headers["x-forwarded-for"];
+            var existing = HeaderRules.IsNamedByConnection(headers, "x-forwarded-for") ? default : headers["x-forwarded-for"];
             message.Headers.Remove("x-forwarded-for");
             message.Headers.TryAddWithoutValidation("x-forwarded-for", existing.Count == 0 ? remote : string.Concat(existing.ToString(), ", ", remote));
         }
 
-        if (!request.Headers.ContainsKey("x-forwarded-proto"))
+        if (!headers.ContainsKey("x-forwarded-proto") || HeaderRules.IsNamedByConnection(headers, "x-forwarded-proto"))
         {
             message.Headers.TryAddWithoutValidation("x-forwarded-proto", request.Scheme);
         }
 
-        if (!request.Headers.ContainsKey("x-forwarded-host") && request.Host.HasValue)
+        if ((!headers.ContainsKey("x-forwarded-host") || HeaderRules.IsNamedByConnection(headers, "x-forwarded-host")) && request.Host.HasValue)
         {
             message.Headers.TryAddWithoutValidation("x-forwarded-host", request.Host.Value);
         }

@@ -119,6 +119,29 @@ public sealed class FastPathRelayTests
         Assert.Matches(@"(?m)^sharding_sidecar_fast_path_requests_total [1-9]\d*$", metrics);
     }
 
+    /// <summary>
+    /// x-forwarded-* fields the client names in Connection are hop-by-hop (RFC 9110 §7.6.1): dropped, so the app gets the
+    /// sidecar's own values, not nothing (proto, host) nor an extended client value (for). On the fast path, and on the full
+    /// path that Kestrel serves when the fast path hands a request over (an event-stream request here).
+    /// </summary>
+    [Theory]
+    [InlineData("")]
+    [InlineData("Accept: text/event-stream\r\n")]
+    public async Task ForwardedFieldsTheClientNamesInConnection_AreReplacedByTheSidecars(string extra)
+    {
+        await using var app = FakeApp.Start();
+        await using var solo = await SoloSidecar.StartAsync(app.Port);
+        using var client = await RawClient.ConnectAsync(solo.Port);
+        await client.SendAsync(
+            "GET /a HTTP/1.1\r\nHost: a.test\r\nx-shard-key: k1\r\nConnection: x-forwarded-for, X-Forwarded-Proto,x-forwarded-host\r\n"
+            + "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\n" + extra + "\r\n");
+        Assert.Equal(200, (await client.ReadResponseAsync()).Status);
+        var seen = await app.NextRequestAsync();
+        Assert.Equal("127.0.0.1", seen.Header("x-forwarded-for"));
+        Assert.Equal("http", seen.Header("x-forwarded-proto"));
+        Assert.Equal("a.test", seen.Header("x-forwarded-host"));
+    }
+
     [Fact]
     public async Task PipelinedRequests_InOneWrite_AreAnsweredInOrderOnOneConnection()
     {
