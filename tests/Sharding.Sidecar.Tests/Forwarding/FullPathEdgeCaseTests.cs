@@ -144,10 +144,9 @@ public sealed class FullPathEdgeCaseTests
         // "caf\u00c3\u00a9" goes out as the bytes of UTF-8 "café"; "caf\u00e9" as Latin-1 "café" (FakeApp writes Latin-1).
         await using var app = FakeApp.Start((_, connection) => connection.SendAsync(
             "HTTP/1.1 200 OK\r\nx-note: caf\u00c3\u00a9\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nx-t: caf\u00e9\r\n\r\n"));
-        await using var solo = await Solo.StartAsync(app.Port, "[\"header:x-shard-key\"]");
+        await using var solo = await Solo.StartAsync(app.Port, Solo.KeyHeaderRule);
         using var client = new HttpClient(new SocketsHttpHandler { UseProxy = false, ResponseHeaderEncodingSelector = static (_, _) => Encoding.Latin1 });
-        using var request = Cluster.Request(HttpMethod.Get, solo.Url("/a"), http2: true);
-        request.Headers.Add("x-shard-key", "k1");
+        using var request = solo.KeyedGet("/a");
         request.Headers.TE.Add(new TransferCodingWithQualityHeaderValue("trailers"));
         using var response = await client.SendAsync(request);
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
@@ -161,10 +160,9 @@ public sealed class FullPathEdgeCaseTests
     public async Task ClientRequestHeaderInUtf8_ReachesTheAppAsTheSameBytes()
     {
         await using var app = FakeApp.Start();
-        await using var solo = await Solo.StartAsync(app.Port, "[\"header:x-shard-key\"]");
+        await using var solo = await Solo.StartAsync(app.Port, Solo.KeyHeaderRule);
         using var client = new HttpClient(new SocketsHttpHandler { UseProxy = false, RequestHeaderEncodingSelector = static (_, _) => Encoding.UTF8 });
-        using var request = Cluster.Request(HttpMethod.Get, solo.Url("/a"), http2: true);
-        request.Headers.Add("x-shard-key", "k1");
+        using var request = solo.KeyedGet("/a");
         request.Headers.Add("x-note", "café ☕");
         using var response = await client.SendAsync(request);
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
@@ -178,10 +176,9 @@ public sealed class FullPathEdgeCaseTests
     {
         await using var app = FakeApp.Start((_, connection) => connection.SendAsync(
             "HTTP/1.1 200 OK\r\nx-note: a\u0001b\r\nContent-Length: 2\r\n\r\nok"));
-        await using var solo = await Solo.StartAsync(app.Port, "[\"header:x-shard-key\"]");
+        await using var solo = await Solo.StartAsync(app.Port, Solo.KeyHeaderRule);
         using var client = Cluster.Client(http2: true);
-        using var request = Cluster.Request(HttpMethod.Get, solo.Url("/a"), http2: true);
-        request.Headers.Add("x-shard-key", "k1");
+        using var request = solo.KeyedGet("/a");
         using var response = await client.SendAsync(request);
         var body = await response.Content.ReadAsStringAsync();
         Assert.Equal(HttpStatusCode.BadGateway, response.StatusCode);
@@ -199,10 +196,9 @@ public sealed class FullPathEdgeCaseTests
         await using var app = FakeApp.Start((_, connection) => connection.SendAsync(
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nx-t: a\u0001b\r\n\r\n"));
         var logs = new CollectingLoggerProvider();
-        await using var solo = await Solo.StartAsync(app.Port, "[\"header:x-shard-key\"]", logs: logs);
+        await using var solo = await Solo.StartAsync(app.Port, Solo.KeyHeaderRule, logs: logs);
         using var client = Cluster.Client(http2: true);
-        using var request = Cluster.Request(HttpMethod.Get, solo.Url("/a"), http2: true);
-        request.Headers.Add("x-shard-key", "k1");
+        using var request = solo.KeyedGet("/a");
         request.Headers.TE.Add(new TransferCodingWithQualityHeaderValue("trailers"));
         using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
@@ -216,10 +212,9 @@ public sealed class FullPathEdgeCaseTests
     {
         await using var app = FakeApp.Start((_, connection) => connection.SendAsync(
             "HTTP/1.1 200 OK\r\nConnection: keep-alive, x-secret\r\nx-secret: v\r\nx-kept: k\r\nContent-Length: 2\r\n\r\nok"));
-        await using var solo = await Solo.StartAsync(app.Port, "[\"header:x-shard-key\"]");
+        await using var solo = await Solo.StartAsync(app.Port, Solo.KeyHeaderRule);
         using var client = Cluster.Client(http2: true);
-        using var request = Cluster.Request(HttpMethod.Get, solo.Url("/a"), http2: true);
-        request.Headers.Add("x-shard-key", "k1");
+        using var request = solo.KeyedGet("/a");
         using var response = await client.SendAsync(request);
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         Assert.Equal("ok", await response.Content.ReadAsStringAsync());
@@ -233,10 +228,9 @@ public sealed class FullPathEdgeCaseTests
     {
         await using var app = FakeApp.Start((_, connection) => connection.SendAsync(
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nx-sharding-owner: evil\r\nkeep-alive: timeout=5\r\nx-checksum: 42\r\n\r\n"));
-        await using var solo = await Solo.StartAsync(app.Port, "[\"header:x-shard-key\"]");
+        await using var solo = await Solo.StartAsync(app.Port, Solo.KeyHeaderRule);
         using var client = Cluster.Client(http2: true);
-        using var request = Cluster.Request(HttpMethod.Get, solo.Url("/a"), http2: true);
-        request.Headers.Add("x-shard-key", "k1");
+        using var request = solo.KeyedGet("/a");
         request.Headers.TE.Add(new TransferCodingWithQualityHeaderValue("trailers"));
         using var response = await client.SendAsync(request);
         Assert.Equal("ok", await response.Content.ReadAsStringAsync());
@@ -251,7 +245,7 @@ public sealed class FullPathEdgeCaseTests
     public async Task ConnectionHeaderNamingContentLength_TheAppStillGetsTheLength()
     {
         await using var app = FakeApp.Start();
-        await using var solo = await Solo.StartAsync(app.Port, "[\"header:x-shard-key\"]", settings: new Dictionary<string, string?> { ["Sidecar:Http1FastPath"] = "false" });
+        await using var solo = await Solo.StartAsync(app.Port, Solo.KeyHeaderRule, settings: new Dictionary<string, string?> { ["Sidecar:Http1FastPath"] = "false" });
         using var client = await RawClient.ConnectAsync(solo.Sidecar.Port);
         await client.SendAsync("POST /upload HTTP/1.1\r\nHost: app.test\r\nx-shard-key: k1\r\nConnection: keep-alive, Content-Length\r\nContent-Length: 5\r\n\r\nhello");
         var response = await client.ReadResponseAsync();
@@ -274,7 +268,7 @@ public sealed class FullPathEdgeCaseTests
         var head = status.StartsWith("204", StringComparison.Ordinal) ? $"HTTP/1.1 {status}\r\nETag: \"v1\"\r\n\r\n"
             : $"HTTP/1.1 {status}\r\nETag: \"v1\"\r\nContent-Length: 100\r\n\r\n";
         await using var app = FakeApp.Start((_, connection) => connection.SendAsync(head));
-        await using var solo = await Solo.StartAsync(app.Port, "[\"header:x-shard-key\"]", settings: new Dictionary<string, string?> { ["Sidecar:Http1FastPath"] = "false" });
+        await using var solo = await Solo.StartAsync(app.Port, Solo.KeyHeaderRule, settings: new Dictionary<string, string?> { ["Sidecar:Http1FastPath"] = "false" });
         using var client = Cluster.Client(http2);
         for (var i = 0; i < 2; i++)
         {
@@ -341,7 +335,7 @@ public sealed class FullPathEdgeCaseTests
         await using var app1 = await EchoApp.StartAsync("pod-1");
         await using var app2 = await EchoApp.StartAsync("pod-2");
         int[] ports = [TestSidecar.FreePort(), TestSidecar.FreePort(), TestSidecar.FreePort()];
-        const string Rules = "[\"header:x-shard-key\"]";
+        const string Rules = Solo.KeyHeaderRule;
         string[] maps = [Path.Combine(directory, "map0.yaml"), Path.Combine(directory, "map1.yaml"), Path.Combine(directory, "map2.yaml")];
         await File.WriteAllTextAsync(maps[0], Cluster.MapYaml([ports[1]], Rules, names: ["pod-1"]));
         await File.WriteAllTextAsync(maps[1], Cluster.MapYaml([ports[2]], Rules, names: ["pod-2"]));
@@ -410,7 +404,7 @@ public sealed class FullPathEdgeCaseTests
         });
         await app.StartAsync();
         var logs = new CollectingLoggerProvider();
-        await using var solo = await Solo.StartAsync(bound!.IPEndPoint!.Port, "[\"header:x-shard-key\"]",
+        await using var solo = await Solo.StartAsync(bound!.IPEndPoint!.Port, Solo.KeyHeaderRule,
             settings: new Dictionary<string, string?> { ["Sidecar:Http1FastPath"] = "false" }, logs: logs);
         using var client = Cluster.Client(http2);
         var sending = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -437,7 +431,7 @@ public sealed class FullPathEdgeCaseTests
     {
         await using var app = await EchoApp.StartAsync("pod-0");
         var logs = new CollectingLoggerProvider();
-        await using var solo = await Solo.StartAsync(app.Port, "[\"header:x-shard-key\"]", logs: logs);
+        await using var solo = await Solo.StartAsync(app.Port, Solo.KeyHeaderRule, logs: logs);
         using var client = Cluster.Client(http2: true);
         var mac = new string('A', 43);
         var now = TimeProvider.System.GetUtcNow().ToUnixTimeSeconds();
@@ -478,6 +472,8 @@ public sealed class FullPathEdgeCaseTests
     /// <summary>One sidecar (pod-0, the only member) with its own key rules, in front of an app.</summary>
     private sealed class Solo : IAsyncDisposable
     {
+        public const string KeyHeaderRule = "[\"header:x-shard-key\"]";
+
         private readonly string _directory;
 
         private Solo(string directory, TestSidecar sidecar)
@@ -499,6 +495,14 @@ public sealed class FullPathEdgeCaseTests
         }
 
         public string Url(string target) => $"http://127.0.0.1:{Sidecar.Port}{target}";
+
+        /// <summary>An HTTP/2 GET of <paramref name="target"/> carrying the key <c>k1</c> (for <see cref="KeyHeaderRule"/>).</summary>
+        public HttpRequestMessage KeyedGet(string target)
+        {
+            var request = Cluster.Request(HttpMethod.Get, Url(target), http2: true);
+            request.Headers.Add("x-shard-key", "k1");
+            return request;
+        }
 
         public async ValueTask DisposeAsync()
         {
