@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Net;
+using System.Net.Sockets;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Options;
 using Polly;
@@ -49,6 +50,7 @@ internal sealed partial class HttpForwarder : IDisposable
     private static readonly Version Http11 = HttpVersion.Version11;
 
     private readonly HttpMessageInvoker _appInvoker;
+    private readonly HttpMessageInvoker _appHttp1Invoker;
     private readonly HttpMessageInvoker _peerInvoker;
     private readonly OwnerResilience _resilience;
     private readonly SidecarMetrics _metrics;
@@ -68,6 +70,8 @@ internal sealed partial class HttpForwarder : IDisposable
         _metrics = metrics;
         _logger = logger;
         _appInvoker = new HttpMessageInvoker(CreateHandler(_options, _options.AppUnixSocket), disposeHandler: true);
+        EndPoint app = _options.AppUnixSocket is { } path ? new UnixDomainSocketEndPoint(path) : new IPEndPoint(IPAddress.Loopback, _options.AppPort);
+        _appHttp1Invoker = new HttpMessageInvoker(new DuplexHttp1Handler(app, _options.ConnectTimeout, time), disposeHandler: true);
         _peerInvoker = new HttpMessageInvoker(CreateHandler(_options, unixSocket: null), disposeHandler: true);
         resilience.AttachMetrics(metrics);
     }
@@ -80,6 +84,7 @@ internal sealed partial class HttpForwarder : IDisposable
     public void Dispose()
     {
         _appInvoker.Dispose();
+        _appHttp1Invoker.Dispose();
         _peerInvoker.Dispose();
     }
 
@@ -209,10 +214,11 @@ internal sealed partial class HttpForwarder : IDisposable
             try
             {
                 // The app on loopback needs no breaker or retries (a refused connect is answered 503 at once); peers get
-                // their owner's Polly pipeline.
+                // their owner's Polly pipeline. HTTP/1.1 to the app is duplex through our own client; upgrades keep
+                // SocketsHttpHandler's 101 handling.
                 response = target.IsPeer
                     ? await SendToPeerAsync(target.Owner, message, content, cts.Token).ConfigureAwait(false)
-                    : await _appInvoker.SendAsync(message, cts.Token).ConfigureAwait(false);
+                    : await (message.Version == Http11 && !isUpgrade ? _appHttp1Invoker : _appInvoker).SendAsync(message, cts.Token).ConfigureAwait(false);
             }
             catch (Exception ex) when (ex is not OutOfMemoryException)
             {

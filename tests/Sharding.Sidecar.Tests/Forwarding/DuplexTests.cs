@@ -70,15 +70,20 @@ public sealed class DuplexTests(ClusterFixture fixture)
     }
 
     /// <summary>
-    /// Over HTTP/2 the full path carries the request, and its HTTP/1.1 client to the app reads a response only after the
-    /// whole body was sent (as YARP's): duplex needs HTTP/2 to the app, which <c>AppProtocol: Auto</c> gives an h2c app.
+    /// Over HTTP/2 the full path carries the request: to an HTTP/1.1 app (the default) through the sidecar's own duplex
+    /// client, to an h2c app (<c>AppProtocol: Auto</c>) over HTTP/2.
     /// </summary>
     [Theory]
-    [InlineData("pod-0")]
-    [InlineData("pod-2")]
-    public async Task Http2EchoOfA32MiBBody_WithHttp2ToTheApp_StreamsBackWhileItIsSent(string owner)
+    [InlineData("pod-0", false)]
+    [InlineData("pod-2", false)]
+    [InlineData("pod-0", true)]
+    [InlineData("pod-2", true)]
+    public async Task Http2EchoOfA32MiBBody_StreamsBackWhileItIsSent(string owner, bool http2ToTheApp)
     {
-        await using var cluster = await Cluster.StartAsync(sidecarSettings: new Dictionary<string, string?> { ["Sidecar:AppProtocol"] = "Auto" });
+        await using var own = http2ToTheApp
+            ? await Cluster.StartAsync(sidecarSettings: new Dictionary<string, string?> { ["Sidecar:AppProtocol"] = "Auto" })
+            : null;
+        var cluster = own ?? Cluster;
         var key = KeyOwnedBy(cluster, owner);
         var body = Body();
         using var client = Cluster.Client(http2: true);
@@ -94,8 +99,38 @@ public sealed class DuplexTests(ClusterFixture fixture)
         Assert.Equal(SHA256.HashData(body), SHA256.HashData(echoed));
     }
 
+    /// <summary>A chunked upload is the full path's (the fast path takes Content-Length bodies): duplex to an HTTP/1.1 app too.</summary>
+    [Theory]
+    [InlineData("pod-0")]
+    [InlineData("pod-2")]
+    public async Task Http11ChunkedEchoOfA32MiBBody_StreamsBackWhileItIsSent(string owner)
+    {
+        var key = KeyOwnedBy(Cluster, owner);
+        var body = Body();
+        using var client = await RawClient.ConnectAsync(Cluster.Sidecars[0].Port);
+        await client.SendAsync($"POST /echo HTTP/1.1\r\nHost: app.test\r\nx-shard-key: {key}\r\nTransfer-Encoding: chunked\r\n\r\n");
+        var upload = Task.Run(async () =>
+        {
+            const int Piece = 256 * 1024;
+            for (var sent = 0; sent < Length; sent += Piece)
+            {
+                await client.SendAsync($"{Piece:x}\r\n");
+                await client.SendAsync(body.AsMemory(sent, Piece));
+                await client.SendAsync("\r\n");
+            }
+
+            await client.SendAsync("0\r\n\r\n");
+        });
+
+        var response = await client.ReadResponseAsync(timeout: TimeSpan.FromSeconds(60));
+        await upload.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(200, response.Status);
+        Assert.Equal(owner, response.Single("x-sharding-owner"));
+        Assert.Equal(SHA256.HashData(body), SHA256.HashData(response.Body));
+    }
+
     /// <summary>A body the client may still be sending when the response arrives (StreamContent is not duplex in HttpClient).</summary>
-    private sealed class DuplexContent(byte[] body) : HttpContent
+    internal sealed class DuplexContent(byte[] body) : HttpContent
     {
         protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context)
         {

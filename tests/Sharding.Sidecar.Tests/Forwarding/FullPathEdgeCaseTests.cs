@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Http.Headers;
+using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text;
 using Microsoft.AspNetCore.Builder;
@@ -420,6 +421,53 @@ public sealed class FullPathEdgeCaseTests
         await appSawEnd.Task.WaitAsync(TimeSpan.FromSeconds(10));
         await Task.Delay(200);
         Assert.DoesNotContain(logs.Entries, e => e.Level >= LogLevel.Warning);
+    }
+
+    /// <summary>
+    /// An app that refuses an upload from its head and keeps its connection open without reading on: over HTTP/2 (the full
+    /// path, to an HTTP/1.1 app) its answer reaches the client as soon as the app sent it, not a 504 once the
+    /// response-headers timeout is over; the app's connection is then cut, since its request never ended.
+    /// </summary>
+    [Fact]
+    public async Task AppAnsweringEarly_ToAnHttp2Upload_ItsAnswerReachesTheClientAtOnce()
+    {
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen(8);
+        var appTask = Task.Run(async () =>
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(40));
+            using var socket = await listener.AcceptAsync(timeout.Token);
+            var input = new ReceiveBuffer(socket);
+            await input.ReadHeadAsync(timeout.Token);
+            await socket.SendAsync("HTTP/1.1 401 Unauthorized\r\nContent-Length: 5\r\n\r\nno!\r\n"u8.ToArray(), SocketFlags.None, timeout.Token);
+
+            // Reads nothing more, and waits for the sidecar to give up on the request.
+            var buffer = new byte[64 * 1024];
+            await Task.Delay(1000, timeout.Token);
+            try
+            {
+                while (await socket.ReceiveAsync(buffer, SocketFlags.None, timeout.Token) > 0)
+                {
+                }
+            }
+            catch (SocketException)
+            {
+            }
+        });
+        await using var solo = await Solo.StartAsync(((IPEndPoint)listener.LocalEndPoint!).Port, Solo.KeyHeaderRule);
+        using var client = Cluster.Client(http2: true);
+        using var request = Cluster.Request(HttpMethod.Put, solo.Url("/upload"), http2: true);
+        request.Headers.Add("x-shard-key", "k1");
+        request.Content = new DuplexTests.DuplexContent(new byte[64 * 1024 * 1024]);
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, timeout.Token);
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+        Assert.Equal("no!\r\n", await response.Content.ReadAsStringAsync(timeout.Token));
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(4), $"the answer took {watch.Elapsed}");
+        Assert.Equal("pod-0", response.Headers.GetValues("x-sharding-owner").Single());
+        await appTask.WaitAsync(TimeSpan.FromSeconds(10)); // the app's connection was closed
     }
 
     /// <summary>
