@@ -55,7 +55,7 @@ internal sealed class DuplexHttp1Handler : HttpMessageHandler
             {
                 var connection = fresh ? await ConnectAsync(cancellationToken).ConfigureAwait(false) : await RentAsync(cancellationToken).ConfigureAwait(false);
                 var reused = connection.Requests++ > 0;
-                var exchange = new Exchange(_pool, connection);
+                var exchange = new Exchange(_pool, connection, hasBody: request.Content is not null);
                 try
                 {
                     await exchange.SendHeadAsync(head.AsMemory(0, headLength), cancellationToken).ConfigureAwait(false);
@@ -200,10 +200,11 @@ internal sealed class DuplexHttp1Handler : HttpMessageHandler
 
     /// <summary>One request on one connection: the body task and the response reader; the connection goes back to the pool
     /// only when both ended cleanly and the app keeps it alive, and is cut as soon as either side fails.</summary>
-    private sealed class Exchange(UpstreamConnectionPool pool, UpstreamConnection connection)
+    private sealed class Exchange(UpstreamConnectionPool pool, UpstreamConnection connection, bool hasBody)
     {
-        // The body task and the response each release one part; the last one returns or disposes the connection.
-        private int _parts = 2;
+        // The body task (when there is a body) and the response each release one part; the last one returns or disposes
+        // the connection.
+        private int _parts = hasBody ? 2 : 1;
         private int _failed;
         private bool _reusable;
         private bool _sawInterim;
@@ -289,7 +290,7 @@ internal sealed class DuplexHttp1Handler : HttpMessageHandler
         public void Abandon()
         {
             Fail();
-            if (!BodyStarted)
+            if (hasBody && !BodyStarted)
             {
                 Release();
             }
