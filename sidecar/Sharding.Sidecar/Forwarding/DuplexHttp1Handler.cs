@@ -233,6 +233,9 @@ internal sealed class DuplexHttp1Handler : HttpMessageHandler
             }
         }
 
+        /// <summary>Starts sending the body; it runs on its own from its first send or read that has to wait. Started
+        /// synchronously so the content counts as started (the forwarder then waits for it before it releases the client's
+        /// body and the key's prefix buffer).</summary>
         public void StartBody(HttpContent content, bool chunked, long contentLength, CancellationToken cancellationToken)
         {
             BodyStarted = true;
@@ -241,7 +244,6 @@ internal sealed class DuplexHttp1Handler : HttpMessageHandler
 
         private async Task SendBodyAsync(HttpContent content, bool chunked, long contentLength, CancellationToken cancellationToken)
         {
-            await Task.Yield(); // the response read starts now, not after the first body bytes
             var body = new RequestBodyStream(connection, chunked, contentLength);
             var success = false;
             try
