@@ -36,8 +36,6 @@ internal struct ResponseHead
     /// <summary>The response is an event stream (tracked for draining at once).</summary>
     public bool IsEventStream;
 
-    private const int MaxHeaders = 128;
-
     /// <summary>Control characters other than HTAB (and DEL): never part of a status line or a field value (RFC 9110 §5.5).</summary>
     private static readonly SearchValues<byte> Controls = SearchValues.Create(
         [.. Enumerable.Range(0, 0x20).Where(static c => c != '\t').Select(static c => (byte)c), (byte)0x7F]);
@@ -71,9 +69,9 @@ internal struct ResponseHead
         var chunked = false;
         var hasTransferEncoding = false;
         var keepAlive = false;
-        var headers = 0;
 
-        // Bounded by the head: each turn consumes one line.
+        // Bounded by the head (at most UpstreamConnection.MaxHeadBytes, as SocketsHttpHandler's limit): each turn consumes one
+        // line. There is no count limit of its own, as there is none on the path through HttpClient.
         var position = lineEnd + 2;
         while (true)
         {
@@ -87,11 +85,6 @@ internal struct ResponseHead
             if (end == 0)
             {
                 break;
-            }
-
-            if (++headers > MaxHeaders)
-            {
-                return false;
             }
 
             var line = remaining[..end];

@@ -202,11 +202,9 @@ public sealed class ResponseHeadTests
     public void InvalidHeads_AreRefused(string text) => Assert.Null(Parse(text));
 
     [Fact]
-    public void TooManyHeaders_AreRefused()
+    public void ManyHeaders_AreAccepted_TheHeadsSizeIsTheOnlyLimit()
     {
-        var text = "HTTP/1.1 200 OK\r\n" + string.Concat(Enumerable.Range(0, 129).Select(static i => $"X-{i}: v\r\n")) + "\r\n";
-        Assert.Null(Parse(text));
-        Assert.NotNull(Parse("HTTP/1.1 200 OK\r\n" + string.Concat(Enumerable.Range(0, 128).Select(static i => $"X-{i}: v\r\n")) + "\r\n"));
+        Assert.NotNull(Parse("HTTP/1.1 200 OK\r\n" + string.Concat(Enumerable.Range(0, 2000).Select(static i => $"X-{i}: v\r\n")) + "\r\n"));
     }
 
     private static string Write(string head, string extra, bool close, bool fromPeer = false, int room = 4096)

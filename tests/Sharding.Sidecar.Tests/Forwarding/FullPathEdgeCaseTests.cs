@@ -423,6 +423,27 @@ public sealed class FullPathEdgeCaseTests
         Assert.DoesNotContain(logs.Entries, e => e.Level >= LogLevel.Warning);
     }
 
+    /// <summary>A response head with hundreds of fields passes whole on both paths (the head's size is the only limit).</summary>
+    [Theory]
+    [InlineData(false)] // the HTTP/1.1 fast path
+    [InlineData(true)] // HTTP/2: the full path's HTTP/1.1 client
+    public async Task AppResponseWith500HeaderFields_PassesWhole(bool http2)
+    {
+        var fields = string.Concat(Enumerable.Range(0, 500).Select(static i => $"x-field-{i}: value-{i}\r\n"));
+        await using var app = FakeApp.Start((_, connection) => connection.SendAsync($"HTTP/1.1 200 OK\r\n{fields}Content-Length: 2\r\n\r\nok"));
+        await using var solo = await Solo.StartAsync(app.Port, Solo.KeyHeaderRule);
+        using var client = Cluster.Client(http2);
+        using var request = Cluster.Request(HttpMethod.Get, solo.Url("/many"), http2);
+        request.Headers.Add("x-shard-key", "k1");
+        using var response = await client.SendAsync(request);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("ok", await response.Content.ReadAsStringAsync());
+        for (var i = 0; i < 500; i++)
+        {
+            Assert.Equal($"value-{i}", response.Headers.GetValues($"x-field-{i}").Single());
+        }
+    }
+
     /// <summary>
     /// An app that refuses an upload from its head and keeps its connection open without reading on: over HTTP/2 (the full
     /// path, to an HTTP/1.1 app) its answer reaches the client as soon as the app sent it, not a 504 once the
