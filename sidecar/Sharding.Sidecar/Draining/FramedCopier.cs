@@ -67,6 +67,7 @@ internal static class FramedCopier
 
                 var filled = carry + read;
                 var position = 0;
+                var closing = false; // a close frame is among the bytes about to be written
                 if (remaining > 0)
                 {
                     var take = (int)Math.Min(remaining, filled);
@@ -85,13 +86,13 @@ internal static class FramedCopier
                             // A frame larger than the buffer: stream it through.
                             remaining = length - filled;
                             position = filled;
-                            sawClose |= isClose;
+                            closing |= isClose;
                         }
 
                         break;
                     }
 
-                    sawClose |= isClose;
+                    closing |= isClose;
                     position += (int)length;
                 }
 
@@ -99,6 +100,10 @@ internal static class FramedCopier
                 {
                     reading = false;
                     await destination.WriteAsync(buffer.AsMemory(0, position), cancellationToken).ConfigureAwait(false);
+
+                    // Only now did the close go to the client: a drain that cancels this write (Kestrel then writes
+                    // nothing) must still send its own close frame.
+                    sawClose |= closing;
                     activity?.Touch();
                     total += position;
                 }
