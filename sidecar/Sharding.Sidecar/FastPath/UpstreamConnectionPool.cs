@@ -128,12 +128,16 @@ internal sealed class UpstreamConnectionPool : IDisposable
     }
 
     /// <summary>An idle connection that still looks open, or a new one.</summary>
-    public ValueTask<UpstreamConnection> RentAsync(CancellationToken cancellationToken)
+    /// <param name="cancellationToken">Cancels a connect.</param>
+    /// <param name="uncheckedIdle">A connection idle for less than this is reused without the liveness check (a poll
+    /// syscall): for a caller that rents per request and can send its request again when the connection turns out closed.</param>
+    public ValueTask<UpstreamConnection> RentAsync(CancellationToken cancellationToken, TimeSpan uncheckedIdle = default)
     {
         // Bounded by the idle stack.
         while (TryPop(out var connection))
         {
-            if (_time.GetElapsedTime(connection.IdleSince) < IdleTimeout && IsOpen(connection))
+            var idle = _time.GetElapsedTime(connection.IdleSince);
+            if (idle < IdleTimeout && (idle < uncheckedIdle || IsOpen(connection)))
             {
                 return ValueTask.FromResult(connection);
             }

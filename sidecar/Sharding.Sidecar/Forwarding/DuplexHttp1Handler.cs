@@ -27,6 +27,14 @@ internal sealed class DuplexHttp1Handler : HttpMessageHandler
     /// <summary>Room for a chunk-size line or one trailer line (the fast path's head buffer bounds the trailers too).</summary>
     private const int MaxLineBytes = 8 * 1024;
 
+    /// <summary>
+    /// For a request without a body, a connection back in the pool for less than this is reused without a liveness poll
+    /// (one syscall per request under load): an app closes an idle connection after seconds (Node's keep-alive default is
+    /// 5 s), not milliseconds, and one that closed it anyway (shutting down) is caught by the stale-connection retry. A
+    /// request with a body cannot be sent again once it started, so its connection is always checked.
+    /// </summary>
+    private static readonly TimeSpan UncheckedIdle = TimeSpan.FromMilliseconds(100);
+
     private readonly UpstreamConnectionPool _pool;
 
     public DuplexHttp1Handler(EndPoint app, TimeSpan connectTimeout, TimeProvider time) =>
@@ -53,7 +61,9 @@ internal sealed class DuplexHttp1Handler : HttpMessageHandler
             // Bounded: a second attempt only after a kept-alive connection turned out closed, and on a new connection.
             for (var fresh = false; ; fresh = true)
             {
-                var connection = fresh ? await ConnectAsync(cancellationToken).ConfigureAwait(false) : await RentAsync(cancellationToken).ConfigureAwait(false);
+                var connection = fresh
+                    ? await ConnectAsync(cancellationToken).ConfigureAwait(false)
+                    : await RentAsync(request.Content is null ? UncheckedIdle : TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
                 var reused = connection.Requests++ > 0;
                 var exchange = new Exchange(_pool, connection, hasBody: request.Content is not null);
                 try
@@ -92,11 +102,11 @@ internal sealed class DuplexHttp1Handler : HttpMessageHandler
         }
     }
 
-    private async ValueTask<UpstreamConnection> RentAsync(CancellationToken cancellationToken)
+    private async ValueTask<UpstreamConnection> RentAsync(TimeSpan uncheckedIdle, CancellationToken cancellationToken)
     {
         try
         {
-            return await _pool.RentAsync(cancellationToken).ConfigureAwait(false);
+            return await _pool.RentAsync(cancellationToken, uncheckedIdle).ConfigureAwait(false);
         }
         catch (Exception ex) when (IsConnectError(ex, cancellationToken))
         {

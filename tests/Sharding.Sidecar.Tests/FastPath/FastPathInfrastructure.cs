@@ -429,6 +429,21 @@ internal sealed class FakeAppConnection(Socket socket, int id)
 
     public Task SendAsync(string text) => SendAsync(Encoding.Latin1.GetBytes(text));
 
+    /// <summary>Closes the connection after a while (FIN, no reset), as an app's keep-alive timeout does.</summary>
+    public async Task CloseGracefullyAfterAsync(TimeSpan delay)
+    {
+        await Task.Delay(delay);
+        try
+        {
+            Socket.Shutdown(SocketShutdown.Both);
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        {
+        }
+
+        Socket.Dispose();
+    }
+
     public async Task SendAsync(ReadOnlyMemory<byte> bytes)
     {
         using var timeout = new CancellationTokenSource(Timeout);

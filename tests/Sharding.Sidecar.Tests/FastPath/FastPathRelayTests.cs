@@ -376,27 +376,13 @@ public sealed class FastPathRelayTests
         Assert.Equal(0, counters.TotalHandovers);
     }
 
-    private static async Task CloseGracefullyAfterAsync(FakeAppConnection connection, TimeSpan delay)
-    {
-        await Task.Delay(delay);
-        try
-        {
-            connection.Socket.Shutdown(SocketShutdown.Both);
-        }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
-        {
-        }
-
-        connection.Socket.Dispose();
-    }
-
     [Fact]
     public async Task AppClosingAnIdleKeptAliveConnection_AfterADelay_TheNextRequestSucceeds()
     {
         await using var app = FakeApp.Start(async (request, connection) =>
         {
             await FakeApp.EchoAsync(request, connection);
-            _ = CloseGracefullyAfterAsync(connection, TimeSpan.FromMilliseconds(200)); // its idle timeout: FIN, no reset
+            _ = connection.CloseGracefullyAfterAsync(TimeSpan.FromMilliseconds(200)); // its idle timeout: FIN, no reset
         });
         await using var solo = await SoloSidecar.StartAsync(app.Port);
         using var counters = new FastPathCounters(solo.Sidecar);
@@ -420,7 +406,7 @@ public sealed class FastPathRelayTests
         await using var app = FakeApp.Start(async (request, connection) =>
         {
             await FakeApp.EchoAsync(request, connection);
-            _ = CloseGracefullyAfterAsync(connection, TimeSpan.FromMilliseconds(200));
+            _ = connection.CloseGracefullyAfterAsync(TimeSpan.FromMilliseconds(200));
         });
         await using var solo = await SoloSidecar.StartAsync(app.Port);
         using var client = await RawClient.ConnectAsync(solo.Port);

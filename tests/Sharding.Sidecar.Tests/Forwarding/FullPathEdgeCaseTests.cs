@@ -423,6 +423,43 @@ public sealed class FullPathEdgeCaseTests
         Assert.DoesNotContain(logs.Entries, e => e.Level >= LogLevel.Warning);
     }
 
+    /// <summary>
+    /// The app closes a kept-alive connection (its idle timeout, or at once after an answer that did not say so): over
+    /// HTTP/2 (the full path's HTTP/1.1 client) the next request still succeeds, on a new connection, with a body or without.
+    /// </summary>
+    [Theory]
+    [InlineData(200, false)]
+    [InlineData(200, true)]
+    [InlineData(0, false)] // reused unchecked, found closed, sent again on a new connection
+    [InlineData(0, true)] // a body cannot be sent twice: its connection is checked before it is reused
+    public async Task AppClosingAKeptAliveConnection_TheNextHttp2RequestSucceeds(int closeAfterMs, bool withBody)
+    {
+        await using var app = FakeApp.Start(async (request, connection) =>
+        {
+            await FakeApp.EchoAsync(request, connection);
+            _ = connection.CloseGracefullyAfterAsync(TimeSpan.FromMilliseconds(closeAfterMs));
+        });
+        await using var solo = await Solo.StartAsync(app.Port, Solo.KeyHeaderRule);
+        using var client = Cluster.Client(http2: true);
+        using (var first = await client.SendAsync(solo.KeyedGet("/first")))
+        {
+            Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+        }
+
+        await Task.Delay(closeAfterMs == 0 ? 20 : 700); // the app has closed its side by now
+        using var second = solo.KeyedGet("/second");
+        if (withBody)
+        {
+            second.Method = HttpMethod.Post;
+            second.Content = new StringContent("hello");
+        }
+
+        using var response = await client.SendAsync(second);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.StartsWith(withBody ? "POST /second 5 " : "GET /second 0 ", await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        Assert.Equal(2, app.Connections);
+    }
+
     /// <summary>A response head with hundreds of fields passes whole on both paths (the head's size is the only limit).</summary>
     [Theory]
     [InlineData(false)] // the HTTP/1.1 fast path
