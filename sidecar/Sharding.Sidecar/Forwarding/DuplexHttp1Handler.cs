@@ -215,7 +215,8 @@ internal sealed class DuplexHttp1Handler : HttpMessageHandler
         // The body task (when there is a body) and the response each release one part; the last one returns or disposes
         // the connection.
         private int _parts = hasBody ? 2 : 1;
-        private int _failed;
+        private int _aborted;
+        private volatile bool _bodyIncomplete;
         private bool _reusable;
         private bool _sawInterim;
 
@@ -274,11 +275,7 @@ internal sealed class DuplexHttp1Handler : HttpMessageHandler
             }
             finally
             {
-                if (!success)
-                {
-                    Volatile.Write(ref _failed, 1);
-                }
-
+                _bodyIncomplete = !success;
                 Release();
             }
         }
@@ -292,7 +289,7 @@ internal sealed class DuplexHttp1Handler : HttpMessageHandler
         /// <summary>Cuts the connection (either side failed, or the response was dropped before its end).</summary>
         public void Fail()
         {
-            if (Interlocked.Exchange(ref _failed, 1) == 0)
+            if (Interlocked.Exchange(ref _aborted, 1) == 0)
             {
                 connection.Abort();
             }
@@ -317,7 +314,7 @@ internal sealed class DuplexHttp1Handler : HttpMessageHandler
                 return;
             }
 
-            if (_reusable && Volatile.Read(ref _failed) == 0)
+            if (_reusable && !_bodyIncomplete && Volatile.Read(ref _aborted) == 0)
             {
                 pool.Return(connection);
             }
