@@ -482,12 +482,15 @@ public sealed class FullPathEdgeCaseTests
     }
 
     /// <summary>
-    /// An app that refuses an upload from its head and keeps its connection open without reading on: over HTTP/2 (the full
-    /// path, to an HTTP/1.1 app) its answer reaches the client as soon as the app sent it, not a 504 once the
-    /// response-headers timeout is over; the app's connection is then cut, since its request never ended.
+    /// An app that refuses an upload from its head without reading the body, then keeps its connection open or closes it:
+    /// over HTTP/2 (the full path, to an HTTP/1.1 app) its answer reaches the client as soon as the app sent it, not a 504
+    /// once the response-headers timeout is over (nor a 502 when the body's send fails on the closed connection); the app's
+    /// connection is cut, since its request never ended.
     /// </summary>
-    [Fact]
-    public async Task AppAnsweringEarly_ToAnHttp2Upload_ItsAnswerReachesTheClientAtOnce()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AppAnsweringEarly_ToAnHttp2Upload_ItsAnswerReachesTheClientAtOnce(bool appCloses)
     {
         using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
@@ -498,9 +501,14 @@ public sealed class FullPathEdgeCaseTests
             using var socket = await listener.AcceptAsync(timeout.Token);
             var input = new ReceiveBuffer(socket);
             await input.ReadHeadAsync(timeout.Token);
-            await socket.SendAsync("HTTP/1.1 401 Unauthorized\r\nContent-Length: 5\r\n\r\nno!\r\n"u8.ToArray(), SocketFlags.None, timeout.Token);
+            var close = appCloses ? "Connection: close\r\n" : string.Empty;
+            await socket.SendAsync(Encoding.ASCII.GetBytes($"HTTP/1.1 413 Content Too Large\r\n{close}Content-Length: 5\r\n\r\nno!\r\n"), SocketFlags.None, timeout.Token);
+            if (appCloses)
+            {
+                return; // closed with the body unread: a reset
+            }
 
-            // Reads nothing more, and waits for the sidecar to give up on the request.
+            // Reads nothing more for a while, then until the sidecar gives up on the request.
             var buffer = new byte[64 * 1024];
             await Task.Delay(1000, timeout.Token);
             try
@@ -521,7 +529,7 @@ public sealed class FullPathEdgeCaseTests
         var watch = System.Diagnostics.Stopwatch.StartNew();
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
         using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, timeout.Token);
-        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);
         Assert.Equal("no!\r\n", await response.Content.ReadAsStringAsync(timeout.Token));
         Assert.True(watch.Elapsed < TimeSpan.FromSeconds(4), $"the answer took {watch.Elapsed}");
         Assert.Equal("pod-0", response.Headers.GetValues("x-sharding-owner").Single());
