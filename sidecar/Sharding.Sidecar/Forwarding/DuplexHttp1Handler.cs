@@ -357,7 +357,7 @@ internal sealed class DuplexHttp1Handler : HttpMessageHandler
                     RequestMessage = request,
                     Content = new ResponseContent(body),
                 };
-                AddHeaders(bytes, response);
+                AddHeaders(bytes, response, lengthApplies: parsed.Framing is not (BodyFraming.Chunked or BodyFraming.UntilClose));
                 connection.Start += headLength;
                 Response = response;
                 if (parsed.Framing == BodyFraming.None)
@@ -406,7 +406,11 @@ internal sealed class DuplexHttp1Handler : HttpMessageHandler
             }
         }
 
-        private static void AddHeaders(ReadOnlySpan<byte> head, HttpResponseMessage response)
+        /// <param name="head">The response head.</param>
+        /// <param name="response">Gets its headers.</param>
+        /// <param name="lengthApplies">False when a Transfer-Encoding frames the body: a Content-Length beside it is dropped
+        /// (RFC 9112 §6.3), or the client would be told a length the body does not have.</param>
+        private static void AddHeaders(ReadOnlySpan<byte> head, HttpResponseMessage response, bool lengthApplies)
         {
             // The head was validated by ResponseHead.TryParse: every line is "name:value", the values free of controls.
             var position = head.IndexOf("\r\n"u8) + 2;
@@ -416,6 +420,11 @@ internal sealed class DuplexHttp1Handler : HttpMessageHandler
                 line = line[..line.IndexOf("\r\n"u8)];
                 position += line.Length + 2;
                 var colon = line.IndexOf((byte)':');
+                if (!lengthApplies && Ascii.EqualsIgnoreCase(line[..colon], "content-length"u8))
+                {
+                    continue;
+                }
+
                 var name = Encoding.ASCII.GetString(line[..colon]);
                 var value = Encoding.Latin1.GetString(line[(colon + 1)..].Trim(" \t"u8));
                 if (!response.Headers.TryAddWithoutValidation(name, value))

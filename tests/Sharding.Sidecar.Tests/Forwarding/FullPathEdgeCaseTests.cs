@@ -460,6 +460,28 @@ public sealed class FullPathEdgeCaseTests
         Assert.Equal(2, app.Connections);
     }
 
+    /// <summary>
+    /// A response with Transfer-Encoding and Content-Length is framed by the coding (RFC 9112 §6.3): the client gets the
+    /// decoded body and no Content-Length, on both paths (a length beside it would make the client wait or cut the body).
+    /// </summary>
+    [Theory]
+    [InlineData(false)] // the HTTP/1.1 fast path
+    [InlineData(true)] // HTTP/2: the full path's HTTP/1.1 client
+    public async Task AppResponseWithTransferEncodingAndContentLength_IsFramedByTheCoding(bool http2)
+    {
+        await using var app = FakeApp.Start((_, connection) =>
+            connection.SendAsync("HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"));
+        await using var solo = await Solo.StartAsync(app.Port, Solo.KeyHeaderRule);
+        using var client = Cluster.Client(http2);
+        using var request = Cluster.Request(HttpMethod.Get, solo.Url("/both"), http2);
+        request.Headers.Add("x-shard-key", "k1");
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, timeout.Token);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.False(response.Content.Headers.NonValidated.Contains("content-length"));
+        Assert.Equal("ok", await response.Content.ReadAsStringAsync(timeout.Token));
+    }
+
     /// <summary>A response head with hundreds of fields passes whole on both paths (the head's size is the only limit).</summary>
     [Theory]
     [InlineData(false)] // the HTTP/1.1 fast path
