@@ -116,13 +116,15 @@ internal sealed partial class LeaseLeaderElector : ILeaderElector, IDisposable
                 return;
             }
 
-            // Step 2: observe changes on our monotonic clock.
+            // Step 2: observe changes on our monotonic clock, when the answer arrived: the version we read may have been written
+            // while a slow GET was in flight, so the attempt's start would date it too early (client-go takes Now() after the Get).
+            var received = _timeProvider.GetTimestamp();
             lock (_gate)
             {
                 if (lease.Metadata.ResourceVersion != _observedVersion)
                 {
                     _observedVersion = lease.Metadata.ResourceVersion;
-                    _observedAt = start;
+                    _observedAt = received;
                 }
             }
 

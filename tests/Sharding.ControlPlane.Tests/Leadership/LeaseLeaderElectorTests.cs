@@ -240,6 +240,54 @@ public sealed class LeaseLeaderElectorTests : IAsyncLifetime
         Assert.DoesNotContain(a.History, s => !s.IsLeader && s != LeadershipState.Unknown);
     }
 
+    [Fact]
+    public async Task RunAsync_FollowerReadIsSlow_JudgesExpiryFromWhenItReceivedTheLeaseNotFromWhenItAsked()
+    {
+        var a = Start("cp-a");
+        await SettleAsync();
+        var b = Start("cp-b");
+        await SettleAsync();
+        Assert.True(a.Elector.Current.IsLeader);
+
+        // b's next GET of the Lease is slow (an overloaded API server): it is answered only when the test says so.
+        var slow = 1;
+        var answer = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var previous = _server.BeforeRequest!;
+        _server.BeforeRequest = async request =>
+        {
+            if (request.Method == "GET" && request.Headers.Authorization.ToString() == "Bearer cp-b" && Interlocked.Exchange(ref slow, 0) == 1)
+            {
+                lock (_trackerGate)
+                {
+                    _held["cp-b"] = _held.GetValueOrDefault("cp-b") + 1;
+                }
+
+                await answer.Task;
+                lock (_trackerGate)
+                {
+                    _held["cp-b"]--;
+                }
+            }
+
+            await previous(request);
+        };
+
+        // While b's read hangs for 12 s, a keeps renewing; then a is cut off right after its last renewal and b's read returns
+        // that renewal. a steps down 10 s after that renewal started, so b must not take over before then.
+        await RunForAsync(TimeSpan.FromSeconds(12));
+        Assert.Equal(0, slow);
+        Partition("cp-a");
+        answer.SetResult();
+        await SettleAsync();
+        for (var i = 0; i < 300 && !b.Elector.Current.IsLeader; i++)
+        {
+            await AdvanceAsync(TimeSpan.FromMilliseconds(100));
+        }
+
+        Assert.True(b.Elector.Current.IsLeader);
+        Assert.Empty(_violations);
+    }
+
     public static TheoryData<int, int, int, bool> Timings => new()
     {
         { 15, 10, 2, true },
