@@ -190,7 +190,10 @@ internal sealed partial class LeaseLeaderElector : ILeaderElector, IDisposable
     private Lease NewRecord(Lease? old)
     {
         var now = _timeProvider.GetUtcNow();
-        var ours = old?.Spec.HolderIdentity == Identity;
+        // A renewal only while this process leads. A Lease naming us that we do not hold right now (written by a previous
+        // incarnation with the same pod name that crashed, or by us before a step-down) starts a new epoch: the generations
+        // published in the old one must never be counted again from (epoch << 32) | 1.
+        var ours = old?.Spec.HolderIdentity == Identity && Current.IsLeader;
         var annotations = new Dictionary<string, string>(old?.Metadata.Annotations ?? new Dictionary<string, string>(), StringComparer.Ordinal);
         if (_options.LeaderUrl is { Length: > 0 } url)
         {

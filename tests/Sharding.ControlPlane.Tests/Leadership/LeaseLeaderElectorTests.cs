@@ -288,6 +288,26 @@ public sealed class LeaseLeaderElectorTests : IAsyncLifetime
         Assert.Empty(_violations);
     }
 
+    [Fact]
+    public async Task RunAsync_RestartedWhileTheLeaseStillNamesUs_TakesANewEpoch()
+    {
+        // Our previous incarnation (same pod name, the container crashed) led in epoch 4 and published generations (4 << 32) | n;
+        // it could not release the Lease. The new process must not lead in epoch 4 again: it would count generations from
+        // (4 << 32) | 1, below or equal to what sidecars already hold.
+        _server.Create("leases", Namespace, LeaseRecord("cp-a", renew: _time.GetUtcNow(), transitions: 4));
+        var a = Start("cp-a");
+        await SettleAsync();
+
+        Assert.True(a.Elector.Current.IsLeader);
+        Assert.True(a.Elector.Current.Epoch > 4, $"led again in epoch {a.Elector.Current.Epoch}");
+        Assert.Equal(a.Elector.Current.Epoch, (long?)_server.Get("leases", Namespace, LeaseName)!["spec"]!["leaseTransitions"]);
+
+        // Renewals by the same process keep the epoch.
+        await RunForAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(5, a.Elector.Current.Epoch);
+        Assert.Equal(5, (int?)_server.Get("leases", Namespace, LeaseName)!["spec"]!["leaseTransitions"]);
+    }
+
     public static TheoryData<int, int, int, bool> Timings => new()
     {
         { 15, 10, 2, true },
