@@ -272,6 +272,12 @@ public sealed partial class ResourceInformer<T>
             LogForbidden(ex.Message, ex.MissingPermission);
             throw;
         }
+        catch (OperationCanceledException ex) when (!cancellationToken.IsCancellationRequested)
+        {
+            // The client's own request timeout, not our shutdown: a failure like any other. Left as an OperationCanceledException
+            // it would pass the retry policy (which lets shutdown through) and end the informer for good.
+            throw new TimeoutException("The list or watch request timed out.", ex);
+        }
     }
 
     private async ValueTask ApplyListAsync(ChannelWriter<InformerEvent<T>> writer, IReadOnlyList<T> items, CancellationToken cancellationToken)

@@ -163,6 +163,29 @@ public sealed class PodMembershipSourceTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task WatchAsync_ListOutlivesTheRequestTimeout_RetriesInsteadOfStoppingForGood()
+    {
+        // An overloaded API server answers the first list after the client's request timeout (a TaskCanceledException that
+        // is not our shutdown). The informer must retry like after any failure, not end the membership stream for good.
+        UseClient(requestTimeout: TimeSpan.FromMilliseconds(300));
+        _server.AddPod(Ns, "sharded-svc-0", Labels(), ready: true, podIP: "10.0.0.10");
+        var slow = 1;
+        _server.BeforeRequest = async request =>
+        {
+            if (!request.QueryString.Value!.Contains("watch=1", StringComparison.Ordinal) && Interlocked.Exchange(ref slow, 0) == 1)
+            {
+                await Task.WhenAny(Task.Delay(TimeSpan.FromSeconds(3), request.HttpContext.RequestAborted));
+            }
+        };
+        Start();
+
+        await Task.Delay(TimeSpan.FromSeconds(1));
+        var snapshot = await AdvanceUntilAsync(s => s.Services.ContainsKey("sharded-svc"));
+        Assert.Single(snapshot.Services["sharded-svc"].Members);
+        Assert.False(_pump.IsCompleted, "the membership stream ended");
+    }
+
+    [Fact]
     public async Task WatchAsync_Annotations_SetServiceSettingsAndOldestPodWinsConflicts()
     {
         var annotations = new Dictionary<string, string>
@@ -198,6 +221,18 @@ public sealed class PodMembershipSourceTests : IAsyncLifetime
         var snapshot = await WaitForAsync(s => s.Services.Count == 2);
         Assert.Equal("a-0", snapshot.Services["a"].Members.Single().Name);
         Assert.Equal("b-0", snapshot.Services["b"].Members.Single().Name);
+    }
+
+    private void UseClient(TimeSpan requestTimeout)
+    {
+        _client.Dispose();
+        _client = new KubernetesClient(new KubernetesClientConfiguration
+        {
+            Server = _server.BaseAddress,
+            Namespace = "default",
+            Token = BearerTokenSource.FromValue("fake-token"),
+        })
+        { RequestTimeout = requestTimeout };
     }
 
     private void Start()
