@@ -220,8 +220,11 @@ public sealed class KubernetesClient : IDisposable
             .Add("resourceVersion", resourceVersion)
             .Add("allowWatchBookmarks", allowWatchBookmarks ? "true" : null)
             .Add("timeoutSeconds", timeoutSeconds?.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        // The server ends the stream at timeoutSeconds; one still open well after that sits on a dead connection (no FIN or
+        // RST ever came, and HTTP/1.1 has no pings), so it is given up then with the request timeout's cancellation.
+        TimeSpan? deadline = timeoutSeconds is > 0 ? TimeSpan.FromSeconds(timeoutSeconds.Value) + RequestTimeout : null;
         return WatchAsync(PodsPath(namespaceName) + query, KubernetesJsonContext.Default.Pod,
-            new CallContext("watch", "pods", string.Empty, namespaceName), cancellationToken);
+            new CallContext("watch", "pods", string.Empty, namespaceName), deadline, cancellationToken);
     }
 
     // ---- MutatingWebhookConfigurations ----
@@ -377,10 +380,17 @@ public sealed class KubernetesClient : IDisposable
     }
 
     private async IAsyncEnumerable<WatchEvent<T>> WatchAsync<T>(
-        string path, JsonTypeInfo<T> typeInfo, CallContext context, [EnumeratorCancellation] CancellationToken cancellationToken)
+        string path, JsonTypeInfo<T> typeInfo, CallContext context, TimeSpan? deadline, [EnumeratorCancellation] CancellationToken callerToken)
         where T : class
     {
         HttpResponseMessage? response = null;
+        using var expiry = CancellationTokenSource.CreateLinkedTokenSource(callerToken);
+        if (deadline is { } d)
+        {
+            expiry.CancelAfter(d);
+        }
+
+        var cancellationToken = expiry.Token;
         try
         {
             for (var attempt = 0; ; attempt++)

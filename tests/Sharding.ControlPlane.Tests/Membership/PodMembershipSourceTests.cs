@@ -186,6 +186,30 @@ public sealed class PodMembershipSourceTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task WatchAsync_WatchConnectionGoesSilent_GivesUpAfterItsTimeoutAndResumes()
+    {
+        // A watch whose connection died without a FIN or RST (node gone, a load balancer dropped it): nothing ever arrives.
+        // The server ends every watch at timeoutSeconds, so one still silent well after that is dead and must be replaced.
+        UseClient(requestTimeout: TimeSpan.FromMilliseconds(500));
+        _server.AddPod(Ns, "sharded-svc-0", Labels(), ready: true, podIP: "10.0.0.10");
+        var blackHoled = 1;
+        _server.BeforeRequest = async request =>
+        {
+            if (request.QueryString.Value!.Contains("watch=1", StringComparison.Ordinal) && Interlocked.Exchange(ref blackHoled, 0) == 1)
+            {
+                await Task.WhenAny(Task.Delay(Timeout.Infinite, request.HttpContext.RequestAborted));
+            }
+        };
+        Start(watchTimeoutSeconds: 1);
+        await WaitForAsync(s => s.Services.ContainsKey("sharded-svc"));
+
+        _server.AddPod(Ns, "sharded-svc-1", Labels(), ready: true, podIP: "10.0.0.11");
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        var snapshot = await AdvanceUntilAsync(s => s.Services["sharded-svc"].Members.Length == 2);
+        Assert.Equal(["sharded-svc-0", "sharded-svc-1"], snapshot.Services["sharded-svc"].Members.Select(m => m.Name));
+    }
+
+    [Fact]
     public async Task WatchAsync_Annotations_SetServiceSettingsAndOldestPodWinsConflicts()
     {
         var annotations = new Dictionary<string, string>
@@ -235,10 +259,10 @@ public sealed class PodMembershipSourceTests : IAsyncLifetime
         { RequestTimeout = requestTimeout };
     }
 
-    private void Start()
+    private void Start(int watchTimeoutSeconds = 300)
     {
         var source = new PodMembershipSource(
-            new PodListWatchSource(_client, Ns, PodMembershipOptions.ServiceLabel),
+            new PodListWatchSource(_client, Ns, PodMembershipOptions.ServiceLabel, watchTimeoutSeconds),
             Options.Create(new PodMembershipOptions { Namespace = Ns }),
             _time,
             NullLogger<PodMembershipSource>.Instance,
