@@ -72,8 +72,10 @@ internal sealed partial class CaBundleSynchronizer(
             {
                 LogForbidden(ex.Message, ex.MissingPermission);
             }
-            catch (Exception ex) when (ex is HttpRequestException or IOException or KubernetesApiException or FormatException)
+            catch (Exception ex) when (ex is HttpRequestException or IOException or KubernetesApiException or FormatException
+                || (ex is OperationCanceledException && !stoppingToken.IsCancellationRequested))
             {
+                // OperationCanceledException without shutdown: the client's request timeout. Escaping, it would stop the host.
                 LogFailed(ex, _options.WebhookConfigurationName);
             }
 

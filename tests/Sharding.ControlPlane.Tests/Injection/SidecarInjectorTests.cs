@@ -262,6 +262,56 @@ public sealed class CaBundleSynchronizerTests
     }
 
     [Fact]
+    public async Task ExecuteAsync_RequestTimesOut_RetriesInsteadOfStoppingTheService()
+    {
+        // The API server answers the first GET after the client's request timeout (TaskCanceledException, not our shutdown).
+        // An exception escaping a BackgroundService stops the host: the control plane must retry at its next interval instead.
+        await using var server = await FakeKubernetesApiServer.StartAsync();
+        using var client = new KubernetesClient(new KubernetesClientConfiguration
+        {
+            Server = server.BaseAddress,
+            Namespace = "default",
+            Token = BearerTokenSource.FromValue("fake-token"),
+        })
+        { RequestTimeout = TimeSpan.FromMilliseconds(200) };
+        server.Create("mutatingwebhookconfigurations", null, new JsonObject
+        {
+            ["metadata"] = new JsonObject { ["name"] = "sharding-sidecar-injector" },
+            ["webhooks"] = new JsonArray(new JsonObject { ["name"] = "inject.sharding.dev", ["clientConfig"] = new JsonObject() }),
+        });
+        var slow = 1;
+        server.BeforeRequest = async request =>
+        {
+            if (Interlocked.Exchange(ref slow, 0) == 1)
+            {
+                await Task.WhenAny(Task.Delay(TimeSpan.FromSeconds(2), request.HttpContext.RequestAborted));
+            }
+        };
+        var options = Options.Create(new SidecarInjectionOptions { CaBundleRefreshInterval = TimeSpan.FromMilliseconds(100) });
+        using var certificates = new WebhookCertificates(options, TimeProvider.System);
+        using var sync = new CaBundleSynchronizer(client, certificates, options, TimeProvider.System, NullLogger<CaBundleSynchronizer>.Instance);
+
+        await sync.StartAsync(CancellationToken.None);
+        try
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            while (clock.Elapsed < TimeSpan.FromSeconds(10)
+                && string.IsNullOrEmpty((string?)server.Get("mutatingwebhookconfigurations", null, "sharding-sidecar-injector")!["webhooks"]![0]!["clientConfig"]!["caBundle"])
+                && !sync.ExecuteTask!.IsCompleted)
+            {
+                await Task.Delay(20);
+            }
+
+            Assert.False(sync.ExecuteTask!.IsCompleted, $"the service ended: {sync.ExecuteTask.Exception?.InnerException?.GetType().Name}");
+            Assert.False(string.IsNullOrEmpty((string?)server.Get("mutatingwebhookconfigurations", null, "sharding-sidecar-injector")!["webhooks"]![0]!["clientConfig"]!["caBundle"]));
+        }
+        finally
+        {
+            await sync.StopAsync(CancellationToken.None);
+        }
+    }
+
+    [Fact]
     public void WebhookCertificates_ServingCertificate_ChainsToCaAndNamesService()
     {
         var options = new SidecarInjectionOptions { ServiceName = "sharding-controlplane", ServiceNamespace = "sharding-system" };
