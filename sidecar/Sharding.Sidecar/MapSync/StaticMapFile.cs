@@ -84,7 +84,7 @@ internal static class StaticMapFile
             for (var i = 0; i < doc.Members.Count; i++)
             {
                 var m = doc.Members[i];
-                if (string.IsNullOrWhiteSpace(m.Name) || string.IsNullOrWhiteSpace(m.Address))
+                if (m is null || string.IsNullOrWhiteSpace(m.Name) || string.IsNullOrWhiteSpace(m.Address))
                 {
                     problems.Add($"members[{i}] needs a name and an address (host:port of its sidecar)");
                     continue;
@@ -98,9 +98,15 @@ internal static class StaticMapFile
         if (doc.Keys is { } keys)
         {
             var rules = ImmutableArray.CreateBuilder<ShardKeyRule>();
-            foreach (var ruleText in keys.Rules ?? [])
+            var ruleTexts = keys.Rules ?? [];
+            for (var i = 0; i < ruleTexts.Count; i++)
             {
-                if (ShardKeyRule.TryParse(ruleText, out var rule, out var ruleError))
+                var ruleText = ruleTexts[i];
+                if (string.IsNullOrWhiteSpace(ruleText))
+                {
+                    problems.Add($"keys.rules[{i}] is empty: give a rule such as header:x-shard-key");
+                }
+                else if (ShardKeyRule.TryParse(ruleText, out var rule, out var ruleError))
                 {
                     rules.Add(rule);
                 }
@@ -168,7 +174,7 @@ internal static class StaticMapFile
 
         public long? Generation { get; set; }
 
-        public List<MemberDocument>? Members { get; set; }
+        public List<MemberDocument?>? Members { get; set; }
 
         public KeysDocument? Keys { get; set; }
     }
@@ -184,7 +190,7 @@ internal static class StaticMapFile
 
     private sealed class KeysDocument
     {
-        public List<string>? Rules { get; set; }
+        public List<string?>? Rules { get; set; }
 
         public string? NoKey { get; set; }
 

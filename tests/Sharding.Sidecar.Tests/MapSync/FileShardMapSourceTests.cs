@@ -56,6 +56,8 @@ public sealed class FileShardMapSourceTests
     [InlineData("service: s\nmembers: [{name: a, address: x}]\nkeys: {rules: [\"body:$.a\"]}", "keys.rules: key rule 'body:$.a' has unknown kind 'body'")]
     [InlineData("service: s\nmembers: [{name: a, address: x}]\nkeys: {noKey: fixedMember}", "needs 'keys.fallbackMember'")]
     [InlineData("service: [unclosed", "not valid YAML/JSON at line 1")]
+    [InlineData("service: s\nmembers:\n  - { name: a, address: x }\n  -\n", "members[1] needs a name and an address")]
+    [InlineData("service: s\nmembers: [{name: a, address: x}]\nkeys:\n  rules:\n    - header:x-a\n    -\n", "keys.rules[1] is empty")]
     public void Parse_Bad_SaysWhat(string text, string expected)
     {
         Assert.False(StaticMapFile.TryParse(text, 1, out _, out var error));
@@ -87,6 +89,35 @@ public sealed class FileShardMapSourceTests
         Assert.Equal(3u, store.Current!.FindMember("docs-1")!.Weight);
 
         Assert.False(source.Load(path, store)); // unchanged text: no new generation
+    }
+
+    [Fact]
+    public async Task Run_BadEditWithAnEmptyListItem_KeepsTheLastGoodMapAndTheLoop()
+    {
+        // A '-' left behind while deleting a member parses as a null list item: it must be a named error, not an exception
+        // that ends the reload loop (and with it the sidecar: a faulted BackgroundService stops the host).
+        var path = Path.Combine(Directory.CreateTempSubdirectory("sharding-map-").FullName, "map.yaml");
+        File.WriteAllText(path, Good);
+        await using var run = Start(path);
+        await run.WaitForGeneration(1);
+
+        var bad = Good.Replace("  - { name: docs-0, address: \"10.0.0.1:15100\" }", "  -", StringComparison.Ordinal);
+        Assert.NotEqual(Good, bad);
+        File.WriteAllText(path, bad);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (run.Source.Reads < 2 && clock.Elapsed < TimeSpan.FromSeconds(10))
+        {
+            await Task.Delay(20);
+        }
+
+        Assert.True(run.Source.Reads >= 2, "the bad edit was never read");
+        await Task.Delay(100);
+        Assert.False(run.Loop.IsCompleted, $"the reload loop ended: {run.Loop.Exception?.GetBaseException().Message}");
+        Assert.Equal(1, run.Store.Generation);
+
+        File.WriteAllText(path, Good.Replace("weight: 2", "weight: 4", StringComparison.Ordinal));
+        await run.WaitForGeneration(2);
+        Assert.Equal(4u, run.Store.Current!.FindMember("docs-1")!.Weight);
     }
 
     [Fact]
