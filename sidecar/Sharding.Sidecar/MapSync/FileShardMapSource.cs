@@ -107,9 +107,12 @@ internal sealed partial class FileShardMapSource(
     {
         try
         {
-            return File.GetLastWriteTimeUtc(path);
+            // The target's write time: File.GetLastWriteTimeUtc reads a symlink's own (lstat), and a ConfigMap volume's
+            // map.yaml is a symlink that never changes while ..data is swapped beneath it.
+            var file = new FileInfo(path);
+            return (file.LinkTarget is null ? file : file.ResolveLinkTarget(returnFinalTarget: true) ?? file).LastWriteTimeUtc;
         }
-        catch (IOException)
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             return default;
         }

@@ -156,6 +156,26 @@ public sealed class FileShardMapSourceTests
     }
 
     [Fact]
+    public async Task Run_SymlinkedMapFile_ThePollSeesTheTargetChange()
+    {
+        // The write-time poll is the backstop for changes the directory watcher does not report (inotify out of instances,
+        // volumes that raise no events, a target outside the watched directory). Here the map path is a symlink to a file in
+        // another directory, edited in place: only the poll can notice, and it must look at the target, not the link.
+        var targetDir = Directory.CreateTempSubdirectory("sharding-map-target-").FullName;
+        var target = Path.Combine(targetDir, "map.yaml");
+        File.WriteAllText(target, Good);
+        var path = Path.Combine(Directory.CreateTempSubdirectory("sharding-map-link-").FullName, "map.yaml");
+        File.CreateSymbolicLink(path, target);
+        await using var run = Start(path);
+        await run.WaitForGeneration(1);
+
+        await Task.Delay(50); // a later write time than the first one, even on coarse clocks
+        File.WriteAllText(target, Good.Replace("weight: 2", "weight: 6", StringComparison.Ordinal));
+        await run.WaitForGeneration(2);
+        Assert.Equal(6u, run.Store.Current!.FindMember("docs-1")!.Weight);
+    }
+
+    [Fact]
     public async Task Run_OtherFilesInTheDirectory_DoNotMakeItReadTheMapAgain()
     {
         var dir = Directory.CreateTempSubdirectory("sharding-map-").FullName;
