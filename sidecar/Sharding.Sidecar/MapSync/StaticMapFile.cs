@@ -28,6 +28,7 @@ internal static class StaticMapFile
 {
     private static readonly IDeserializer Deserializer = new DeserializerBuilder()
         .WithNamingConvention(CamelCaseNamingConvention.Instance)
+        .WithDuplicateKeyChecking() // a second 'members:' (or 'keys:', 'name:'...) must not silently replace the first
         .Build();
 
     /// <summary>Parses and checks the file text; every problem is named.</summary>

@@ -58,6 +58,8 @@ public sealed class FileShardMapSourceTests
     [InlineData("service: [unclosed", "not valid YAML/JSON at line 1")]
     [InlineData("service: s\nmembers:\n  - { name: a, address: x }\n  -\n", "members[1] needs a name and an address")]
     [InlineData("service: s\nmembers: [{name: a, address: x}]\nkeys:\n  rules:\n    - header:x-a\n    -\n", "keys.rules[1] is empty")]
+    [InlineData("service: s\nmembers: [{name: a, address: x}, {name: b, address: y}]\nkeys: {noKey: reject}\nmembers: [{name: a, address: x}]", "line 4, column 1: Encountered duplicate key members")]
+    [InlineData("{\"service\":\"s\",\"members\":[{\"name\":\"a\",\"address\":\"x\",\"name\":\"b\"}]}", "Encountered duplicate key name")]
     public void Parse_Bad_SaysWhat(string text, string expected)
     {
         Assert.False(StaticMapFile.TryParse(text, 1, out _, out var error));
