@@ -58,16 +58,18 @@ public readonly struct HttpRequestMessageShardKeyRequest : IShardKeyRequest
             return false;
         }
 
-        if (values.Count == 1 || !string.Equals(name, "cookie", StringComparison.OrdinalIgnoreCase))
+        if (values.Count == 1)
         {
-            foreach (var first in values)
+            foreach (var only in values)
             {
-                value = first;
+                value = only;
                 return true;
             }
         }
 
-        value = string.Join("; ", values);
+        // Several values leave HttpClient as one field joined with ", " ("; " for cookie), HTTP/1.1 and HPACK alike: that
+        // joined text is what the sidecar extracts the key from, so the owner is computed from it too.
+        value = string.Join(string.Equals(name, "cookie", StringComparison.OrdinalIgnoreCase) ? "; " : ", ", values);
         return true;
     }
 }

@@ -93,6 +93,33 @@ public sealed class ClusterRoutingTests(ClusterFixture fixture)
         Assert.Empty(problems);
     }
 
+    [Fact, TestPriority(2)]
+    public async Task Handler_ShardKeyHeaderWithSeveralValues_GoesWhereTheSidecarRoutesIt()
+    {
+        // HttpClient sends a header's values on one line joined with ", " (HTTP/1.1 and HPACK alike), so the sidecar's key is
+        // "a, b": the handler must hash that too, or the owner's sidecar is the wrong one and forwards (an extra hop per request).
+        await using var client = new RoutedClient(_cluster.SidecarUrl(0), [_cluster.ControlPlaneGrpcUrl]);
+        var map = await WaitForMapAsync(client.Router);
+        var byAddress = map.Members.ToDictionary(m => m.Address, m => m.Name);
+        var forwardedBefore = await _cluster.ForwardedAsync();
+        var problems = new List<string>();
+        for (var i = 0; i < 30; i++)
+        {
+            using var request = KeyRequest("none", string.Empty, baseUrl: null);
+            request.Headers.TryAddWithoutValidation(ShardKeyRule.DefaultHeader, [$"acct-{i}", $"acct-{i + 100}"]);
+            using var routed = await client.Client.SendAsync(request);
+            var sentTo = byAddress[routed.Headers.GetValues(RoutedClient.SentToHeader).Single()];
+            var owner = routed.Headers.GetValues("x-sharding-owner").Single();
+            if (sentTo != owner)
+            {
+                problems.Add($"acct-{i}, acct-{i + 100}: handler sent to {sentTo}, served by {owner} ({(int)routed.StatusCode})");
+            }
+        }
+
+        Assert.Empty(problems);
+        Assert.Equal(forwardedBefore, await _cluster.ForwardedAsync());
+    }
+
     [Fact, TestPriority(3)]
     public async Task Router_UnknownService_ThrowsFromWaitLogsErrorAndSendsViaService()
     {
