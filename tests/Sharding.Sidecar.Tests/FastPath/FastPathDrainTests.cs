@@ -82,8 +82,10 @@ public sealed class FastPathDrainTests
         await WaitTrackedAsync(solo);
         Assert.Equal(0, counters.TotalHandovers); // it is the fast path's request
 
-        await solo.ChangeMapAsync(2, [("pod-0", solo.Port), ("pod-1", otherPort)]);
+        // Timed from before the edit: the drain cannot start earlier, while ChangeMapAsync may see the new map late on a busy
+        // machine (its poll can return after the grace already ran).
         var changed = Stopwatch.GetTimestamp();
+        await solo.ChangeMapAsync(2, [("pod-0", solo.Port), ("pod-1", otherPort)]);
         var response = await client.ReadResponseAsync(timeout: TimeSpan.FromSeconds(10));
         var elapsed = Stopwatch.GetElapsedTime(changed);
 
@@ -114,8 +116,10 @@ public sealed class FastPathDrainTests
         await WaitTrackedAsync(solo);
         Assert.False(reading.IsCompleted, "the stream ended before the map changed");
 
-        await solo.ChangeMapAsync(2, [("pod-0", solo.Port), ("pod-1", otherPort)]);
+        // Timed from before the edit: the drain cannot start earlier, while ChangeMapAsync may see the new map late on a busy
+        // machine (its poll can return after the grace already ran).
         var changed = Stopwatch.GetTimestamp();
+        await solo.ChangeMapAsync(2, [("pod-0", solo.Port), ("pod-1", otherPort)]);
         var response = await reading;
         var elapsed = Stopwatch.GetElapsedTime(changed);
 
