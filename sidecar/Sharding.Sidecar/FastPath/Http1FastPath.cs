@@ -81,8 +81,7 @@ internal sealed partial class Http1FastPath : IDisposable
         _time = time;
         _logger = logger;
         _retryAfter = Encoding.ASCII.GetBytes(Math.Max(1, _options.RetryAfterSeconds).ToString(CultureInfo.InvariantCulture));
-        EndPoint app = _options.AppUnixSocket is { } path ? new UnixDomainSocketEndPoint(path) : new IPEndPoint(IPAddress.Loopback, _options.AppPort);
-        _appPool = new UpstreamConnectionPool(app, _options.ConnectTimeout, time);
+        _appPool = new UpstreamConnectionPool(_options.AppEndPoint(), _options.ConnectTimeout, time);
         store.Changed += OnMapChanged;
     }
 

@@ -40,6 +40,9 @@ internal struct ResponseHead
     private static readonly SearchValues<byte> Controls = SearchValues.Create(
         [.. Enumerable.Range(0, 0x20).Where(static c => c != '\t').Select(static c => (byte)c), (byte)0x7F]);
 
+    /// <summary>Whether a field value holds a control character other than HTAB (never valid, RFC 9110 §5.5).</summary>
+    public static bool HasControl(ReadOnlySpan<byte> value) => value.ContainsAny(Controls);
+
     /// <summary>Parses the head in <paramref name="head"/> (ending with its empty line).</summary>
     /// <returns>False when it is not a valid HTTP/1.x response head.</returns>
     public static bool TryParse(ReadOnlySpan<byte> head, bool isHeadRequest, out ResponseHead response)
@@ -60,7 +63,7 @@ internal struct ResponseHead
 
         var code = head.Slice(9, 3);
         if (!char.IsAsciiDigit((char)code[0]) || !char.IsAsciiDigit((char)code[1]) || !char.IsAsciiDigit((char)code[2])
-            || (lineEnd > 12 && head[12] != ' ') || head[..lineEnd].ContainsAny(Controls))
+            || (lineEnd > 12 && head[12] != ' ') || HasControl(head[..lineEnd]))
         {
             return false; // a bare CR or LF, or a NUL, would pass on to the client as it is
         }
@@ -97,7 +100,7 @@ internal struct ResponseHead
 
             var name = line[..colon];
             var value = line[(colon + 1)..].Trim(" \t"u8);
-            if (value.ContainsAny(Controls))
+            if (HasControl(value))
             {
                 return false; // RFC 9110 §5.5: CR, LF or NUL in a value is rejected, not passed on (nor other controls)
             }

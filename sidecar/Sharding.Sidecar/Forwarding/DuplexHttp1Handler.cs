@@ -61,9 +61,7 @@ internal sealed class DuplexHttp1Handler : HttpMessageHandler
             // Bounded: a second attempt only after a kept-alive connection turned out closed, and on a new connection.
             for (var fresh = false; ; fresh = true)
             {
-                var connection = fresh
-                    ? await ConnectAsync(cancellationToken).ConfigureAwait(false)
-                    : await RentAsync(request.Content is null ? UncheckedIdle : TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
+                var connection = await AcquireAsync(fresh, request.Content is null ? UncheckedIdle : TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
                 var reused = connection.Requests++ > 0;
                 var exchange = new Exchange(_pool, connection, hasBody: request.Content is not null);
                 try
@@ -102,23 +100,14 @@ internal sealed class DuplexHttp1Handler : HttpMessageHandler
         }
     }
 
-    private async ValueTask<UpstreamConnection> RentAsync(TimeSpan uncheckedIdle, CancellationToken cancellationToken)
+    /// <summary>A pooled connection (or, with <paramref name="fresh"/>, a new one); a failed connect is a connection error.</summary>
+    private async ValueTask<UpstreamConnection> AcquireAsync(bool fresh, TimeSpan uncheckedIdle, CancellationToken cancellationToken)
     {
         try
         {
-            return await _pool.RentAsync(cancellationToken, uncheckedIdle).ConfigureAwait(false);
-        }
-        catch (Exception ex) when (IsConnectError(ex, cancellationToken))
-        {
-            throw ConnectFailed(ex);
-        }
-    }
-
-    private async ValueTask<UpstreamConnection> ConnectAsync(CancellationToken cancellationToken)
-    {
-        try
-        {
-            return await _pool.ConnectAsync(cancellationToken).ConfigureAwait(false);
+            return fresh
+                ? await _pool.ConnectAsync(cancellationToken).ConfigureAwait(false)
+                : await _pool.RentAsync(cancellationToken, uncheckedIdle).ConfigureAwait(false);
         }
         catch (Exception ex) when (IsConnectError(ex, cancellationToken))
         {
@@ -785,7 +774,7 @@ internal sealed class DuplexHttp1Handler : HttpMessageHandler
             }
 
             var value = line[(colon + 1)..].Trim(" \t"u8);
-            if (value.IndexOfAnyInRange((byte)0, (byte)0x08) >= 0 || value.IndexOfAnyInRange((byte)0x0A, (byte)0x1F) >= 0 || value.Contains((byte)0x7F))
+            if (ResponseHead.HasControl(value))
             {
                 throw new IOException("the app's trailer has a control character in its value");
             }

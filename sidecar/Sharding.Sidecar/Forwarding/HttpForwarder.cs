@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Net;
-using System.Net.Sockets;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Options;
 using Polly;
@@ -70,8 +69,7 @@ internal sealed partial class HttpForwarder : IDisposable
         _metrics = metrics;
         _logger = logger;
         _appInvoker = new HttpMessageInvoker(CreateHandler(_options, _options.AppUnixSocket), disposeHandler: true);
-        EndPoint app = _options.AppUnixSocket is { } path ? new UnixDomainSocketEndPoint(path) : new IPEndPoint(IPAddress.Loopback, _options.AppPort);
-        _appHttp1Invoker = new HttpMessageInvoker(new DuplexHttp1Handler(app, _options.ConnectTimeout, time), disposeHandler: true);
+        _appHttp1Invoker = new HttpMessageInvoker(new DuplexHttp1Handler(_options.AppEndPoint(), _options.ConnectTimeout, time), disposeHandler: true);
         _peerInvoker = new HttpMessageInvoker(CreateHandler(_options, unixSocket: null), disposeHandler: true);
         resilience.AttachMetrics(metrics);
     }

@@ -42,6 +42,11 @@ internal sealed class SidecarOptions
     /// <summary>A Unix socket the app listens on instead of <see cref="AppPort"/>.</summary>
     public string? AppUnixSocket { get; set; }
 
+    /// <summary>Where the app listens: <see cref="AppUnixSocket"/>, else <see cref="AppPort"/> on 127.0.0.1.</summary>
+    public System.Net.EndPoint AppEndPoint() => AppUnixSocket is { } path
+        ? new System.Net.Sockets.UnixDomainSocketEndPoint(path)
+        : new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, AppPort);
+
     /// <summary>Which HTTP version the sidecar speaks to the app.</summary>
     /// <value><see cref="AppProtocol.Http1"/>: every app speaks it; HTTP/2 requests (gRPC) go out as HTTP/2 prior knowledge
     /// anyway because gRPC needs it; choose <see cref="AppProtocol.Auto"/> to mirror the client's version always.</value>
