@@ -473,8 +473,7 @@ public sealed class FullPathEdgeCaseTests
             connection.SendAsync("HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"));
         await using var solo = await Solo.StartAsync(app.Port, Solo.KeyHeaderRule);
         using var client = Cluster.Client(http2);
-        using var request = Cluster.Request(HttpMethod.Get, solo.Url("/both"), http2);
-        request.Headers.Add("x-shard-key", "k1");
+        using var request = solo.KeyedGet("/both", http2);
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
         using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, timeout.Token);
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
@@ -492,8 +491,7 @@ public sealed class FullPathEdgeCaseTests
         await using var app = FakeApp.Start((_, connection) => connection.SendAsync($"HTTP/1.1 200 OK\r\n{fields}Content-Length: 2\r\n\r\nok"));
         await using var solo = await Solo.StartAsync(app.Port, Solo.KeyHeaderRule);
         using var client = Cluster.Client(http2);
-        using var request = Cluster.Request(HttpMethod.Get, solo.Url("/many"), http2);
-        request.Headers.Add("x-shard-key", "k1");
+        using var request = solo.KeyedGet("/many", http2);
         using var response = await client.SendAsync(request);
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         Assert.Equal("ok", await response.Content.ReadAsStringAsync());
@@ -632,10 +630,11 @@ public sealed class FullPathEdgeCaseTests
 
         public string Url(string target) => $"http://127.0.0.1:{Sidecar.Port}{target}";
 
-        /// <summary>An HTTP/2 GET of <paramref name="target"/> carrying the key <c>k1</c> (for <see cref="KeyHeaderRule"/>).</summary>
-        public HttpRequestMessage KeyedGet(string target)
+        /// <summary>A GET of <paramref name="target"/> (HTTP/2 unless said otherwise) carrying the key <c>k1</c> (for
+        /// <see cref="KeyHeaderRule"/>).</summary>
+        public HttpRequestMessage KeyedGet(string target, bool http2 = true)
         {
-            var request = Cluster.Request(HttpMethod.Get, Url(target), http2: true);
+            var request = Cluster.Request(HttpMethod.Get, Url(target), http2);
             request.Headers.Add("x-shard-key", "k1");
             return request;
         }
