@@ -18,7 +18,8 @@ namespace Sharding.ControlPlane.Assignment;
 /// <item>On becoming leader (a new epoch) it publishes at once; otherwise it waits <see cref="ControlPlaneOptions.Debounce"/> after
 ///   the first change and publishes the latest snapshot then, so changes within one window make one generation.</item>
 /// <item>Generation = (epoch &lt;&lt; 32) | sequence, the sequence counting this leader's publications from 1: a new leader's epoch
-///   is higher, so its generations exceed every earlier leader's; it is also kept above the registry's current one.</item>
+///   is higher, so its generations exceed every earlier leader's; it is also kept above the registry's current one. A subscriber
+///   holding a generation this leader did not publish (a deleted Lease restarted the epochs) raises the epoch above it.</item>
 /// <item>Only services whose settings or members changed get a new generation; a service that vanished from the membership gets
 ///   an empty map (its sidecars answer 503 rather than route on stale owners).</item>
 /// </list>
@@ -40,6 +41,7 @@ internal sealed partial class AssignmentService(
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         elector.Changed += OnLeadershipChanged;
+        registry.HeldAhead += OnHeldAhead;
         var electing = Task.Run(() => elector.RunAsync(stoppingToken), CancellationToken.None);
         var watching = Task.Run(() => WatchMembershipAsync(stoppingToken), CancellationToken.None);
         try
@@ -79,11 +81,34 @@ internal sealed partial class AssignmentService(
         finally
         {
             elector.Changed -= OnLeadershipChanged;
+            registry.HeldAhead -= OnHeldAhead;
             await Task.WhenAll(electing, watching).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
     }
 
     private void OnLeadershipChanged(LeadershipState state) => _wake.Writer.TryWrite(true);
+
+    /// <summary>
+    /// A subscriber holds a generation this replica did not publish. Of this epoch or a later one, it comes from an earlier
+    /// incarnation of the Lease, so the leader moves to a higher epoch first (its renewal wakes the loop); of an earlier epoch
+    /// (this leader started with an empty registry), a new generation of this epoch is above it already. Either way the service
+    /// is published again, same content or not, so that its subscribers stop ignoring this leader.
+    /// </summary>
+    private void OnHeldAhead(string service, long generation, ulong checksum)
+    {
+        var state = elector.Current;
+        if (!state.IsLeader)
+        {
+            return;
+        }
+
+        if (generation >> 32 >= state.Epoch)
+        {
+            elector.RaiseEpochAbove(generation >> 32);
+        }
+
+        _wake.Writer.TryWrite(true);
+    }
 
     private async Task WatchMembershipAsync(CancellationToken cancellationToken)
     {
@@ -125,7 +150,8 @@ internal sealed partial class AssignmentService(
             }
 
             var hasCurrent = registry.TryGet(service, out var current);
-            if (hasCurrent && ShardMapCodec.HasSameContent(current.Map, candidate))
+            var heldAbove = registry.HeldAbove(service);
+            if (hasCurrent && heldAbove == 0 && ShardMapCodec.HasSameContent(current.Map, candidate))
             {
                 continue;
             }
@@ -134,6 +160,12 @@ internal sealed partial class AssignmentService(
             if (hasCurrent && generation <= current.Map.Generation)
             {
                 generation = current.Map.Generation + 1;
+            }
+
+            if (generation <= heldAbove)
+            {
+                // Published anyway (a new subscriber can use it); the epoch raise under way publishes it again above heldAbove.
+                Log.BelowHeld(logger, service, generation, heldAbove);
             }
 
             var map = candidate.WithGeneration(generation);
@@ -153,6 +185,9 @@ internal sealed partial class AssignmentService(
     {
         [LoggerMessage(EventId = 301, EventName = "GenerationPublished", Level = LogLevel.Information, Message = "Published {Service} generation {Generation} with {MemberCount} members (epoch {Epoch})")]
         public static partial void Published(ILogger logger, string service, long generation, int memberCount, long epoch);
+
+        [LoggerMessage(EventId = 303, EventName = "GenerationBelowHeld", Level = LogLevel.Warning, Message = "Published {Service} generation {Generation}, below generation {Held} that a subscriber holds: it ignores this one until the leader's epoch is raised")]
+        public static partial void BelowHeld(ILogger logger, string service, long generation, long held);
 
         [LoggerMessage(EventId = 302, EventName = "InvalidService", Level = LogLevel.Error, Message = "Service {Service} cannot be mapped, keeping its last map: {Reason}")]
         public static partial void InvalidService(ILogger logger, string service, string reason);

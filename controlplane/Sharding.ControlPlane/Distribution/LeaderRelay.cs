@@ -22,12 +22,14 @@ internal sealed partial class LeaderRelay(
 {
     private readonly ILogger _logger = loggerFactory.CreateLogger<LeaderRelay>();
     private readonly Channel<bool> _wake = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
+    private string? _target;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         var (_, grpc) = await endpoints.Bound.WaitAsync(stoppingToken).ConfigureAwait(false);
         var self = (endpoints.AdvertisedGrpcUrl ?? grpc).ToString().TrimEnd('/');
         elector.Changed += OnChanged;
+        registry.HeldAhead += OnHeldAhead;
         AssignmentsWatcher? watcher = null;
         string? target = null;
         try
@@ -51,6 +53,7 @@ internal sealed partial class LeaderRelay(
                 }
 
                 target = desired;
+                Volatile.Write(ref _target, desired);
                 if (desired is not null)
                 {
                     watcher = new AssignmentsWatcher(
@@ -81,6 +84,7 @@ internal sealed partial class LeaderRelay(
         finally
         {
             elector.Changed -= OnChanged;
+            registry.HeldAhead -= OnHeldAhead;
             if (watcher is not null)
             {
                 await watcher.DisposeAsync().ConfigureAwait(false);
@@ -90,10 +94,49 @@ internal sealed partial class LeaderRelay(
 
     private void OnChanged(LeadershipState state) => _wake.Writer.TryWrite(true);
 
+    /// <summary>
+    /// A subscriber holds a generation this follower has not relayed: either the relay lags, or the leader's epoch was restarted
+    /// (a deleted Lease) and the subscriber ignores everything it publishes. Only the leader can tell, so the claim goes to it.
+    /// </summary>
+    private void OnHeldAhead(string service, long generation, ulong checksum)
+    {
+        if (Volatile.Read(ref _target) is { } leader && !elector.Current.IsLeader)
+        {
+            _ = ProbeAsync(leader, service, generation, checksum);
+        }
+    }
+
+    /// <summary>One Watch on the leader holding what the subscriber holds: the leader notes it before it answers the headers.</summary>
+    private async Task ProbeAsync(string leader, string service, long generation, ulong checksum)
+    {
+        try
+        {
+            using var handler = new SocketsHttpHandler { UseProxy = false, ConnectTimeout = TimeSpan.FromSeconds(5) };
+            using var invoker = new HttpMessageInvoker(handler);
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10), timeProvider);
+            var request = new Protocol.V1.WatchRequest { Pod = "relay:" + options.Value.ReplicaId, Service = service, KnownGeneration = (ulong)generation, KnownChecksum = checksum };
+            var call = await GrpcClient.StartServerStreamingAsync(
+                invoker, new Uri(leader), GrpcProtocol.WatchPath, request, Protocol.V1.ShardMapUpdate.Parser, deadline: null, maxMessageBytes: 1024, timeout.Token) // no message is read
+                .ConfigureAwait(false);
+            await call.DisposeAsync().ConfigureAwait(false);
+            Log.HeldAheadPassedOn(_logger, service, generation, leader);
+        }
+        catch (Exception ex) when (ex is HttpRequestException or GrpcCallException or OperationCanceledException or IOException)
+        {
+            Log.HeldAheadNotPassedOn(_logger, service, generation, leader, ex.Message);
+        }
+    }
+
     private static partial class Log
     {
         [LoggerMessage(EventId = 410, EventName = "RelayStarted", Level = LogLevel.Information, Message = "Relaying the leader at {LeaderAddress} (epoch {Epoch})")]
         public static partial void RelayStarted(ILogger logger, string leaderAddress, long epoch);
+
+        [LoggerMessage(EventId = 412, EventName = "HeldAheadPassedOn", Level = LogLevel.Information, Message = "A subscriber holds {Service} generation {Generation}, newer than this follower relayed; told the leader at {LeaderAddress}")]
+        public static partial void HeldAheadPassedOn(ILogger logger, string service, long generation, string leaderAddress);
+
+        [LoggerMessage(EventId = 413, EventName = "HeldAheadNotPassedOn", Level = LogLevel.Warning, Message = "A subscriber holds {Service} generation {Generation}, newer than this follower relayed; the leader at {LeaderAddress} could not be told: {Reason}")]
+        public static partial void HeldAheadNotPassedOn(ILogger logger, string service, long generation, string leaderAddress, string reason);
 
         [LoggerMessage(EventId = 411, EventName = "RelayStopped", Level = LogLevel.Information, Message = "Stopped relaying {LeaderAddress}")]
         public static partial void RelayStopped(ILogger logger, string leaderAddress);

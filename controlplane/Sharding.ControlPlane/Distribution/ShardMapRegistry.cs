@@ -27,6 +27,7 @@ internal sealed record Publication(
 internal sealed class ShardMapRegistry
 {
     private readonly ConcurrentDictionary<string, Publication> _current = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, long> _heldAhead = new(StringComparer.Ordinal);
     private readonly object _gate = new();
     private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private volatile bool _synced;
@@ -53,6 +54,40 @@ internal sealed class ShardMapRegistry
     public IEnumerable<string> Services => _current.Keys;
 
     public bool TryGet(string service, out Publication publication) => _current.TryGetValue(service, out publication!);
+
+    /// <summary>
+    /// Raised (on the subscriber's request thread) with the service, generation and checksum a subscriber holds when this replica
+    /// never published them: a higher generation, or its current generation with other content. A leader that did not publish it
+    /// must move to a higher epoch (the Lease was deleted and its epochs restarted); a follower passes it on to the leader, which
+    /// alone can tell a lagging relay from a lost epoch.
+    /// </summary>
+    public event Action<string, long, ulong>? HeldAhead;
+
+    /// <summary>Notes what a subscriber says it holds (its WatchRequest's <c>known_generation</c> and <c>known_checksum</c>).</summary>
+    public void NoteHeld(string service, long generation, ulong checksum)
+    {
+        lock (_gate)
+        {
+            var ahead = _current.TryGetValue(service, out var current)
+                ? generation > current.Map.Generation || (generation == current.Map.Generation && checksum != current.Map.Checksum)
+                : generation > 0;
+            if (!ahead || (_heldAhead.TryGetValue(service, out var noted) && generation <= noted))
+            {
+                return;
+            }
+
+            _heldAhead[service] = generation;
+        }
+
+        HeldAhead?.Invoke(service, generation, checksum);
+    }
+
+    /// <summary>
+    /// The highest generation a subscriber was noted holding that this replica's current one does not supersede (equal counts: it
+    /// was noted with other content), else 0: the leader publishes the service again above it.
+    /// </summary>
+    public long HeldAbove(string service) =>
+        _heldAhead.TryGetValue(service, out var held) && (!_current.TryGetValue(service, out var current) || current.Map.Generation <= held) ? held : 0;
 
     /// <summary>Publishes <paramref name="map"/> when newer than the service's current generation.</summary>
     public bool Publish(ShardMap map, long leaderEpoch, string? leaderId, long publishedUnixMs)

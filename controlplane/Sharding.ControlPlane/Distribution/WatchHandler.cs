@@ -108,6 +108,11 @@ internal sealed partial class WatchHandler(
             return;
         }
 
+        if (!all && watch.KnownGeneration is > 0 and <= long.MaxValue)
+        {
+            registry.NoteHeld(service, (long)watch.KnownGeneration, watch.KnownChecksum);
+        }
+
         var ping = watch.PingIntervalMs == 0
             ? _options.PingInterval
             : TimeSpan.FromMilliseconds(Math.Clamp(watch.PingIntervalMs, _options.MinPingInterval.TotalMilliseconds, TimeSpan.FromMinutes(1).TotalMilliseconds));

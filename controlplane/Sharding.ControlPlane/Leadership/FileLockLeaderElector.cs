@@ -14,6 +14,8 @@ namespace Sharding.ControlPlane.Leadership;
 ///   LOCK_EX|LOCK_NB, released by the kernel when the process dies, however it dies).</item>
 /// <item>The winner reads the counter in <c>&lt;lease&gt;.epoch</c>, adds one and writes it back (write to a temporary file, then
 ///   rename): that is its epoch, strictly above every earlier leader's, so its generations (epoch &lt;&lt; 32 | sequence) are too.</item>
+/// <item>A deleted epoch file restarts above the epoch the winner last observed; a leader told that a subscriber holds a generation
+///   of its epoch or a later one that it did not publish (<see cref="RaiseEpochAbove"/>) moves its epoch above that one at once.</item>
 /// <item>It writes <c>&lt;lease&gt;.leader</c> (JSON: id, gRPC URL, epoch) so followers know whom to relay from.</item>
 /// <item>Followers retry the lock every <see cref="ControlPlaneOptions.LeaseRetryInterval"/> and re-read the leader file; a leader that
 ///   dies is replaced within one interval. On graceful stop the leader clears the leader file and releases the lock.</item>
@@ -24,8 +26,10 @@ internal sealed partial class FileLockLeaderElector(
     : ILeaderElector, IDisposable
 {
     private readonly ControlPlaneOptions _options = options.Value;
+    private readonly Lock _gate = new();
     private LeadershipState _current = LeadershipState.Unknown;
     private FileStream? _lock;
+    private string? _address;
 
     public LeadershipState Current => Volatile.Read(ref _current);
 
@@ -40,7 +44,7 @@ internal sealed partial class FileLockLeaderElector(
     public async Task RunAsync(CancellationToken cancellationToken)
     {
         var (_, grpc) = await endpoints.Bound.WaitAsync(cancellationToken).ConfigureAwait(false);
-        var address = (endpoints.AdvertisedGrpcUrl ?? grpc).ToString().TrimEnd('/');
+        var address = _address = (endpoints.AdvertisedGrpcUrl ?? grpc).ToString().TrimEnd('/');
         Directory.CreateDirectory(Path.GetDirectoryName(LeasePath)!);
         try
         {
@@ -48,11 +52,14 @@ internal sealed partial class FileLockLeaderElector(
             {
                 if (_lock is null && TryAcquire())
                 {
-                    var epoch = ReadEpoch() + 1;
-                    WriteAtomically(EpochPath, epoch.ToString(CultureInfo.InvariantCulture));
-                    WriteAtomically(LeaderPath, JsonSerializer.Serialize(new LeaderRecord(_options.ReplicaId, address, epoch)));
+                    // Above the epoch this replica last observed too: a deleted epoch file must not restart the counter.
+                    var epoch = Math.Max(ReadEpoch(), Current.Epoch) + 1;
+                    lock (_gate)
+                    {
+                        Lead(epoch, address);
+                    }
+
                     Log.Acquired(logger, _options.ReplicaId, epoch, LeasePath);
-                    Set(new LeadershipState(true, epoch, _options.ReplicaId, address));
                 }
                 else if (_lock is null)
                 {
@@ -81,6 +88,36 @@ internal sealed partial class FileLockLeaderElector(
 
     public void Dispose() => Release();
 
+    public bool RaiseEpochAbove(long epoch)
+    {
+        lock (_gate)
+        {
+            var current = Current;
+            if (_lock is null || !current.IsLeader || epoch < current.Epoch)
+            {
+                return false;
+            }
+
+            if (!EpochRaise.Allowed(current.Epoch, epoch))
+            {
+                Log.RaiseRefused(logger, _options.ReplicaId, current.Epoch, epoch);
+                return false;
+            }
+
+            Log.Raising(logger, _options.ReplicaId, current.Epoch, epoch + 1);
+            Lead(epoch + 1, _address!);
+            return true;
+        }
+    }
+
+    /// <summary>Records <paramref name="epoch"/> in the epoch file and this replica in the leader file, then publishes it.</summary>
+    private void Lead(long epoch, string address)
+    {
+        WriteAtomically(EpochPath, epoch.ToString(CultureInfo.InvariantCulture));
+        WriteAtomically(LeaderPath, JsonSerializer.Serialize(new LeaderRecord(_options.ReplicaId, address, epoch)));
+        Set(new LeadershipState(true, epoch, _options.ReplicaId, address));
+    }
+
     private bool TryAcquire()
     {
         try
@@ -100,6 +137,14 @@ internal sealed partial class FileLockLeaderElector(
     }
 
     private void Release()
+    {
+        lock (_gate)
+        {
+            ReleaseLocked();
+        }
+    }
+
+    private void ReleaseLocked()
     {
         if (_lock is null)
         {
@@ -173,6 +218,12 @@ internal sealed partial class FileLockLeaderElector(
 
         [LoggerMessage(EventId = 103, EventName = "LeaseReleased", Level = LogLevel.Information, Message = "Replica {ReplicaId} released leadership of epoch {Epoch}")]
         public static partial void Released(ILogger logger, string replicaId, long epoch);
+
+        [LoggerMessage(EventId = 105, EventName = "LeaseEpochRaising", Level = LogLevel.Warning, Message = "Replica {ReplicaId} leads at epoch {Epoch}, but a subscriber holds a generation of a later or equal epoch that this leader did not publish (was the epoch file deleted?): moving to epoch {NewEpoch}")]
+        public static partial void Raising(ILogger logger, string replicaId, long epoch, long newEpoch);
+
+        [LoggerMessage(EventId = 106, EventName = "LeaseEpochRaiseRefused", Level = LogLevel.Error, Message = "Replica {ReplicaId} leads at epoch {Epoch} and refuses to move above epoch {Claimed}, which a subscriber claims to hold: more than 2^20 above, or out of range (a forged or corrupt WatchRequest?)")]
+        public static partial void RaiseRefused(ILogger logger, string replicaId, long epoch, long claimed);
 
         [LoggerMessage(EventId = 104, EventName = "LeaseFileError", Level = LogLevel.Error, Message = "Lease file {Path} cannot be used: {Reason}")]
         public static partial void LeaseFileError(ILogger logger, string path, string reason);

@@ -29,4 +29,31 @@ internal interface ILeaderElector
     /// <param name="cancellationToken">Stops the loop.</param>
     /// <returns>Completes when the loop has stopped (and the lease is released, if held).</returns>
     Task RunAsync(CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Moves a leader to an epoch above <paramref name="epoch"/>, because a subscriber holds a generation of that epoch that this
+    /// leader did not publish: the Lease (or the lease file's counter) was deleted and started again from 0, so without a raise
+    /// every sidecar would ignore this leader's generations as older than the one it holds. Takes effect at once (file lock) or at
+    /// the next Lease write, which raises <see cref="Changed"/> with the new epoch.
+    /// </summary>
+    /// <param name="epoch">The epoch of the generation a subscriber holds.</param>
+    /// <returns>false when ignored: this replica does not lead, its epoch is above already, or the claim is out of range.</returns>
+    bool RaiseEpochAbove(long epoch);
+}
+
+/// <summary>Bounds on <see cref="ILeaderElector.RaiseEpochAbove"/>: a subscriber's claim is not authenticated.</summary>
+internal static class EpochRaise
+{
+    /// <summary>
+    /// The largest raise accepted at once. A Lease's <c>leaseTransitions</c> is an int32 that a deleted Lease restarts from 0;
+    /// a real fleet holds an epoch no higher than the old Lease's transitions, far below this. A forged WatchRequest cannot push
+    /// the epoch to the int32 limit (where no replica could ever take over) in one step; each raise is logged with the subscriber.
+    /// </summary>
+    public const long MaxStep = 1 << 20;
+
+    /// <summary>The highest epoch a Lease can carry (<c>leaseTransitions</c> is an int32), keeping one transition spare.</summary>
+    public const long MaxEpoch = int.MaxValue - 1;
+
+    /// <summary>Whether a leader at <paramref name="current"/> may move above <paramref name="claimed"/>.</summary>
+    public static bool Allowed(long current, long claimed) => claimed >= current && claimed < MaxEpoch && claimed - current <= MaxStep;
 }

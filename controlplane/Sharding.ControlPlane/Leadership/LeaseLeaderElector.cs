@@ -7,7 +7,8 @@ namespace Sharding.ControlPlane.Leadership;
 /// <remarks>
 /// <para>Every <see cref="LeaseElectionOptions.RetryPeriod"/> the loop makes one attempt:</para>
 /// <list type="number">
-/// <item>GET the Lease; when it does not exist, CREATE it naming us (201 = we lead with epoch 0; 409 AlreadyExists = lost).</item>
+/// <item>GET the Lease; when it does not exist, CREATE it naming us (201 = we lead; 409 AlreadyExists = lost), with epoch 0 on a
+/// fresh install and one above the last <c>leaseTransitions</c> this process saw when the Lease was deleted under it.</item>
 /// <item>If its resourceVersion differs from the last one we saw, remember it and the time we saw it on OUR monotonic clock.
 /// Expiry is judged from that moment, never from <c>renewTime</c> against our wall clock (clocks of two nodes disagree).</item>
 /// <item>If someone else holds it and it has not been still for <c>leaseDurationSeconds</c> since we saw it change: follow
@@ -18,6 +19,9 @@ namespace Sharding.ControlPlane.Leadership;
 /// <item>While leading, a watchdog fires <see cref="LeaseElectionOptions.RenewDeadline"/> after the start of the last successful
 /// renewal: if no renewal succeeded by then we step down (Changed with IsLeader=false) and cancel the attempt in flight. The
 /// deadline is below the lease duration, so we stop publishing before any follower can take over.</item>
+/// <item>A leader told that a subscriber holds a generation of its epoch or a later one that it did not publish
+/// (<see cref="RaiseEpochAbove"/>: the Lease was deleted and recreated while the sidecars kept running) renews at once with
+/// <c>leaseTransitions</c> above that epoch, so its next generations are newer than what the fleet holds.</item>
 /// <item>On graceful shutdown a leader first publishes IsLeader=false, then writes the Lease with no holder and
 /// <c>leaseDurationSeconds: 1</c> (client-go's ReleaseOnCancel), so a follower takes over at its next attempt.</item>
 /// </list>
@@ -36,6 +40,9 @@ internal sealed partial class LeaseLeaderElector : ILeaderElector, IDisposable
     private long _observedAt;
     private long _lastRenewStart;
     private CancellationTokenSource? _attempt;
+    private TaskCompletionSource? _delay;
+    private long _epochFloor = -1;
+    private long _lastSeenTransitions = -1;
     private volatile bool _idle;
 
     public LeaseLeaderElector(KubernetesClient client, IOptions<LeaseElectionOptions> options, TimeProvider timeProvider, ILogger<LeaseLeaderElector> logger)
@@ -88,6 +95,32 @@ internal sealed partial class LeaseLeaderElector : ILeaderElector, IDisposable
 
     public void Dispose() => _watchdog.Dispose();
 
+    public bool RaiseEpochAbove(long epoch)
+    {
+        TaskCompletionSource? delay;
+        lock (_gate)
+        {
+            if (!_current.IsLeader || epoch < _current.Epoch || epoch <= _epochFloor)
+            {
+                return false;
+            }
+
+            if (!EpochRaise.Allowed(_current.Epoch, epoch))
+            {
+                LogRaiseRefused(Identity, _current.Epoch, epoch);
+                return false;
+            }
+
+            LogRaising(Identity, _current.Epoch, epoch + 1);
+            _epochFloor = epoch;
+            delay = _delay;
+        }
+
+        // Renew now rather than at the next retry period: until the Lease carries the new epoch, sidecars ignore our maps.
+        delay?.TrySetResult();
+        return true;
+    }
+
     /// <summary>One attempt: steps 1 to 4 of the remarks.</summary>
     internal async Task TryAcquireOrRenewAsync(CancellationToken cancellationToken)
     {
@@ -121,6 +154,7 @@ internal sealed partial class LeaseLeaderElector : ILeaderElector, IDisposable
             var received = _timeProvider.GetTimestamp();
             lock (_gate)
             {
+                _lastSeenTransitions = Math.Max(_lastSeenTransitions, lease.Spec.LeaseTransitions ?? 0);
                 if (lease.Metadata.ResourceVersion != _observedVersion)
                 {
                     _observedVersion = lease.Metadata.ResourceVersion;
@@ -194,6 +228,16 @@ internal sealed partial class LeaseLeaderElector : ILeaderElector, IDisposable
         // incarnation with the same pod name that crashed, or by us before a step-down) starts a new epoch: the generations
         // published in the old one must never be counted again from (epoch << 32) | 1.
         var ours = old?.Spec.HolderIdentity == Identity && Current.IsLeader;
+        long transitions;
+        lock (_gate)
+        {
+            // A Lease that is gone (deleted, or a reinstalled namespace) is created above the epoch this replica last knew, and any
+            // write goes above the epoch a subscriber proved it holds (RaiseEpochAbove): leaseTransitions must never go back.
+            transitions = old is null ? _lastSeenTransitions + 1
+                : ours ? old.Spec.LeaseTransitions ?? 0 : (old.Spec.LeaseTransitions ?? 0) + 1;
+            transitions = Math.Max(transitions, _epochFloor + 1);
+        }
+
         var annotations = new Dictionary<string, string>(old?.Metadata.Annotations ?? new Dictionary<string, string>(), StringComparer.Ordinal);
         if (_options.LeaderUrl is { Length: > 0 } url)
         {
@@ -209,7 +253,7 @@ internal sealed partial class LeaseLeaderElector : ILeaderElector, IDisposable
                 LeaseDurationSeconds = (int)_options.LeaseDuration.TotalSeconds,
                 AcquireTime = ours ? old!.Spec.AcquireTime ?? now : now,
                 RenewTime = now,
-                LeaseTransitions = old is null ? 0 : ours ? old.Spec.LeaseTransitions ?? 0 : (old.Spec.LeaseTransitions ?? 0) + 1,
+                LeaseTransitions = (int)Math.Min(transitions, EpochRaise.MaxEpoch),
             },
         };
     }
@@ -220,6 +264,7 @@ internal sealed partial class LeaseLeaderElector : ILeaderElector, IDisposable
         {
             _observedVersion = stored.Metadata.ResourceVersion;
             _observedAt = start;
+            _lastSeenTransitions = Math.Max(_lastSeenTransitions, stored.Spec.LeaseTransitions ?? 0);
             if (_timeProvider.GetElapsedTime(start) >= _options.RenewDeadline)
             {
                 // The write went through, but too late to vouch for the whole renew deadline: do not claim leadership on it.
@@ -344,6 +389,11 @@ internal sealed partial class LeaseLeaderElector : ILeaderElector, IDisposable
     private async Task DelayAsync(TimeSpan delay, CancellationToken cancellationToken)
     {
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_gate)
+        {
+            _delay = done;
+        }
+
         _idle = true;
         using var timer = _timeProvider.CreateTimer(
             static s =>
@@ -388,6 +438,12 @@ internal sealed partial class LeaseLeaderElector : ILeaderElector, IDisposable
 
     [LoggerMessage(EventId = 107, EventName = "LeaseReleaseFailed", Level = LogLevel.Warning, Message = "{Identity} could not release the Lease; followers take over after the lease duration")]
     private partial void LogReleaseFailed(Exception exception, string identity);
+
+    [LoggerMessage(EventId = 109, EventName = "LeaseEpochRaising", Level = LogLevel.Warning, Message = "{Identity} leads at epoch {Epoch}, but a subscriber holds a generation of a later or equal epoch that this leader did not publish (was the Lease deleted?): moving to epoch {NewEpoch}")]
+    private partial void LogRaising(string identity, long epoch, long newEpoch);
+
+    [LoggerMessage(EventId = 110, EventName = "LeaseEpochRaiseRefused", Level = LogLevel.Error, Message = "{Identity} leads at epoch {Epoch} and refuses to move above epoch {Claimed}, which a subscriber claims to hold: more than 2^20 above, or beyond the Lease's int32 range (a forged or corrupt WatchRequest?)")]
+    private partial void LogRaiseRefused(string identity, long epoch, long claimed);
 
     [LoggerMessage(EventId = 108, EventName = "LeaseForbidden", Level = LogLevel.Error, Message = "{Message}. RBAC does not allow it: grant {Permission}")]
     private partial void LogForbidden(string message, string permission);

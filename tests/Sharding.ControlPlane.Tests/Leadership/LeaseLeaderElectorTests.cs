@@ -308,6 +308,70 @@ public sealed class LeaseLeaderElectorTests : IAsyncLifetime
         Assert.Equal(5, (int?)_server.Get("leases", Namespace, LeaseName)!["spec"]!["leaseTransitions"]);
     }
 
+    [Fact]
+    public async Task RunAsync_LeaseDeletedWhileRunning_RecreatedAboveTheLastEpochSeen()
+    {
+        // `kubectl delete lease` while the replicas run: the next CREATE must not restart at epoch 0, below what sidecars hold.
+        _server.Create("leases", Namespace, LeaseRecord(string.Empty, renew: _time.GetUtcNow(), transitions: 6)); // released
+        var a = Start("cp-a");
+        await SettleAsync();
+        Assert.True(a.Elector.Current.IsLeader);
+        Assert.Equal(7, a.Elector.Current.Epoch);
+
+        Assert.True(_server.Delete("leases", Namespace, LeaseName));
+        await RunForAsync(TimeSpan.FromSeconds(3));
+
+        Assert.True(a.Elector.Current.IsLeader);
+        Assert.Equal(8, a.Elector.Current.Epoch);
+        Assert.Equal(8, (int?)_server.Get("leases", Namespace, LeaseName)!["spec"]!["leaseTransitions"]);
+    }
+
+    [Fact]
+    public async Task RaiseEpochAbove_Leader_RenewsAtOnceAboveTheClaimAndKeepsIt()
+    {
+        // A fresh install (epoch 0) after the namespace was deleted; sidecars still hold generations of epoch 6.
+        var a = Start("cp-a");
+        await SettleAsync();
+        var b = Start("cp-b");
+        await SettleAsync();
+        Assert.True(a.Elector.Current.IsLeader);
+        Assert.Equal(0, a.Elector.Current.Epoch);
+
+        Assert.False(b.Elector.RaiseEpochAbove(6)); // a follower cannot
+        Assert.True(a.Elector.RaiseEpochAbove(6));
+        await SettleAsync(); // no clock advance: the raise wakes the loop for an immediate renewal
+
+        Assert.Equal(7, a.Elector.Current.Epoch);
+        Assert.Equal(7, (int?)_server.Get("leases", Namespace, LeaseName)!["spec"]!["leaseTransitions"]);
+        Assert.False(a.Elector.RaiseEpochAbove(5)); // below the epoch already
+        await RunForAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(7, a.Elector.Current.Epoch);
+        Assert.Equal(7, b.Elector.Current.Epoch);
+
+        // The next leader counts on from there.
+        await a.StopAsync();
+        await RunForAsync(TimeSpan.FromSeconds(5));
+        Assert.True(b.Elector.Current.IsLeader);
+        Assert.Equal(8, b.Elector.Current.Epoch);
+        Assert.Empty(_violations);
+    }
+
+    [Theory]
+    [InlineData(EpochRaise.MaxStep + 1)]
+    [InlineData(int.MaxValue - 1L)]
+    [InlineData(long.MaxValue >> 32)]
+    public async Task RaiseEpochAbove_ImplausibleClaim_RefusedSoNoForgedRequestCanExhaustTheInt32(long claimed)
+    {
+        var a = Start("cp-a");
+        await SettleAsync();
+        Assert.True(a.Elector.Current.IsLeader);
+
+        Assert.False(a.Elector.RaiseEpochAbove(claimed));
+        await RunForAsync(TimeSpan.FromSeconds(3));
+        Assert.Equal(0, a.Elector.Current.Epoch);
+        Assert.Equal(0, (int?)_server.Get("leases", Namespace, LeaseName)!["spec"]!["leaseTransitions"]);
+    }
+
     public static TheoryData<int, int, int, bool> Timings => new()
     {
         { 15, 10, 2, true },
