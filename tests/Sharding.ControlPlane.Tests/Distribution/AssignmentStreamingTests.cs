@@ -130,6 +130,39 @@ public sealed class AssignmentStreamingTests
     }
 
     [Fact]
+    public async Task Watch_EpochFileLostThenOtherMembers_SameGenerationOtherContent_LeaderMovesToANewEpoch()
+    {
+        using var cluster = new TempCluster();
+        cluster.Write(TempCluster.Yaml(3));
+        var replica = await ControlPlaneReplica.StartAsync(cluster.Directory, "a");
+        var url = replica.GrpcUrl;
+        await using var watcher = Watcher(url);
+        watcher.Start();
+        Assert.True(await watcher.Store.WaitForGenerationAsync(1, Wait, CancellationToken.None));
+        var held = watcher.Store.Current!;
+        await replica.DisposeAsync();
+
+        // The lease folder is wiped (a new volume) and the membership changes meanwhile. The next leader starts from epoch 1 again
+        // and publishes generation (1 << 32) | 1 once more, with other content: the watcher holds that number, so it would never
+        // take it. Told the checksum it holds, the leader moves to epoch 2.
+        foreach (var file in Directory.GetFiles(cluster.Directory, "leader.lock*"))
+        {
+            File.Delete(file);
+        }
+
+        cluster.Write(TempCluster.Yaml(4));
+        await using var back = await ControlPlaneReplica.StartAsync(cluster.Directory, "b", extra: $"--ControlPlane:GrpcUrl={url}");
+        Assert.True(await back.WaitAsync(r => r.Elector.Current.IsLeader, Wait));
+        Assert.True(await watcher.Store.WaitForGenerationAsync(held.Generation + 1, TimeSpan.FromSeconds(15), CancellationToken.None),
+            $"the watcher still holds generation {watcher.Store.Current!.Generation} with {watcher.Store.Current.Members.Length} members");
+        Assert.Equal(4, watcher.Store.Current!.Members.Length);
+        Assert.Equal(1, held.Generation >> 32);
+        Assert.Equal(2, back.Elector.Current.Epoch);
+        Assert.Equal(2, watcher.Store.Current.Generation >> 32);
+        Assert.Equal("2", File.ReadAllText(Path.Combine(cluster.Directory, "leader.lock.epoch")).Trim());
+    }
+
+    [Fact]
     public async Task Directory_LookupMapAndServices_JsonAndErrors()
     {
         using var cluster = new TempCluster();

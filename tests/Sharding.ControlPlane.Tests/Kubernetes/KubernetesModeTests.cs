@@ -14,6 +14,7 @@ using Sharding.ControlPlane.Distribution;
 using Sharding.ControlPlane.Hosting;
 using Sharding.ControlPlane.Leadership;
 using Sharding.Kubernetes;
+using Sharding.Protocol;
 using Sharding.Testing;
 using Sharding.Testing.Kubernetes;
 
@@ -123,6 +124,75 @@ public sealed class KubernetesModeTests
             await second.App.StopAsync();
             await second.App.DisposeAsync();
             await first.App.DisposeAsync();
+        }
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task LeaseDeleted_NewInstallation_RaisesItsEpochAboveWhatSubscribersHold(bool throughFollower)
+    {
+        // A long-lived installation: the Lease has seen 6 transitions, so its leader publishes generations of epoch 7.
+        await using var api = await FakeKubernetesApiServer.StartAsync();
+        var labels = new Dictionary<string, string> { ["sharding.dev/service"] = "carts" };
+        api.AddPod(Ns, "carts-0", labels, ready: true, podIP: "10.0.0.10");
+        api.AddPod(Ns, "carts-1", labels, ready: true, podIP: "10.0.0.11");
+        api.Create("leases", "sharding-system", new JsonObject
+        {
+            ["metadata"] = new JsonObject { ["name"] = "sharding-controlplane" },
+            ["spec"] = new JsonObject { ["leaseDurationSeconds"] = 2, ["leaseTransitions"] = 6 },
+        });
+        int[] ports = [FreePort(), FreePort(), FreePort()];
+        var old = await StartReplicaAsync(api, "cp-0", ports[0]);
+        await using var watcher = new AssignmentsWatcher(new AssignmentsWatcherOptions
+        {
+            // After the reinstall it reaches the new leader (cp-1), or only a follower (cp-2) that must pass its claim on.
+            ControlPlaneUrls = [new Uri($"http://127.0.0.1:{ports[0]}"), new Uri($"http://127.0.0.1:{ports[throughFollower ? 2 : 1]}")],
+            Service = "carts",
+            SubscriberName = "carts-watcher",
+            MaxReconnectDelay = TimeSpan.FromMilliseconds(300),
+        });
+        watcher.Start();
+        Assert.True(await watcher.Store.WaitForGenerationAsync(7L << 32, TimeSpan.FromSeconds(20), default));
+        var held = watcher.Store.Current!;
+        Assert.Equal(7, held.Generation >> 32);
+
+        // The control plane's namespace is reinstalled: replicas and Lease gone, the sidecars (here a watcher) keep running and
+        // holding epoch 7. The new leader creates the Lease at epoch 0 and, told what the subscribers hold, moves above it.
+        await old.App.StopAsync();
+        await old.App.DisposeAsync();
+        Assert.True(api.Delete("leases", "sharding-system", "sharding-controlplane"));
+        var leader = await StartReplicaAsync(api, "cp-1", ports[1]);
+        WebApplication? follower = null;
+        try
+        {
+            var elector = leader.App.Services.GetRequiredService<ILeaderElector>();
+            for (var i = 0; i < 200 && !elector.Current.IsLeader; i++)
+            {
+                await Task.Delay(25);
+            }
+
+            Assert.True(elector.Current.IsLeader, "the new replica did not create the Lease");
+            follower = (await StartReplicaAsync(api, "cp-2", ports[2])).App;
+
+            var moved = await watcher.Store.WaitForGenerationAsync(held.Generation + 1, TimeSpan.FromSeconds(20), default);
+            var now = watcher.Store.Current!;
+            Assert.True(moved, $"the watcher still holds generation {now.Generation} (epoch {now.Generation >> 32})");
+            Assert.True(now.Generation >> 32 >= 8, $"generation {now.Generation} is not of an epoch above 7");
+            Assert.Equal(["carts-0", "carts-1"], now.Members.Select(m => m.Name));
+            Assert.True((int?)api.Get("leases", "sharding-system", "sharding-controlplane")!["spec"]!["leaseTransitions"] >= 8);
+            Assert.Equal(elector.Current.Epoch, (long?)api.Get("leases", "sharding-system", "sharding-controlplane")!["spec"]!["leaseTransitions"]);
+        }
+        finally
+        {
+            if (follower is not null)
+            {
+                await follower.StopAsync();
+                await follower.DisposeAsync();
+            }
+
+            await leader.App.StopAsync();
+            await leader.App.DisposeAsync();
         }
     }
 
@@ -237,9 +307,9 @@ public sealed class KubernetesModeTests
         return new HttpClient(handler) { Timeout = TimeSpan.FromSeconds(20) };
     }
 
-    private static async Task<(WebApplication App, Uri Http)> StartReplicaAsync(FakeKubernetesApiServer api, string identity)
+    private static async Task<(WebApplication App, Uri Http)> StartReplicaAsync(FakeKubernetesApiServer api, string identity, int grpcPort = 0)
     {
-        var grpcPort = FreePort();
+        grpcPort = grpcPort == 0 ? FreePort() : grpcPort;
         string[] args =
         [
             "--ControlPlane:Mode=kubernetes",
