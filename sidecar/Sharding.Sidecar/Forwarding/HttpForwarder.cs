@@ -74,6 +74,9 @@ internal sealed partial class HttpForwarder : IDisposable
         resilience.AttachMetrics(metrics);
     }
 
+    /// <summary>Tests: runs after the client got its switch (101, or 200 for an extended CONNECT) and before the copies start.</summary>
+    internal Func<ShardRequestContext?, Task>? AfterClientSwitch { get; set; }
+
     /// <summary>The app's base address (a placeholder authority when the app listens on a Unix socket).</summary>
     public string AppBaseAddress => _options.AppUnixSocket is null
         ? string.Create(System.Globalization.CultureInfo.InvariantCulture, $"http://127.0.0.1:{_options.AppPort}")
@@ -161,7 +164,13 @@ internal sealed partial class HttpForwarder : IDisposable
         }
 
         var activity = _options.ActivityTimeout > TimeSpan.Zero ? new ActivityTimeout(cts, _options.ActivityTimeout) : null;
-        stream?.AttachCancellation(cts);
+
+        // An upgrade's drain cancels a source of its own from the start: before the 101 it cuts the send (a 503), after it
+        // only the upstream-to-client copy, while cts stays live for the close frame 1012. Attaching that source only when
+        // the copies started left a window (the 101 relayed, no copy yet) in which a drain cancelled cts instead: the close
+        // frame could not be written and the client was cut without one.
+        using var drain = isUpgrade ? CancellationTokenSource.CreateLinkedTokenSource(cts.Token) : null;
+        stream?.AttachCancellation(drain ?? cts);
 
         // 1. The upstream request.
         var request = context.Request;
@@ -214,9 +223,10 @@ internal sealed partial class HttpForwarder : IDisposable
                 // The app on loopback needs no breaker or retries (a refused connect is answered 503 at once); peers get
                 // their owner's Polly pipeline. HTTP/1.1 to the app is duplex through our own client; upgrades keep
                 // SocketsHttpHandler's 101 handling.
+                var sendToken = (drain ?? cts).Token;
                 response = target.IsPeer
-                    ? await SendToPeerAsync(target.Owner, message, content, cts.Token).ConfigureAwait(false)
-                    : await (message.Version == Http11 && !isUpgrade ? _appHttp1Invoker : _appInvoker).SendAsync(message, cts.Token).ConfigureAwait(false);
+                    ? await SendToPeerAsync(target.Owner, message, content, sendToken).ConfigureAwait(false)
+                    : await (message.Version == Http11 && !isUpgrade ? _appHttp1Invoker : _appInvoker).SendAsync(message, sendToken).ConfigureAwait(false);
             }
             catch (Exception ex) when (ex is not OutOfMemoryException)
             {
@@ -251,7 +261,13 @@ internal sealed partial class HttpForwarder : IDisposable
                         return Fail(context, target, ForwarderError.Upgrade, new HttpRequestException("the upstream's 101 did not accept the WebSocket key"));
                     }
 
-                    return await UpgradeAsync(context, upgradeFeature, extendedConnect, response, target, activity, cts, stream).ConfigureAwait(false);
+                    return await UpgradeAsync(context, upgradeFeature, extendedConnect, response, target, activity, cts, drain!, stream).ConfigureAwait(false);
+                }
+
+                if (drain is not null)
+                {
+                    // Refused (not a 101): an ordinary response, which a drain ends as any other (at once if one came meanwhile).
+                    stream?.AttachCancellation(cts);
                 }
 
                 return await CopyResponseAsync(context, response, target, activity, stream, cts.Token).ConfigureAwait(false);
@@ -460,7 +476,7 @@ internal sealed partial class HttpForwarder : IDisposable
 
     private async ValueTask<ForwardResult> UpgradeAsync(
         HttpContext context, IHttpUpgradeFeature? upgradeFeature, IHttpExtendedConnectFeature? extendedConnect, HttpResponseMessage response,
-        ForwardTarget target, ActivityTimeout? activity, CancellationTokenSource cts, ShardRequestContext? stream)
+        ForwardTarget target, ActivityTimeout? activity, CancellationTokenSource cts, CancellationTokenSource drain, ShardRequestContext? stream)
     {
         // HTTP/2 answers an accepted extended CONNECT with 200 and no connection-specific headers (RFC 8441 §5).
         if (CopyResponseHeaders(context, response, target, isUpgrade: extendedConnect is null) is { } refused)
@@ -487,14 +503,18 @@ internal sealed partial class HttpForwarder : IDisposable
             return Fail(context, target, ForwarderError.Upgrade, ex);
         }
 
+        if (AfterClientSwitch is { } hook)
+        {
+            await hook(stream).ConfigureAwait(false);
+        }
+
         await using (upstream.ConfigureAwait(false))
         {
-            // A drain stops only the upstream-to-client copy (at a frame boundary), so the sidecar can add its close frame
-            // and the client's answer can still reach the app.
-            using var downSource = CancellationTokenSource.CreateLinkedTokenSource(cts.Token);
-            stream?.AttachCancellation(downSource);
+            // A drain (attached since the send) stops only the upstream-to-client copy (at a frame boundary), so the sidecar
+            // can add its close frame and the client's answer can still reach the app. One that came before this point
+            // stops it at once, at the first frame boundary there is.
             var up = StreamCopier.CopyAsync(client, upstream, autoFlush: true, activity, cts.Token).AsTask();
-            var down = FramedCopier.CopyAsync(upstream, client, FrameFormat.WebSocket, activity, downSource.Token).AsTask();
+            var down = FramedCopier.CopyAsync(upstream, client, FrameFormat.WebSocket, activity, drain.Token).AsTask();
 
             // When either side ends, end the other: a WebSocket's close handshake has already passed through by then.
             await Task.WhenAny(up, down).ConfigureAwait(false);
