@@ -14,7 +14,7 @@ namespace Sharding.Sidecar.MapSync;
 /// algorithm: maglev          # maglev | ring | modulo
 /// tableSize: 65537           # optional, prime
 /// hashKey: name              # name | address
-/// generation: 7              # optional; a reload always gets a higher one than the map it replaces
+/// generation: 7              # optional, 0..2^53-1; a reload always gets a higher one than the map it replaces
 /// members:
 ///   - { name: docs-0, address: 10.0.3.7:15100, weight: 1 }
 /// keys:
@@ -26,6 +26,13 @@ namespace Sharding.Sidecar.MapSync;
 /// </summary>
 internal static class StaticMapFile
 {
+    /// <summary>
+    /// The highest generation a file may name: 2^53 − 1, the largest integer a double holds exactly (the generation gauge is
+    /// one). It leaves room for the +1 every later reload needs; a file at <see cref="long.MaxValue"/> left none, and every
+    /// later edit was refused as not newer.
+    /// </summary>
+    public const long MaxGeneration = (1L << 53) - 1;
+
     private static readonly IDeserializer Deserializer = new DeserializerBuilder()
         .WithNamingConvention(CamelCaseNamingConvention.Instance)
         .WithDuplicateKeyChecking() // a second 'members:' (or 'keys:', 'name:'...) must not silently replace the first
@@ -70,9 +77,14 @@ internal static class StaticMapFile
         }
 
         var hashKey = HashKeySource.Name;
-        if (doc.HashKey is { } hashKeyText && !Enum.TryParse(hashKeyText, ignoreCase: true, out hashKey))
+        if (doc.HashKey is { } hashKeyText && !TryParseHashKey(hashKeyText, out hashKey))
         {
             problems.Add($"'hashKey: {hashKeyText}' is unknown: use name or address");
+        }
+
+        if (doc.Generation is < 0 or > MaxGeneration)
+        {
+            problems.Add($"'generation: {doc.Generation}' is out of range: use 0..{MaxGeneration} (2^53 - 1), or leave it out");
         }
 
         var members = new List<ShardMember>();
@@ -118,7 +130,7 @@ internal static class StaticMapFile
             }
 
             var noKey = NoKeyAction.Reject;
-            if (keys.NoKey is { } noKeyText && !Enum.TryParse(noKeyText, ignoreCase: true, out noKey))
+            if (keys.NoKey is { } noKeyText && !TryParseNoKey(noKeyText, out noKey))
             {
                 problems.Add($"'keys.noKey: {noKeyText}' is unknown: use reject, serveLocally or fixedMember");
             }
@@ -161,6 +173,21 @@ internal static class StaticMapFile
 
         error = null;
         return true;
+    }
+
+    // Names only: Enum.TryParse also takes numbers ("7" is an undefined value) and comma lists ("name, address" is Address).
+    private static bool TryParseHashKey(string text, out HashKeySource hashKey)
+    {
+        hashKey = text.Equals("address", StringComparison.OrdinalIgnoreCase) ? HashKeySource.Address : HashKeySource.Name;
+        return hashKey == HashKeySource.Address || text.Equals("name", StringComparison.OrdinalIgnoreCase);
+    }
+
+    private static bool TryParseNoKey(string text, out NoKeyAction noKey)
+    {
+        noKey = text.Equals("serveLocally", StringComparison.OrdinalIgnoreCase) ? NoKeyAction.ServeLocally
+            : text.Equals("fixedMember", StringComparison.OrdinalIgnoreCase) ? NoKeyAction.FixedMember
+            : NoKeyAction.Reject;
+        return noKey != NoKeyAction.Reject || text.Equals("reject", StringComparison.OrdinalIgnoreCase);
     }
 
     private sealed class MapDocument

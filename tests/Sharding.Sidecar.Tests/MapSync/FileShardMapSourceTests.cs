@@ -66,6 +66,76 @@ public sealed class FileShardMapSourceTests
         Assert.Contains(expected, error, StringComparison.Ordinal);
     }
 
+    // Enum.TryParse took numbers (undefined values, or a defined one by its number) and comma lists: only names count.
+    [Theory]
+    [InlineData("hashKey: 7", "'hashKey: 7' is unknown: use name or address")]
+    [InlineData("hashKey: 1", "'hashKey: 1' is unknown: use name or address")]
+    [InlineData("hashKey: \"name, address\"", "'hashKey: name, address' is unknown: use name or address")]
+    [InlineData("algorithm: 9", "'algorithm: 9' is unknown: use maglev, ring or modulo")]
+    [InlineData("algorithm: 1", "'algorithm: 1' is unknown: use maglev, ring or modulo")]
+    [InlineData("keys: {noKey: 9}", "'keys.noKey: 9' is unknown: use reject, serveLocally or fixedMember")]
+    [InlineData("keys: {noKey: 1}", "'keys.noKey: 1' is unknown: use reject, serveLocally or fixedMember")]
+    [InlineData("keys: {noKey: -1}", "'keys.noKey: -1' is unknown: use reject, serveLocally or fixedMember")]
+    public void Parse_EnumSettingGivenANumber_IsRejected(string line, string expected)
+    {
+        var text = $"service: s\n{line}\nmembers: [{{name: a, address: x}}]";
+        Assert.False(StaticMapFile.TryParse(text, 1, out _, out var error));
+        Assert.Equal(expected, error);
+    }
+
+    [Theory]
+    [InlineData("hashKey: Address\nkeys: {noKey: ServeLocally}", HashKeySource.Address, NoKeyAction.ServeLocally)]
+    [InlineData("hashKey: name\nkeys: {noKey: reject}", HashKeySource.Name, NoKeyAction.Reject)]
+    [InlineData("keys: {noKey: FIXEDMEMBER, fallbackMember: a}", HashKeySource.Name, NoKeyAction.FixedMember)]
+    public void Parse_EnumSettingNames_AnyCase(string lines, HashKeySource hashKey, NoKeyAction noKey)
+    {
+        Assert.True(StaticMapFile.TryParse($"service: s\n{lines}\nmembers: [{{name: a, address: x}}]", 1, out var map, out var error), error);
+        Assert.Equal(hashKey, map!.HashKeySource);
+        Assert.Equal(noKey, map.KeyPolicy.NoKey);
+    }
+
+    [Theory]
+    [InlineData("9223372036854775807")]
+    [InlineData("9007199254740992")]
+    [InlineData("-1")]
+    public void Parse_GenerationOutOfRange_IsRejected(string generation)
+    {
+        Assert.False(StaticMapFile.TryParse($"service: s\ngeneration: {generation}\nmembers: [{{name: a, address: x}}]", 1, out _, out var error));
+        Assert.Equal($"'generation: {generation}' is out of range: use 0..9007199254740991 (2^53 - 1), or leave it out", error);
+    }
+
+    [Fact]
+    public void Parse_GenerationAtTheBound_IsTaken()
+    {
+        Assert.True(StaticMapFile.TryParse("service: s\ngeneration: 9007199254740991\nmembers: [{name: a, address: x}]", 1, out var map, out var error), error);
+        Assert.Equal(9_007_199_254_740_991L, map!.Generation);
+    }
+
+    [Fact]
+    public void Load_GenerationNearLongMax_KeepsTheLastGoodMap_AndLaterEditsStillGetIn()
+    {
+        // A file at long.MaxValue used to be taken, and then no edit could ever be newer: every later one was ignored.
+        var path = Path.Combine(Directory.CreateTempSubdirectory("sharding-map-").FullName, "map.yaml");
+        File.WriteAllText(path, Good);
+        var options = Options.Create(new SidecarOptions { PodName = "docs-0", MapFile = path });
+        var store = new ShardMapStore();
+        using var services = new ServiceCollection().AddMetrics().BuildServiceProvider();
+        var metrics = new SidecarMetrics(services.GetRequiredService<IMeterFactory>(), store, new OwnerCircuitStates());
+        var source = new FileShardMapSource(options, metrics, TimeProvider.System, NullLogger<FileShardMapSource>.Instance);
+        Assert.True(source.Load(path, store));
+        Assert.Equal(1, store.Generation);
+
+        File.WriteAllText(path, "generation: 9223372036854775807\n" + Good.Replace("weight: 2", "weight: 3", StringComparison.Ordinal));
+        Assert.False(source.Load(path, store));
+        Assert.Equal(1, store.Generation);
+        Assert.Equal(2u, store.Current!.FindMember("docs-1")!.Weight);
+
+        File.WriteAllText(path, Good.Replace("weight: 2", "weight: 4", StringComparison.Ordinal));
+        Assert.True(source.Load(path, store));
+        Assert.Equal(2, store.Generation);
+        Assert.Equal(4u, store.Current!.FindMember("docs-1")!.Weight);
+    }
+
     [Fact]
     public void Load_BadEditKeepsTheLastGoodMap_GoodEditGetsAHigherGeneration()
     {
