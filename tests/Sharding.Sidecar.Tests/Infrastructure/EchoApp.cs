@@ -109,6 +109,25 @@ internal sealed class EchoApp : IAsyncDisposable
             return;
         }
 
+        if (path == "/trailers")
+        {
+            // The request body's length and the trailers that came after it (docs/sidecar.md: the sidecar drops them).
+            var length = 0L;
+            var chunk = new byte[16 * 1024];
+            while (await request.Body.ReadAsync(chunk, context.RequestAborted) is var got and > 0)
+            {
+                length += got;
+            }
+
+            var trailers = request.CheckTrailersAvailable() && context.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpRequestTrailersFeature>()!.Trailers is { Count: > 0 } all
+                ? string.Join(',', all.Select(t => $"{t.Key}:{t.Value}"))
+                : "none";
+            var text = System.Text.Encoding.UTF8.GetBytes($"{Name}|bytes={length}|trailers={trailers}");
+            context.Response.ContentLength = text.Length;
+            await context.Response.Body.WriteAsync(text, context.RequestAborted);
+            return;
+        }
+
         if (path == "/long-poll")
         {
             // A long poll that never answers: no response headers until the client or a drain ends it.
