@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
@@ -106,6 +107,10 @@ public sealed record ResourceInformerOptions
     /// <summary>Randomize delays so many replicas do not reconnect in step.</summary>
     /// <value>True.</value>
     public bool UseJitter { get; init; } = true;
+
+    /// <summary>A watch that ends cleanly sooner than this without delivering anything counts as a failure and backs off.</summary>
+    /// <value>1 second, as client-go's reflector: a watch that lasted its timeoutSeconds, or delivered events, resumes at once.</value>
+    public TimeSpan MinimumWatchDuration { get; init; } = TimeSpan.FromSeconds(1);
 }
 
 /// <summary>
@@ -116,9 +121,10 @@ public sealed record ResourceInformerOptions
 /// <typeparam name="T">The object kind.</typeparam>
 /// <remarks>
 /// Steps: (1) list and diff against the cache (Added/Modified/Deleted), then Synced; (2) watch from the last version;
-/// (3) a watch that ends cleanly resumes at once from the last version (event or bookmark); (4) 410 goes back to 1;
-/// (5) any other error waits (backoff) and resumes at 2, or 1 if nothing was listed yet. A 403 is logged with the RBAC rule
-/// that is missing.
+/// (3) a watch that ends cleanly resumes at once from the last version (event or bookmark), unless it ended sooner than
+/// <see cref="ResourceInformerOptions.MinimumWatchDuration"/> with nothing delivered: that counts as an error (5);
+/// (4) 410 goes back to 1; (5) any other error waits (backoff) and resumes at 2, or 1 if nothing was listed yet. A 403 is
+/// logged with the RBAC rule that is missing.
 /// </remarks>
 public sealed partial class ResourceInformer<T>
     where T : class
@@ -126,6 +132,8 @@ public sealed partial class ResourceInformer<T>
     private readonly IListWatchSource<T> _source;
     private readonly ILogger _logger;
     private readonly ResiliencePipeline _pipeline;
+    private readonly TimeProvider _timeProvider;
+    private readonly TimeSpan _minimumWatchDuration;
     private readonly Dictionary<string, T> _cache = new(StringComparer.Ordinal);
     private string? _resourceVersion;
     private bool _mustList = true;
@@ -141,7 +149,9 @@ public sealed partial class ResourceInformer<T>
         options ??= new ResourceInformerOptions();
         _source = source;
         _logger = logger ?? NullLogger.Instance;
-        _pipeline = new ResiliencePipelineBuilder { TimeProvider = timeProvider ?? TimeProvider.System }
+        _timeProvider = timeProvider ?? TimeProvider.System;
+        _minimumWatchDuration = options.MinimumWatchDuration;
+        _pipeline = new ResiliencePipelineBuilder { TimeProvider = _timeProvider }
             .AddRetry(new RetryStrategyOptions
             {
                 // Let shutdown through; everything else (HTTP, I/O, JSON, Status errors) is retried.
@@ -226,8 +236,11 @@ public sealed partial class ResourceInformer<T>
             }
 
             // Step 2: watch from the last version.
+            var watchStart = _timeProvider.GetTimestamp();
+            var delivered = false;
             await foreach (var change in _source.WatchAsync(_resourceVersion!, cancellationToken).ConfigureAwait(false))
             {
+                delivered = true;
                 switch (change.Type)
                 {
                     case WatchEventType.Error:
@@ -259,7 +272,15 @@ public sealed partial class ResourceInformer<T>
                 }
             }
 
-            // Step 3: the server ended the watch (timeoutSeconds) or the connection closed cleanly: resume.
+            // Step 3: the server ended the watch (timeoutSeconds) or the connection closed cleanly: resume. One that ended at once
+            // with nothing (a proxy closing every watch, an apiserver shedding load) would be reopened in a hot loop: back off.
+            var lasted = _timeProvider.GetElapsedTime(watchStart);
+            if (!delivered && lasted < _minimumWatchDuration)
+            {
+                throw new IOException(string.Create(
+                    CultureInfo.InvariantCulture, $"The watch from resourceVersion {_resourceVersion} ended after {lasted.TotalMilliseconds:0} ms without any event."));
+            }
+
             LogWatchEnded(_resourceVersion!);
         }
         catch (KubernetesApiException ex) when (ex.IsGone)

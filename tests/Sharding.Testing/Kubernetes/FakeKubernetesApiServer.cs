@@ -24,6 +24,7 @@ namespace Sharding.Testing.Kubernetes;
 /// </summary>
 /// <remarks>
 /// Faults for tests: <see cref="FailNextRequests"/> (500s), <see cref="DropWatches"/> (end or abort every watch),
+/// <see cref="EndWatchesAtOnce"/> (every new watch: 200 and an empty body, as a proxy that closes at once),
 /// <see cref="ExpireHistory"/> (compact the watch window), <see cref="BeforeRequest"/> (run code, e.g. a racing write, before
 /// a request is handled), <see cref="Forbid"/> (RBAC 403). Strategic merge patch is treated as a JSON merge patch, and a
 /// MODIFIED that moves an object out of a watch's selector is not turned into DELETED.
@@ -56,6 +57,9 @@ public sealed partial class FakeKubernetesApiServer : IAsyncDisposable
 
     /// <summary>If set, requests must carry <c>Bearer {RequiredToken}</c> (401 for another, 403 anonymous for none).</summary>
     public string? RequiredToken { get; set; }
+
+    /// <summary>If set, every watch answers 200 with no event and ends at once, as a proxy that closes watches straight away.</summary>
+    public bool EndWatchesAtOnce { get; set; }
 
     /// <summary>Runs before every request is handled (after logging, before faults): tests race writes or hold requests here.</summary>
     public Func<HttpRequest, Task>? BeforeRequest { get; set; }
@@ -601,6 +605,13 @@ public sealed partial class FakeKubernetesApiServer : IAsyncDisposable
         var bookmarks = query["allowWatchBookmarks"] is { Count: > 0 } b && b[0] == "true";
         var timeout = int.TryParse(query["timeoutSeconds"], NumberStyles.Integer, CultureInfo.InvariantCulture, out var t) ? TimeSpan.FromSeconds(t) : TimeSpan.FromMinutes(30);
         var watcher = new Watcher(type, ns, selector, bookmarks);
+        if (EndWatchesAtOnce)
+        {
+            context.Response.StatusCode = 200;
+            context.Response.ContentType = "application/json";
+            return;
+        }
+
         lock (_gate)
         {
             if (string.IsNullOrEmpty(rvText) || rvText == "0")
