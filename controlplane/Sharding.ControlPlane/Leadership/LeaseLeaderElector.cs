@@ -244,10 +244,13 @@ internal sealed partial class LeaseLeaderElector : ILeaderElector, IDisposable
             annotations[LeaseElectionOptions.LeaderUrlAnnotation] = url;
         }
 
-        return new Lease
+        // Built on the Lease read: the PUT replaces the whole object, so the fields we do not set (preferredHolder, strategy,
+        // finalizers, fields of newer versions) must go back as they were.
+        var basis = old ?? new Lease { Metadata = new ObjectMeta { Name = _options.LeaseName, Namespace = _options.Namespace } };
+        return basis with
         {
-            Metadata = (old?.Metadata ?? new ObjectMeta { Name = _options.LeaseName, Namespace = _options.Namespace }) with { Annotations = annotations },
-            Spec = new LeaseSpec
+            Metadata = basis.Metadata with { Annotations = annotations },
+            Spec = basis.Spec with
             {
                 HolderIdentity = Identity,
                 LeaseDurationSeconds = (int)_options.LeaseDuration.TotalSeconds,
@@ -364,7 +367,7 @@ internal sealed partial class LeaseLeaderElector : ILeaderElector, IDisposable
             var release = lease with
             {
                 Metadata = lease.Metadata with { Annotations = annotations },
-                Spec = new LeaseSpec
+                Spec = lease.Spec with
                 {
                     HolderIdentity = null,
                     LeaseDurationSeconds = 1,

@@ -3,7 +3,7 @@ using System.Text.Json.Serialization;
 
 namespace Sharding.Kubernetes;
 
-/// <summary>Standard object metadata (<c>metav1.ObjectMeta</c>), only the fields Sharding reads or writes.</summary>
+/// <summary>Standard object metadata (<c>metav1.ObjectMeta</c>): the fields Sharding reads or writes, the rest kept as read.</summary>
 public sealed record ObjectMeta
 {
     /// <summary>Object name.</summary>
@@ -37,6 +37,10 @@ public sealed record ObjectMeta
 
     /// <summary>Owners (ReplicaSet, StatefulSet...).</summary>
     public IReadOnlyList<OwnerReference>? OwnerReferences { get; init; }
+
+    /// <summary>Every other field (finalizers, managedFields...), written back as read: a PUT must not drop them.</summary>
+    [JsonExtensionData]
+    public IDictionary<string, JsonElement>? ExtensionData { get; set; }
 }
 
 /// <summary>An owner of an object.</summary>
@@ -163,6 +167,10 @@ public sealed record Lease
 
     /// <summary>Spec.</summary>
     public LeaseSpec Spec { get; init; } = new();
+
+    /// <summary>Fields of newer API versions, written back as read.</summary>
+    [JsonExtensionData]
+    public IDictionary<string, JsonElement>? ExtensionData { get; set; }
 }
 
 /// <summary>Lease spec.</summary>
@@ -184,6 +192,16 @@ public sealed record LeaseSpec
 
     /// <summary>How many times the holder changed: the leader epoch.</summary>
     public int? LeaseTransitions { get; init; }
+
+    /// <summary>The holder the coordinated leader election controller wants (Kubernetes 1.31+); kept as read.</summary>
+    public string? PreferredHolder { get; init; }
+
+    /// <summary>The coordinated leader election strategy, e.g. <c>OldestEmulationVersion</c> (Kubernetes 1.31+); kept as read.</summary>
+    public string? Strategy { get; init; }
+
+    /// <summary>Fields of newer API versions, written back as read: the Lease is read, changed and PUT whole.</summary>
+    [JsonExtensionData]
+    public IDictionary<string, JsonElement>? ExtensionData { get; set; }
 }
 
 /// <summary>A <c>Status</c> object, the body of every API error (and of a few successful deletes).</summary>

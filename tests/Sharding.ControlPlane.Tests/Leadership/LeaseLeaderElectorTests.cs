@@ -372,6 +372,56 @@ public sealed class LeaseLeaderElectorTests : IAsyncLifetime
         Assert.Equal(0, (int?)_server.Get("leases", Namespace, LeaseName)!["spec"]!["leaseTransitions"]);
     }
 
+    [Fact]
+    public async Task RunAsync_LeaseWithFieldsTheModelDoesNotKnow_TakeoverRenewalsAndReleaseKeepThem()
+    {
+        // Kubernetes 1.31+ coordinated leader election sets spec.preferredHolder and spec.strategy; newer versions may add more.
+        // Every write is a PUT of the whole Lease, so whatever the elector does not set must go back as it was read.
+        var lease = LeaseRecord("ghost", renew: _time.GetUtcNow(), transitions: 2);
+        lease["metadata"]!["finalizers"] = new JsonArray("example.com/keep");
+        lease["metadata"]!["managedFields"] = new JsonArray(new JsonObject { ["manager"] = "kube-controller-manager", ["operation"] = "Update" });
+        lease["spec"]!["preferredHolder"] = "cp-b";
+        lease["spec"]!["strategy"] = "OldestEmulationVersion";
+        lease["spec"]!["futureField"] = new JsonObject { ["nested"] = new JsonArray(1, "two", true) };
+        _server.Create("leases", Namespace, lease);
+        var puts = 0;
+        var previous = _server.BeforeRequest!;
+        _server.BeforeRequest = async request =>
+        {
+            if (request.Method == "PUT")
+            {
+                Interlocked.Increment(ref puts);
+            }
+
+            await previous(request);
+        };
+
+        var a = Start("cp-a");
+        await SettleAsync();
+        await RunForAsync(TimeSpan.FromSeconds(17));
+        Assert.True(a.Elector.Current.IsLeader);
+        AssertKept(_server.Get("leases", Namespace, LeaseName)!);
+        Assert.Equal(3, (int?)_server.Get("leases", Namespace, LeaseName)!["spec"]!["leaseTransitions"]);
+
+        await RunForAsync(TimeSpan.FromSeconds(6));
+        AssertKept(_server.Get("leases", Namespace, LeaseName)!);
+
+        await a.StopAsync();
+        var released = _server.Get("leases", Namespace, LeaseName)!;
+        Assert.Null((string?)released["spec"]!["holderIdentity"]);
+        AssertKept(released);
+        Assert.True(puts >= 4, $"{puts} PUTs: a takeover, renewals and a release were expected");
+
+        static void AssertKept(JsonObject stored)
+        {
+            Assert.Equal("cp-b", (string?)stored["spec"]!["preferredHolder"]);
+            Assert.Equal("OldestEmulationVersion", (string?)stored["spec"]!["strategy"]);
+            Assert.Equal("""{"nested":[1,"two",true]}""", stored["spec"]!["futureField"]?.ToJsonString());
+            Assert.Equal("""["example.com/keep"]""", stored["metadata"]!["finalizers"]?.ToJsonString());
+            Assert.Equal("kube-controller-manager", (string?)stored["metadata"]!["managedFields"]?[0]?["manager"]);
+        }
+    }
+
     public static TheoryData<int, int, int, bool> Timings => new()
     {
         { 15, 10, 2, true },
