@@ -123,7 +123,7 @@ public sealed record ResourceInformerOptions
 /// Steps: (1) list and diff against the cache (Added/Modified/Deleted), then Synced; (2) watch from the last version;
 /// (3) a watch that ends cleanly resumes at once from the last version (event or bookmark), unless it ended sooner than
 /// <see cref="ResourceInformerOptions.MinimumWatchDuration"/> with nothing delivered: that counts as an error (5);
-/// (4) 410 goes back to 1; (5) any other error waits (backoff) and resumes at 2, or 1 if nothing was listed yet. A 403 is
+/// (4) 410 goes back to 1 (after a backoff when the version came from the list just made); (5) any other error waits (backoff) and resumes at 2, or 1 if nothing was listed yet. A 403 is
 /// logged with the RBAC rule that is missing.
 /// </remarks>
 public sealed partial class ResourceInformer<T>
@@ -222,10 +222,11 @@ public sealed partial class ResourceInformer<T>
 
     private async ValueTask SessionAsync(ChannelWriter<InformerEvent<T>> writer, CancellationToken cancellationToken)
     {
+        var listed = _mustList || _resourceVersion is null;
         try
         {
             // Step 1: list and diff.
-            if (_mustList || _resourceVersion is null)
+            if (listed)
             {
                 var (items, listVersion) = await _source.ListAsync(cancellationToken).ConfigureAwait(false);
                 await ApplyListAsync(writer, items, cancellationToken).ConfigureAwait(false);
@@ -248,8 +249,7 @@ public sealed partial class ResourceInformer<T>
                         if (status.Code == 410 || status.Reason is "Expired" or "Gone")
                         {
                             // Step 4: the version left the server's window; list again.
-                            LogExpired(_resourceVersion!, status.Message);
-                            _mustList = true;
+                            Expired(listed, status.Message);
                             return;
                         }
 
@@ -285,8 +285,7 @@ public sealed partial class ResourceInformer<T>
         }
         catch (KubernetesApiException ex) when (ex.IsGone)
         {
-            _mustList = true;
-            LogExpired(_resourceVersion ?? "?", ex.Message);
+            Expired(listed, ex.Message);
         }
         catch (KubernetesApiException ex) when (ex.IsForbidden)
         {
@@ -298,6 +297,21 @@ public sealed partial class ResourceInformer<T>
             // The client's own request timeout, not our shutdown: a failure like any other. Left as an OperationCanceledException
             // it would pass the retry policy (which lets shutdown through) and end the informer for good.
             throw new TimeoutException("The list or watch request timed out.", ex);
+        }
+    }
+
+    /// <summary>
+    /// A 410 for a version that left the server's window lists again at once. For the version a list returned a moment ago it
+    /// is not the window (a server or proxy that cannot keep any watch): listing again at once would be a hot loop of whole
+    /// lists, so that one backs off, as client-go's reflector does.
+    /// </summary>
+    private void Expired(bool listed, string? message)
+    {
+        _mustList = true;
+        LogExpired(_resourceVersion ?? "?", message);
+        if (listed)
+        {
+            throw new IOException($"The watch from resourceVersion {_resourceVersion}, which a list had just returned, expired at once: {message}");
         }
     }
 

@@ -96,6 +96,59 @@ public sealed class ResourceInformerTests : IAsyncLifetime
         Assert.Equal("sharded-svc-2", (await NextAsync(InformerEventKind.Added)).Item!.Metadata.Name);
     }
 
+    [Fact]
+    public async Task RunAsync_EveryWatchExpiresAtOnceEvenAfterAFreshList_BacksOffInsteadOfListingInALoop()
+    {
+        _server.AddPod(Ns, "sharded-svc-0", Labels, ready: true, podIP: "10.0.0.10");
+        _server.ExpireEveryWatch = true;
+        Start();
+        await NextAsync(InformerEventKind.Added);
+        await NextAsync(InformerEventKind.Synced);
+
+        // The clock does not move: a backoff holds the informer after the first 410; a hot loop lists again and again.
+        await Task.Delay(TimeSpan.FromSeconds(1));
+        Assert.InRange(ListRequests, 1, 2);
+
+        // Fixed: the informer lists again after its backoff and watches from there.
+        _server.ExpireEveryWatch = false;
+        await AdvanceUntilAsync(() => _server.ActiveWatchCount == 1);
+        _server.AddPod(Ns, "sharded-svc-1", Labels, ready: true, podIP: "10.0.0.11");
+        await NextAsync(InformerEventKind.Synced);
+        Assert.Equal("sharded-svc-1", (await NextAsync(InformerEventKind.Added)).Item!.Metadata.Name);
+    }
+
+    [Fact]
+    public async Task RunAsync_WatchWindowCompactedLater_ListsAgainAtOnce()
+    {
+        // The usual 410: the version was fine when listed, and later left the window. That one lists again without waiting.
+        _server.AddPod(Ns, "sharded-svc-0", Labels, ready: true, podIP: "10.0.0.10");
+        Start();
+        await NextAsync(InformerEventKind.Added);
+        await NextAsync(InformerEventKind.Synced);
+        await UntilAsync(() => _server.ActiveWatchCount == 1);
+        _server.AddPod(Ns, "sharded-svc-1", Labels, ready: true, podIP: "10.0.0.11");
+        await NextAsync(InformerEventKind.Added); // a watch with events resumes at once when it drops
+
+        // The watch drops; before the informer's next watch arrives, a pod is added and the window compacted past its version.
+        var compacted = 0;
+        _server.BeforeRequest = request =>
+        {
+            if (request.QueryString.Value?.Contains("watch=1", StringComparison.Ordinal) == true && Interlocked.Exchange(ref compacted, 1) == 0)
+            {
+                _server.AddPod(Ns, "sharded-svc-2", Labels, ready: true, podIP: "10.0.0.12");
+                _server.ExpireHistory();
+            }
+
+            return Task.CompletedTask;
+        };
+        _server.DropWatches();
+        Assert.Equal("sharded-svc-2", (await NextAsync(InformerEventKind.Added)).Item!.Metadata.Name);
+        await NextAsync(InformerEventKind.Synced);
+        Assert.Equal(2, ListRequests);
+    }
+
+    private int ListRequests => _server.Requests.Count(static r => !r.Contains("watch=1", StringComparison.Ordinal));
+
     private void Start(int watchTimeoutSeconds = 300)
     {
         var informer = new ResourceInformer<Pod>(

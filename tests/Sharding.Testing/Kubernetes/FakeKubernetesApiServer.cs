@@ -61,6 +61,9 @@ public sealed partial class FakeKubernetesApiServer : IAsyncDisposable
     /// <summary>If set, every watch answers 200 with no event and ends at once, as a proxy that closes watches straight away.</summary>
     public bool EndWatchesAtOnce { get; set; }
 
+    /// <summary>If set, every watch from a resourceVersion gets the 410 Expired event at once, however fresh the version.</summary>
+    public bool ExpireEveryWatch { get; set; }
+
     /// <summary>Runs before every request is handled (after logging, before faults): tests race writes or hold requests here.</summary>
     public Func<HttpRequest, Task>? BeforeRequest { get; set; }
 
@@ -628,7 +631,7 @@ public sealed partial class FakeKubernetesApiServer : IAsyncDisposable
             {
                 var start = long.Parse(rvText, CultureInfo.InvariantCulture);
                 watcher.StartRevision = start;
-                if (start < _compactedRevision)
+                if (start < _compactedRevision || ExpireEveryWatch)
                 {
                     // Fixture watch/08: HTTP 200, one ERROR event with a 410 Expired Status, then the stream ends.
                     var oldest = _history.Count > 0 ? _history[0].Revision : _revision;
