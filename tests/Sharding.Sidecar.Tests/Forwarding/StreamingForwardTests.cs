@@ -141,73 +141,6 @@ public sealed class StreamingForwardTests(ClusterFixture fixture)
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
-    public async Task HundredMegabytes_UpAndDown_WithBoundedMemory(bool http2)
-    {
-        const long Size = 100L * 1024 * 1024;
-        var (key, entry, _) = Forwarded();
-        using var client = Cluster.Client(http2);
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        var baseline = GC.GetTotalMemory(forceFullCollection: true);
-        long peak = 0;
-        using var stop = new CancellationTokenSource();
-        var sampler = Task.Run(async () =>
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                peak = Math.Max(peak, GC.GetTotalMemory(false));
-                try
-                {
-                    await Task.Delay(5, stop.Token);
-                }
-                catch (OperationCanceledException)
-                {
-                    return;
-                }
-            }
-        });
-        var watch = Stopwatch.StartNew();
-
-        using (var upload = Cluster.Request(HttpMethod.Post, $"http://127.0.0.1:{entry.Port}/upload", http2))
-        {
-            upload.Headers.Add("x-shard-key", key);
-            upload.Content = new GeneratedContent(Size);
-            using var response = await client.SendAsync(upload);
-            var body = await response.Content.ReadAsStringAsync();
-            Assert.True(response.IsSuccessStatusCode, body);
-            Assert.Equal("pod-2", body.Split('|')[0]);
-            Assert.Equal(Size.ToString(System.Globalization.CultureInfo.InvariantCulture), body.Split('|')[3]);
-        }
-
-        using (var download = Cluster.Request(HttpMethod.Get, $"http://127.0.0.1:{entry.Port}/download?size={Size}", http2))
-        {
-            download.Headers.Add("x-shard-key", key);
-            using var response = await client.SendAsync(download, HttpCompletionOption.ResponseHeadersRead);
-            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-            var stream = await response.Content.ReadAsStreamAsync();
-            var buffer = new byte[64 * 1024];
-            long total = 0;
-            int read;
-            while ((read = await stream.ReadAsync(buffer)) > 0)
-            {
-                total += read;
-            }
-
-            Assert.Equal(Size, total);
-        }
-
-        await stop.CancelAsync();
-        await sampler;
-
-        // 200 MB crossed two sidecars (and the client and app, all in this process); whole-body buffering anywhere would
-        // show ≥ 100 MB. Pooled 64 KiB buffers and HTTP/2 windows stay far below 48 MB.
-        var growth = peak - baseline;
-        Assert.True(growth < 48L * 1024 * 1024, $"managed heap grew by {growth / (1024 * 1024)} MB while moving 200 MB in {watch.Elapsed}");
-    }
-
-    [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
     public async Task ClientAbort_CancelsTheAppRequestThroughTwoSidecars(bool http2)
     {
         var (key, entry, app) = Forwarded("pod-1");
@@ -243,7 +176,7 @@ public sealed class StreamingForwardTests(ClusterFixture fixture)
     }
 
     /// <summary>A body of <c>size</c> bytes produced on the fly (never held in memory).</summary>
-    private sealed class GeneratedContent(long size, bool knownLength = true) : HttpContent
+    internal sealed class GeneratedContent(long size, bool knownLength = true) : HttpContent
     {
         protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context)
         {
