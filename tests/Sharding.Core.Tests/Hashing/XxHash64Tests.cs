@@ -174,10 +174,18 @@ public sealed class XxHash64Tests
             sink ^= XxHash64.HashUtf8(key);
         }
 
-        var before = GC.GetAllocatedBytesForCurrentThread();
-        sink ^= HashMany(key, 10_000);
-        var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
-        Assert.Equal(0, allocated);
+        // The fewest bytes over five rounds: an allocation per call shows in every round (10,000 calls), while the runtime's
+        // one-off work on this thread (the callee's on-stack replacement or tier-up landing mid-round: 3,640 bytes once in CI)
+        // shows in one round at most.
+        var fewest = long.MaxValue;
+        for (var round = 0; round < 5; round++)
+        {
+            var before = GC.GetAllocatedBytesForCurrentThread();
+            sink ^= HashMany(key, 10_000);
+            fewest = Math.Min(fewest, GC.GetAllocatedBytesForCurrentThread() - before);
+        }
+
+        Assert.Equal(0, fewest);
         Assert.NotEqual(0UL, sink | 1);
     }
 
