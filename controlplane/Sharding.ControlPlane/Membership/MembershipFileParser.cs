@@ -69,12 +69,12 @@ internal static class MembershipFileParser
             MinimumRingSize = Integer(element, "minRingSize", at, ShardTableOptions.DefaultMinimumRingSize, 1, 1L << 26),
             MaximumRingSize = Integer(element, "maxRingSize", at, ShardTableOptions.DefaultMaximumRingSize, 1, 1L << 26),
         };
-        var hashKey = (String(element, "hashKey", at) ?? "name").ToUpperInvariant() switch
+        var hashKeyText = String(element, "hashKey", at) ?? "name";
+        if (!HashKeySourceNames.TryParse(hashKeyText, out var hashKey))
         {
-            "NAME" => HashKeySource.Name,
-            "ADDRESS" => HashKeySource.Address,
-            var other => throw new FormatException($"{at}.hashKey: '{other.ToLowerInvariant()}' is not name or address"),
-        };
+            throw new FormatException($"{at}.hashKey: '{hashKeyText.ToLowerInvariant()}' is not name or address");
+        }
+
 
         var rules = ImmutableArray.CreateBuilder<ShardKeyRule>();
         if (element.TryGetProperty("keyRules", out var rulesElement))

@@ -279,16 +279,9 @@ internal sealed partial class PodMembershipSource : IMembershipSource
         }
 
         var hashKey = HashKeySource.Name;
-        if (chosen.TryGetValue(HashKeyAnnotation, out var hashKeyText))
+        if (chosen.TryGetValue(HashKeyAnnotation, out var hashKeyText) && !HashKeySourceNames.TryParse(hashKeyText, out hashKey))
         {
-            if (string.Equals(hashKeyText, "address", StringComparison.OrdinalIgnoreCase))
-            {
-                hashKey = HashKeySource.Address;
-            }
-            else if (!string.Equals(hashKeyText, "name", StringComparison.OrdinalIgnoreCase))
-            {
-                Invalid(service, HashKeyAnnotation, hashKeyText, "use name or address");
-            }
+            Invalid(service, HashKeyAnnotation, hashKeyText, "use name or address");
         }
 
         return new ServiceMembership(service, members, algorithm, table, policy, hashKey);

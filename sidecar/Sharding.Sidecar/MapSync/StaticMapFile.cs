@@ -77,7 +77,7 @@ internal static class StaticMapFile
         }
 
         var hashKey = HashKeySource.Name;
-        if (doc.HashKey is { } hashKeyText && !TryParseHashKey(hashKeyText, out hashKey))
+        if (doc.HashKey is { } hashKeyText && !HashKeySourceNames.TryParse(hashKeyText, out hashKey))
         {
             problems.Add($"'hashKey: {hashKeyText}' is unknown: use name or address");
         }
@@ -175,13 +175,7 @@ internal static class StaticMapFile
         return true;
     }
 
-    // Names only: Enum.TryParse also takes numbers ("7" is an undefined value) and comma lists ("name, address" is Address).
-    private static bool TryParseHashKey(string text, out HashKeySource hashKey)
-    {
-        hashKey = text.Equals("address", StringComparison.OrdinalIgnoreCase) ? HashKeySource.Address : HashKeySource.Name;
-        return hashKey == HashKeySource.Address || text.Equals("name", StringComparison.OrdinalIgnoreCase);
-    }
-
+    // Names only: Enum.TryParse also takes numbers ("7" is an undefined value) and comma lists ("reject, fixedMember").
     private static bool TryParseNoKey(string text, out NoKeyAction noKey)
     {
         noKey = text.Equals("serveLocally", StringComparison.OrdinalIgnoreCase) ? NoKeyAction.ServeLocally
