@@ -22,7 +22,7 @@ internal sealed partial class LeaderRelay(
 {
     private readonly ILogger _logger = loggerFactory.CreateLogger<LeaderRelay>();
     private readonly Channel<bool> _wake = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
-    private string? _target;
+    private string? _target; // the leader relayed (written by the loop only; read by OnHeldAhead)
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -31,7 +31,6 @@ internal sealed partial class LeaderRelay(
         elector.Changed += OnChanged;
         registry.HeldAhead += OnHeldAhead;
         AssignmentsWatcher? watcher = null;
-        string? target = null;
         try
         {
             _wake.Writer.TryWrite(true);
@@ -40,7 +39,7 @@ internal sealed partial class LeaderRelay(
                 await _wake.Reader.ReadAsync(stoppingToken).ConfigureAwait(false);
                 var state = elector.Current;
                 var desired = !state.IsLeader && state.LeaderAddress is { } a && !string.Equals(a.TrimEnd('/'), self, StringComparison.Ordinal) ? a : null;
-                if (string.Equals(desired, target, StringComparison.Ordinal))
+                if (string.Equals(desired, _target, StringComparison.Ordinal))
                 {
                     continue;
                 }
@@ -49,10 +48,9 @@ internal sealed partial class LeaderRelay(
                 {
                     await watcher.DisposeAsync().ConfigureAwait(false);
                     watcher = null;
-                    Log.RelayStopped(_logger, target!);
+                    Log.RelayStopped(_logger, _target!);
                 }
 
-                target = desired;
                 Volatile.Write(ref _target, desired);
                 if (desired is not null)
                 {

@@ -64,7 +64,8 @@ internal sealed class ShardMapRegistry
     public event Action<string, long, ulong>? HeldAhead;
 
     /// <summary>Notes what a subscriber says it holds (its WatchRequest's <c>known_generation</c> and <c>known_checksum</c>).</summary>
-    public void NoteHeld(string service, long generation, ulong checksum)
+    /// <returns>Whether this replica never published it (and it is above any such claim noted before).</returns>
+    public bool NoteHeld(string service, long generation, ulong checksum)
     {
         lock (_gate)
         {
@@ -73,13 +74,14 @@ internal sealed class ShardMapRegistry
                 : generation > 0;
             if (!ahead || (_heldAhead.TryGetValue(service, out var noted) && generation <= noted))
             {
-                return;
+                return false;
             }
 
             _heldAhead[service] = generation;
         }
 
         HeldAhead?.Invoke(service, generation, checksum);
+        return true;
     }
 
     /// <summary>

@@ -108,16 +108,17 @@ internal sealed partial class WatchHandler(
             return;
         }
 
-        if (!all && watch.KnownGeneration is > 0 and <= long.MaxValue)
+        var remote = context.Connection.RemoteIpAddress;
+        if (!all && watch.KnownGeneration is > 0 and <= long.MaxValue && registry.NoteHeld(service, (long)watch.KnownGeneration, watch.KnownChecksum))
         {
-            registry.NoteHeld(service, (long)watch.KnownGeneration, watch.KnownChecksum);
+            // Who made the claim: a raise of the leader's epoch follows from it, and the claim is not authenticated.
+            Log.SubscriberHoldsUnpublished(logger, watch.Pod, service, (long)watch.KnownGeneration, remote);
         }
 
         var ping = watch.PingIntervalMs == 0
             ? _options.PingInterval
             : TimeSpan.FromMilliseconds(Math.Clamp(watch.PingIntervalMs, _options.MinPingInterval.TotalMilliseconds, TimeSpan.FromMinutes(1).TotalMilliseconds));
         metrics.SubscriberOpened();
-        var remote = context.Connection.RemoteIpAddress;
         Log.SubscriberOpened(logger, watch.Pod, all ? "*" : service, (long)watch.KnownGeneration, remote);
         var reason = "error";
         try
@@ -311,6 +312,9 @@ internal sealed partial class WatchHandler(
 
         [LoggerMessage(EventId = 402, EventName = "SubscriberClosed", Level = LogLevel.Debug, Message = "Watch of {Pod} for {Service} ended: {Reason}")]
         public static partial void SubscriberClosed(ILogger logger, string pod, string service, string reason);
+
+        [LoggerMessage(EventId = 404, EventName = "SubscriberHoldsUnpublished", Level = LogLevel.Information, Message = "Watch by {Pod} for {Service} from {RemoteAddress} holds generation {KnownGeneration}, which this replica never published")]
+        public static partial void SubscriberHoldsUnpublished(ILogger logger, string pod, string service, long knownGeneration, System.Net.IPAddress? remoteAddress);
 
         [LoggerMessage(EventId = 403, EventName = "SubscriberTooSlow", Level = LogLevel.Warning, Message = "Watch of {Pod} for {Service} from {RemoteAddress} read nothing for the stall timeout; resetting it (ENHANCE_YOUR_CALM) so it re-subscribes")]
         public static partial void SubscriberTooSlow(ILogger logger, string pod, string service, System.Net.IPAddress? remoteAddress);

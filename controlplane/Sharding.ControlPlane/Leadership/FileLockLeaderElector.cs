@@ -44,7 +44,7 @@ internal sealed partial class FileLockLeaderElector(
     public async Task RunAsync(CancellationToken cancellationToken)
     {
         var (_, grpc) = await endpoints.Bound.WaitAsync(cancellationToken).ConfigureAwait(false);
-        var address = _address = (endpoints.AdvertisedGrpcUrl ?? grpc).ToString().TrimEnd('/');
+        _address = (endpoints.AdvertisedGrpcUrl ?? grpc).ToString().TrimEnd('/');
         Directory.CreateDirectory(Path.GetDirectoryName(LeasePath)!);
         try
         {
@@ -56,7 +56,7 @@ internal sealed partial class FileLockLeaderElector(
                     var epoch = Math.Max(ReadEpoch(), Current.Epoch) + 1;
                     lock (_gate)
                     {
-                        Lead(epoch, address);
+                        Lead(epoch);
                     }
 
                     Log.Acquired(logger, _options.ReplicaId, epoch, LeasePath);
@@ -105,17 +105,17 @@ internal sealed partial class FileLockLeaderElector(
             }
 
             Log.Raising(logger, _options.ReplicaId, current.Epoch, epoch + 1);
-            Lead(epoch + 1, _address!);
+            Lead(epoch + 1);
             return true;
         }
     }
 
     /// <summary>Records <paramref name="epoch"/> in the epoch file and this replica in the leader file, then publishes it.</summary>
-    private void Lead(long epoch, string address)
+    private void Lead(long epoch)
     {
         WriteAtomically(EpochPath, epoch.ToString(CultureInfo.InvariantCulture));
-        WriteAtomically(LeaderPath, JsonSerializer.Serialize(new LeaderRecord(_options.ReplicaId, address, epoch)));
-        Set(new LeadershipState(true, epoch, _options.ReplicaId, address));
+        WriteAtomically(LeaderPath, JsonSerializer.Serialize(new LeaderRecord(_options.ReplicaId, _address!, epoch)));
+        Set(new LeadershipState(true, epoch, _options.ReplicaId, _address));
     }
 
     private bool TryAcquire()

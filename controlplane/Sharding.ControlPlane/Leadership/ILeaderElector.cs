@@ -47,7 +47,8 @@ internal static class EpochRaise
     /// <summary>
     /// The largest raise accepted at once. A Lease's <c>leaseTransitions</c> is an int32 that a deleted Lease restarts from 0;
     /// a real fleet holds an epoch no higher than the old Lease's transitions, far below this. A forged WatchRequest cannot push
-    /// the epoch to the int32 limit (where no replica could ever take over) in one step; each raise is logged with the subscriber.
+    /// the epoch to the int32 limit (where no replica could ever take over) in one step; each claim is logged with the subscriber
+    /// that made it (WatchHandler) and each raise by the elector.
     /// </summary>
     public const long MaxStep = 1 << 20;
 

@@ -123,8 +123,8 @@ public sealed record ResourceInformerOptions
 /// Steps: (1) list and diff against the cache (Added/Modified/Deleted), then Synced; (2) watch from the last version;
 /// (3) a watch that ends cleanly resumes at once from the last version (event or bookmark), unless it ended sooner than
 /// <see cref="ResourceInformerOptions.MinimumWatchDuration"/> with nothing delivered: that counts as an error (5);
-/// (4) 410 goes back to 1 (after a backoff when the version came from the list just made); (5) any other error waits (backoff) and resumes at 2, or 1 if nothing was listed yet. A 403 is
-/// logged with the RBAC rule that is missing.
+/// (4) 410 goes back to 1 (after a backoff when the version came from the list just made); (5) any other error waits (backoff)
+/// and resumes at 2, or 1 if nothing was listed yet. A 403 is logged with the RBAC rule that is missing.
 /// </remarks>
 public sealed partial class ResourceInformer<T>
     where T : class
