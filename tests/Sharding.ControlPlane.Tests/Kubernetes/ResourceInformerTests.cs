@@ -38,11 +38,8 @@ public sealed class ResourceInformerTests : IAsyncLifetime
     [Fact]
     public async Task RunAsync_EveryWatchEndsAtOnce_BacksOffInsteadOfHammeringTheServer()
     {
-        _server.AddPod(Ns, "sharded-svc-0", Labels, ready: true, podIP: "10.0.0.10");
         _server.EndWatchesAtOnce = true;
-        Start();
-        await NextAsync(InformerEventKind.Added);
-        await NextAsync(InformerEventKind.Synced);
+        await StartWithOnePodAsync();
 
         // The clock does not move: a backoff holds the informer after the first empty watch; a hot loop sends hundreds.
         await Task.Delay(TimeSpan.FromSeconds(1));
@@ -66,10 +63,7 @@ public sealed class ResourceInformerTests : IAsyncLifetime
     public async Task RunAsync_WatchLastsItsTimeoutWithoutEvents_ResumesAtOnce()
     {
         // A quiet watch that the server ends at timeoutSeconds is normal: no backoff, the clock need not move for the next one.
-        _server.AddPod(Ns, "sharded-svc-0", Labels, ready: true, podIP: "10.0.0.10");
-        Start(watchTimeoutSeconds: 5);
-        await NextAsync(InformerEventKind.Added);
-        await NextAsync(InformerEventKind.Synced);
+        await StartWithOnePodAsync(watchTimeoutSeconds: 5);
         await UntilAsync(() => _server.ActiveWatchCount == 1);
 
         _time.Advance(TimeSpan.FromSeconds(5));
@@ -82,10 +76,7 @@ public sealed class ResourceInformerTests : IAsyncLifetime
     public async Task RunAsync_WatchEndsAtOnceAfterDeliveringEvents_ResumesAtOnce()
     {
         // Events prove the watch works: a resume right after them (the connection was recycled) is not held back.
-        _server.AddPod(Ns, "sharded-svc-0", Labels, ready: true, podIP: "10.0.0.10");
-        Start();
-        await NextAsync(InformerEventKind.Added);
-        await NextAsync(InformerEventKind.Synced);
+        await StartWithOnePodAsync();
         await UntilAsync(() => _server.ActiveWatchCount == 1);
 
         _server.AddPod(Ns, "sharded-svc-1", Labels, ready: true, podIP: "10.0.0.11");
@@ -99,11 +90,8 @@ public sealed class ResourceInformerTests : IAsyncLifetime
     [Fact]
     public async Task RunAsync_EveryWatchExpiresAtOnceEvenAfterAFreshList_BacksOffInsteadOfListingInALoop()
     {
-        _server.AddPod(Ns, "sharded-svc-0", Labels, ready: true, podIP: "10.0.0.10");
         _server.ExpireEveryWatch = true;
-        Start();
-        await NextAsync(InformerEventKind.Added);
-        await NextAsync(InformerEventKind.Synced);
+        await StartWithOnePodAsync();
 
         // The clock does not move: a backoff holds the informer after the first 410; a hot loop lists again and again.
         await Task.Delay(TimeSpan.FromSeconds(1));
@@ -121,10 +109,7 @@ public sealed class ResourceInformerTests : IAsyncLifetime
     public async Task RunAsync_WatchWindowCompactedLater_ListsAgainAtOnce()
     {
         // The usual 410: the version was fine when listed, and later left the window. That one lists again without waiting.
-        _server.AddPod(Ns, "sharded-svc-0", Labels, ready: true, podIP: "10.0.0.10");
-        Start();
-        await NextAsync(InformerEventKind.Added);
-        await NextAsync(InformerEventKind.Synced);
+        await StartWithOnePodAsync();
         await UntilAsync(() => _server.ActiveWatchCount == 1);
         _server.AddPod(Ns, "sharded-svc-1", Labels, ready: true, podIP: "10.0.0.11");
         await NextAsync(InformerEventKind.Added); // a watch with events resumes at once when it drops
@@ -149,8 +134,10 @@ public sealed class ResourceInformerTests : IAsyncLifetime
 
     private int ListRequests => _server.Requests.Count(static r => !r.Contains("watch=1", StringComparison.Ordinal));
 
-    private void Start(int watchTimeoutSeconds = 300)
+    // One pod listed and reported (Added, Synced): where every test starts.
+    private async Task StartWithOnePodAsync(int watchTimeoutSeconds = 300)
     {
+        _server.AddPod(Ns, "sharded-svc-0", Labels, ready: true, podIP: "10.0.0.10");
         var informer = new ResourceInformer<Pod>(
             new PodListWatchSource(_client, Ns, Selector, watchTimeoutSeconds),
             new ResourceInformerOptions { BackoffBase = TimeSpan.FromSeconds(1), BackoffMax = TimeSpan.FromSeconds(8), UseJitter = false },
@@ -162,6 +149,8 @@ public sealed class ResourceInformerTests : IAsyncLifetime
                 _events.Writer.TryWrite(change);
             }
         });
+        await NextAsync(InformerEventKind.Added);
+        await NextAsync(InformerEventKind.Synced);
     }
 
     private async Task<InformerEvent<Pod>> NextAsync(InformerEventKind kind)
