@@ -117,11 +117,8 @@ public sealed class FileShardMapSourceTests
         // A file at long.MaxValue used to be taken, and then no edit could ever be newer: every later one was ignored.
         var path = Path.Combine(Directory.CreateTempSubdirectory("sharding-map-").FullName, "map.yaml");
         File.WriteAllText(path, Good);
-        var options = Options.Create(new SidecarOptions { PodName = "docs-0", MapFile = path });
-        var store = new ShardMapStore();
-        using var services = new ServiceCollection().AddMetrics().BuildServiceProvider();
-        var metrics = new SidecarMetrics(services.GetRequiredService<IMeterFactory>(), store, new OwnerCircuitStates());
-        var source = new FileShardMapSource(options, metrics, TimeProvider.System, NullLogger<FileShardMapSource>.Instance);
+        var (source, store, services) = Create(path);
+        using var disposeServices = services;
         Assert.True(source.Load(path, store));
         Assert.Equal(1, store.Generation);
 
@@ -141,11 +138,8 @@ public sealed class FileShardMapSourceTests
     {
         var path = Path.Combine(Directory.CreateTempSubdirectory("sharding-map-").FullName, "map.yaml");
         File.WriteAllText(path, Good);
-        var options = Options.Create(new SidecarOptions { PodName = "docs-0", MapFile = path });
-        var store = new ShardMapStore();
-        using var services = new ServiceCollection().AddMetrics().BuildServiceProvider();
-        var metrics = new SidecarMetrics(services.GetRequiredService<IMeterFactory>(), store, new OwnerCircuitStates());
-        var source = new FileShardMapSource(options, metrics, TimeProvider.System, NullLogger<FileShardMapSource>.Instance);
+        var (source, store, services) = Create(path);
+        using var disposeServices = services;
 
         Assert.True(source.Load(path, store));
         Assert.Equal(1, store.Generation);
@@ -289,13 +283,19 @@ public sealed class FileShardMapSourceTests
 
     private static Running Start(string path)
     {
+        var (source, store, services) = Create(path);
+        var stop = new CancellationTokenSource();
+        return new Running(source, store, services, stop, source.RunAsync(store, stop.Token));
+    }
+
+    // A source for docs-0's map file and its store; the caller disposes the services (the metrics' meter factory).
+    private static (FileShardMapSource Source, ShardMapStore Store, ServiceProvider Services) Create(string path)
+    {
         var options = Options.Create(new SidecarOptions { PodName = "docs-0", MapFile = path });
         var store = new ShardMapStore();
         var services = new ServiceCollection().AddMetrics().BuildServiceProvider();
         var metrics = new SidecarMetrics(services.GetRequiredService<IMeterFactory>(), store, new OwnerCircuitStates());
-        var source = new FileShardMapSource(options, metrics, TimeProvider.System, NullLogger<FileShardMapSource>.Instance);
-        var stop = new CancellationTokenSource();
-        return new Running(source, store, services, stop, source.RunAsync(store, stop.Token));
+        return (new FileShardMapSource(options, metrics, TimeProvider.System, NullLogger<FileShardMapSource>.Instance), store, services);
     }
 
     private sealed record Running(FileShardMapSource Source, ShardMapStore Store, ServiceProvider Services, CancellationTokenSource Stop, Task Loop)
