@@ -88,27 +88,8 @@ internal sealed partial class AssignmentService(
 
     private void OnLeadershipChanged(LeadershipState state) => _wake.Writer.TryWrite(true);
 
-    /// <summary>
-    /// A subscriber holds a generation this replica did not publish. Of this epoch or a later one, it comes from an earlier
-    /// incarnation of the Lease, so the leader moves to a higher epoch first (its renewal wakes the loop); of an earlier epoch
-    /// (this leader started with an empty registry), a new generation of this epoch is above it already. Either way the service
-    /// is published again, same content or not, so that its subscribers stop ignoring this leader.
-    /// </summary>
-    private void OnHeldAhead(string service, long generation, ulong checksum)
-    {
-        var state = elector.Current;
-        if (!state.IsLeader)
-        {
-            return;
-        }
-
-        if (generation >> 32 >= state.Epoch)
-        {
-            elector.RaiseEpochAbove(generation >> 32);
-        }
-
-        _wake.Writer.TryWrite(true);
-    }
+    /// <summary>A subscriber holds a generation this replica did not publish: the loop publishes that service again (see Publish).</summary>
+    private void OnHeldAhead(string service, long generation, ulong checksum) => _wake.Writer.TryWrite(true);
 
     private async Task WatchMembershipAsync(CancellationToken cancellationToken)
     {
@@ -164,7 +145,11 @@ internal sealed partial class AssignmentService(
 
             if (generation <= heldAbove)
             {
-                // Published anyway (a new subscriber can use it); the epoch raise under way publishes it again above heldAbove.
+                // A subscriber holds a generation of this epoch or a later one that this leader never published: an earlier
+                // incarnation of the Lease (deleted, so its epochs restarted). Decided here, on the leader's loop, so a claim
+                // noted before this replica led counts too. The raise's renewal wakes the loop, which publishes above it;
+                // this one goes out anyway, for subscribers that hold nothing yet.
+                elector.RaiseEpochAbove(heldAbove >> 32);
                 Log.BelowHeld(logger, service, generation, heldAbove);
             }
 

@@ -128,9 +128,10 @@ public sealed class KubernetesModeTests
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public async Task LeaseDeleted_NewInstallation_RaisesItsEpochAboveWhatSubscribersHold(bool throughFollower)
+    [InlineData(false, false)]
+    [InlineData(true, false)]
+    [InlineData(false, true)]
+    public async Task LeaseDeleted_NewInstallation_RaisesItsEpochAboveWhatSubscribersHold(bool throughFollower, bool claimBeforeElection)
     {
         // A long-lived installation: the Lease has seen 6 transitions, so its leader publishes generations of epoch 7.
         await using var api = await FakeKubernetesApiServer.StartAsync();
@@ -162,12 +163,34 @@ public sealed class KubernetesModeTests
         await old.App.StopAsync();
         await old.App.DisposeAsync();
         Assert.True(api.Delete("leases", "sharding-system", "sharding-controlplane"));
+        if (claimBeforeElection)
+        {
+            // Someone else holds the new Lease for its first seconds: the watcher reaches cp-1 while it only follows.
+            api.Create("leases", "sharding-system", new JsonObject
+            {
+                ["metadata"] = new JsonObject { ["name"] = "sharding-controlplane" },
+                ["spec"] = new JsonObject { ["holderIdentity"] = "ghost", ["leaseDurationSeconds"] = 3, ["leaseTransitions"] = 0 },
+            });
+        }
+
         var leader = await StartReplicaAsync(api, "cp-1", ports[1]);
         WebApplication? follower = null;
         try
         {
             var elector = leader.App.Services.GetRequiredService<ILeaderElector>();
-            for (var i = 0; i < 200 && !elector.Current.IsLeader; i++)
+            if (claimBeforeElection)
+            {
+                var registry = leader.App.Services.GetRequiredService<ShardMapRegistry>();
+                for (var i = 0; i < 200 && registry.HeldAbove("carts") == 0; i++)
+                {
+                    await Task.Delay(10);
+                }
+
+                Assert.True(registry.HeldAbove("carts") > 0, "the watcher did not reach cp-1");
+                Assert.False(elector.Current.IsLeader, "cp-1 led before the watcher reached it: the test proves nothing");
+            }
+
+            for (var i = 0; i < 400 && !elector.Current.IsLeader; i++)
             {
                 await Task.Delay(25);
             }
