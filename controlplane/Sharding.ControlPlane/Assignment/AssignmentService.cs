@@ -132,6 +132,15 @@ internal sealed partial class AssignmentService(
 
             var hasCurrent = registry.TryGet(service, out var current);
             var heldAbove = registry.HeldAbove(service);
+            if (heldAbove != 0 && heldAbove >> 32 >= state.Epoch && elector.RaiseEpochAbove(heldAbove >> 32))
+            {
+                // A subscriber holds a generation of this epoch or a later one that this leader never published: an earlier
+                // incarnation of the Lease (deleted, so its epochs restarted). Decided here, on the leader's loop, so a claim
+                // noted before this replica led counts too. The raise wakes the loop, which publishes in the new epoch; not
+                // now, in this one, where a generation above the claim would settle it without a new epoch.
+                continue;
+            }
+
             if (hasCurrent && heldAbove == 0 && ShardMapCodec.HasSameContent(current.Map, candidate))
             {
                 continue;
@@ -145,11 +154,7 @@ internal sealed partial class AssignmentService(
 
             if (generation <= heldAbove)
             {
-                // A subscriber holds a generation of this epoch or a later one that this leader never published: an earlier
-                // incarnation of the Lease (deleted, so its epochs restarted). Decided here, on the leader's loop, so a claim
-                // noted before this replica led counts too. The raise's renewal wakes the loop, which publishes above it;
-                // this one goes out anyway, for subscribers that hold nothing yet.
-                elector.RaiseEpochAbove(heldAbove >> 32);
+                // The raise was refused (out of bounds): published anyway, for subscribers that hold nothing yet.
                 Log.BelowHeld(logger, service, generation, heldAbove);
             }
 
@@ -171,7 +176,7 @@ internal sealed partial class AssignmentService(
         [LoggerMessage(EventId = 301, EventName = "GenerationPublished", Level = LogLevel.Information, Message = "Published {Service} generation {Generation} with {MemberCount} members (epoch {Epoch})")]
         public static partial void Published(ILogger logger, string service, long generation, int memberCount, long epoch);
 
-        [LoggerMessage(EventId = 303, EventName = "GenerationBelowHeld", Level = LogLevel.Warning, Message = "Published {Service} generation {Generation}, below generation {Held} that a subscriber holds: it ignores this one until the leader's epoch is raised")]
+        [LoggerMessage(EventId = 303, EventName = "GenerationBelowHeld", Level = LogLevel.Warning, Message = "Published {Service} generation {Generation}, below generation {Held} that a subscriber holds and that the leader's epoch was not raised above: that subscriber ignores it")]
         public static partial void BelowHeld(ILogger logger, string service, long generation, long held);
 
         [LoggerMessage(EventId = 302, EventName = "InvalidService", Level = LogLevel.Error, Message = "Service {Service} cannot be mapped, keeping its last map: {Reason}")]

@@ -37,7 +37,10 @@ internal interface ILeaderElector
     /// the next Lease write, which raises <see cref="Changed"/> with the new epoch.
     /// </summary>
     /// <param name="epoch">The epoch of the generation a subscriber holds.</param>
-    /// <returns>false when ignored: this replica does not lead, its epoch is above already, or the claim is out of range.</returns>
+    /// <returns>
+    /// true when the epoch is (or is about to be) above <paramref name="epoch"/>; false when ignored: this replica does not lead,
+    /// its epoch is above already, or the claim is out of range.
+    /// </returns>
     bool RaiseEpochAbove(long epoch);
 }
 

@@ -100,9 +100,14 @@ internal sealed partial class LeaseLeaderElector : ILeaderElector, IDisposable
         TaskCompletionSource? delay;
         lock (_gate)
         {
-            if (!_current.IsLeader || epoch < _current.Epoch || epoch <= _epochFloor)
+            if (!_current.IsLeader || epoch < _current.Epoch)
             {
                 return false;
+            }
+
+            if (epoch <= _epochFloor)
+            {
+                return true; // under way: the next renewal goes above it
             }
 
             if (!EpochRaise.Allowed(_current.Epoch, epoch))

@@ -133,7 +133,7 @@ public sealed class KubernetesModeTests
     [InlineData(false, true)]
     public async Task LeaseDeleted_NewInstallation_RaisesItsEpochAboveWhatSubscribersHold(bool throughFollower, bool claimBeforeElection)
     {
-        // A long-lived installation: the Lease has seen 6 transitions, so its leader publishes generations of epoch 7.
+        // A long-lived installation: the Lease has seen 6 transitions, so its leader publishes generations of epoch 7 (or more).
         await using var api = await FakeKubernetesApiServer.StartAsync();
         var labels = new Dictionary<string, string> { ["sharding.dev/service"] = "carts" };
         api.AddPod(Ns, "carts-0", labels, ready: true, podIP: "10.0.0.10");
@@ -156,10 +156,11 @@ public sealed class KubernetesModeTests
         watcher.Start();
         Assert.True(await watcher.Store.WaitForGenerationAsync(7L << 32, TimeSpan.FromSeconds(20), default));
         var held = watcher.Store.Current!;
-        Assert.Equal(7, held.Generation >> 32);
+        var heldEpoch = held.Generation >> 32; // 7, or 8 when a cold start let cp-0's first renewal miss its 1 s deadline
+        Assert.True(heldEpoch >= 7, $"epoch {heldEpoch}");
 
         // The control plane's namespace is reinstalled: replicas and Lease gone, the sidecars (here a watcher) keep running and
-        // holding epoch 7. The new leader creates the Lease at epoch 0 and, told what the subscribers hold, moves above it.
+        // holding that epoch. The new leader creates the Lease at epoch 0 and, told what the subscribers hold, moves above it.
         await old.App.StopAsync();
         await old.App.DisposeAsync();
         Assert.True(api.Delete("leases", "sharding-system", "sharding-controlplane"));
@@ -201,9 +202,9 @@ public sealed class KubernetesModeTests
             var moved = await watcher.Store.WaitForGenerationAsync(held.Generation + 1, TimeSpan.FromSeconds(20), default);
             var now = watcher.Store.Current!;
             Assert.True(moved, $"the watcher still holds generation {now.Generation} (epoch {now.Generation >> 32})");
-            Assert.True(now.Generation >> 32 >= 8, $"generation {now.Generation} is not of an epoch above 7");
+            Assert.True(now.Generation >> 32 > heldEpoch, $"generation {now.Generation} is not of an epoch above {heldEpoch}");
             Assert.Equal(["carts-0", "carts-1"], now.Members.Select(m => m.Name));
-            Assert.True((int?)api.Get("leases", "sharding-system", "sharding-controlplane")!["spec"]!["leaseTransitions"] >= 8);
+            Assert.True((int?)api.Get("leases", "sharding-system", "sharding-controlplane")!["spec"]!["leaseTransitions"] > heldEpoch);
             Assert.Equal(elector.Current.Epoch, (long?)api.Get("leases", "sharding-system", "sharding-controlplane")!["spec"]!["leaseTransitions"]);
         }
         finally
