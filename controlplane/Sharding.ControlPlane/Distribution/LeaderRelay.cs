@@ -73,6 +73,12 @@ internal sealed partial class LeaderRelay(
                     watcher.PingReceived += _ => registry.MarkSynced();
                     watcher.Start();
                     Log.RelayStarted(_logger, desired, state.Epoch);
+
+                    // Claims noted while this follower knew no leader (a re-election) or relayed another one reach this leader too.
+                    foreach (var (service, generation, checksum) in registry.UnsettledClaims())
+                    {
+                        _ = ProbeAsync(desired, service, generation, checksum);
+                    }
                 }
             }
         }

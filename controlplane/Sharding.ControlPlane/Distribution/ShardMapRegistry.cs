@@ -27,7 +27,7 @@ internal sealed record Publication(
 internal sealed class ShardMapRegistry
 {
     private readonly ConcurrentDictionary<string, Publication> _current = new(StringComparer.Ordinal);
-    private readonly ConcurrentDictionary<string, long> _heldAhead = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, (long Generation, ulong Checksum)> _heldAhead = new(StringComparer.Ordinal);
     private readonly object _gate = new();
     private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private volatile bool _synced;
@@ -72,12 +72,12 @@ internal sealed class ShardMapRegistry
             var ahead = _current.TryGetValue(service, out var current)
                 ? generation > current.Map.Generation || (generation == current.Map.Generation && checksum != current.Map.Checksum)
                 : generation > 0;
-            if (!ahead || (_heldAhead.TryGetValue(service, out var noted) && generation <= noted))
+            if (!ahead || (_heldAhead.TryGetValue(service, out var noted) && generation <= noted.Generation))
             {
                 return false;
             }
 
-            _heldAhead[service] = generation;
+            _heldAhead[service] = (generation, checksum);
         }
 
         HeldAhead?.Invoke(service, generation, checksum);
@@ -89,7 +89,27 @@ internal sealed class ShardMapRegistry
     /// was noted with other content), else 0: the leader publishes the service again above it.
     /// </summary>
     public long HeldAbove(string service) =>
-        _heldAhead.TryGetValue(service, out var held) && (!_current.TryGetValue(service, out var current) || current.Map.Generation <= held) ? held : 0;
+        _heldAhead.TryGetValue(service, out var held) && !Supersedes(service, held.Generation) ? held.Generation : 0;
+
+    /// <summary>
+    /// The claims noted (<see cref="NoteHeld"/>) that this replica's current maps do not supersede, as raised by
+    /// <see cref="HeldAhead"/>: a follower that starts relaying a leader passes them on, as it had no leader to tell before.
+    /// </summary>
+    public List<(string Service, long Generation, ulong Checksum)> UnsettledClaims()
+    {
+        var claims = new List<(string, long, ulong)>();
+        foreach (var (service, held) in _heldAhead)
+        {
+            if (!Supersedes(service, held.Generation))
+            {
+                claims.Add((service, held.Generation, held.Checksum));
+            }
+        }
+
+        return claims;
+    }
+
+    private bool Supersedes(string service, long held) => _current.TryGetValue(service, out var current) && current.Map.Generation > held;
 
     /// <summary>Publishes <paramref name="map"/> when newer than the service's current generation.</summary>
     public bool Publish(ShardMap map, long leaderEpoch, string? leaderId, long publishedUnixMs)

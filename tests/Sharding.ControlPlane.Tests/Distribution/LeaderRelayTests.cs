@@ -1,0 +1,81 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+using Sharding.ControlPlane.Distribution;
+using Sharding.ControlPlane.Hosting;
+using Sharding.ControlPlane.Leadership;
+using Sharding.ControlPlane.Tests.Hosting;
+
+namespace Sharding.ControlPlane.Tests.Distribution;
+
+/// <summary>A follower's <see cref="LeaderRelay"/> against a real leader replica (local mode), with the follower's election scripted.</summary>
+public sealed class LeaderRelayTests
+{
+    private static readonly TimeSpan Wait = TimeSpan.FromSeconds(20);
+
+    [Fact]
+    public async Task ClaimNotedWhileNoLeaderIsKnown_ReachesTheLeaderOnceTheFollowerLearnsIt_WhichRaisesItsEpochAboveIt()
+    {
+        using var cluster = new TempCluster();
+        cluster.Write(TempCluster.Yaml(3));
+        await using var leader = await ControlPlaneReplica.StartAsync(cluster.Directory, "a");
+        Assert.True(await leader.WaitAsync(r => r.Registry.IsSynced && r.Registry.All.Any(), Wait));
+        var epoch = leader.Elector.Current.Epoch;
+
+        // The follower during a re-election: it knows no leader when a sidecar tells it what it holds, a generation of an epoch
+        // this installation never reached (its Lease was deleted and restarted from 0).
+        var elector = new ScriptedElector();
+        var registry = new ShardMapRegistry();
+        var endpoints = new ControlPlaneEndpoints();
+        endpoints.SetBound(new Uri("http://127.0.0.1:1"), new Uri("http://127.0.0.1:2"), new Uri("http://127.0.0.1:2"));
+        using var services = new ServiceCollection().AddMetrics().BuildServiceProvider();
+        var metrics = new ControlPlaneMetrics(services.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>(), registry, elector);
+        using var relay = new LeaderRelay(
+            elector, registry, endpoints, metrics, Options.Create(new ControlPlaneOptions { ReplicaId = "b" }), TimeProvider.System, NullLoggerFactory.Instance);
+        await relay.StartAsync(CancellationToken.None);
+        try
+        {
+            var claimed = ((epoch + 5) << 32) | 3;
+            Assert.True(registry.NoteHeld("sharded-svc", claimed, checksum: 42));
+            Assert.Equal([("sharded-svc", claimed, 42UL)], registry.UnsettledClaims());
+            await Task.Delay(300);
+            Assert.Equal(0, leader.Registry.HeldAbove("sharded-svc")); // nobody to tell yet
+
+            // The election settles: the follower now knows the leader and starts relaying it; the claim goes along.
+            elector.Set(new LeadershipState(false, epoch, "a", leader.GrpcUrl.ToString()));
+            Assert.True(
+                await leader.WaitAsync(r => r.Registry.All.Single().Map.Generation > claimed, Wait),
+                $"the leader still publishes generation {leader.Registry.All.Single().Map.Generation} (epoch {leader.Registry.All.Single().Map.Generation >> 32})");
+
+            // The follower relays the leader's new epoch, which settles the claim.
+            for (var i = 0; i < 200 && registry.UnsettledClaims().Count > 0; i++)
+            {
+                await Task.Delay(50);
+            }
+
+            Assert.Empty(registry.UnsettledClaims());
+            Assert.True(registry.All.Single().Map.Generation > claimed);
+        }
+        finally
+        {
+            await relay.StopAsync(CancellationToken.None);
+        }
+    }
+
+    private sealed class ScriptedElector : ILeaderElector
+    {
+        public LeadershipState Current { get; private set; } = LeadershipState.Unknown;
+
+        public event Action<LeadershipState>? Changed;
+
+        public void Set(LeadershipState state)
+        {
+            Current = state;
+            Changed?.Invoke(state);
+        }
+
+        public Task RunAsync(CancellationToken cancellationToken) => Task.Delay(Timeout.Infinite, cancellationToken);
+
+        public bool RaiseEpochAbove(long epoch) => false;
+    }
+}
