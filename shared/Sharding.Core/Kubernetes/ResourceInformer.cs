@@ -71,12 +71,32 @@ public sealed class PodListWatchSource(KubernetesClient client, string? namespac
     {
         ArgumentNullException.ThrowIfNull(client);
         var list = await client.ListPodsAsync(namespaceName, labelSelector, cancellationToken).ConfigureAwait(false);
-        return (list.Items, list.Metadata.ResourceVersion ?? "0");
+        var items = new Pod[list.Items.Count];
+        for (var i = 0; i < items.Length; i++)
+        {
+            items[i] = WithoutUnreadMetadata(list.Items[i]);
+        }
+
+        return (items, list.Metadata.ResourceVersion ?? "0");
     }
 
     /// <inheritdoc />
-    public IAsyncEnumerable<WatchEvent<Pod>> WatchAsync(string resourceVersion, CancellationToken cancellationToken) =>
-        client.WatchPodsAsync(namespaceName, labelSelector, resourceVersion, allowWatchBookmarks: true, watchTimeoutSeconds, cancellationToken);
+    public async IAsyncEnumerable<WatchEvent<Pod>> WatchAsync(string resourceVersion, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(client);
+        await foreach (var change in client.WatchPodsAsync(namespaceName, labelSelector, resourceVersion, allowWatchBookmarks: true, watchTimeoutSeconds, cancellationToken)
+            .ConfigureAwait(false))
+        {
+            yield return change.Item is { } pod ? change with { Item = WithoutUnreadMetadata(pod) } : change;
+        }
+    }
+
+    /// <summary>
+    /// Pods stay cached for as long as they run, so the metadata fields Sharding never reads (<c>managedFields</c> is a few KB per
+    /// pod) stay out of the cache. <see cref="ObjectMeta"/> keeps them only for objects written back whole (the Lease).
+    /// </summary>
+    private static Pod WithoutUnreadMetadata(Pod pod) =>
+        pod.Metadata.ExtensionData is null ? pod : pod with { Metadata = pod.Metadata with { ExtensionData = null } };
 
     /// <inheritdoc />
     public string KeyOf(Pod item)
