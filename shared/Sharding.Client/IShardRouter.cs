@@ -38,6 +38,10 @@ public interface IShardRouter
     ShardLookup OwnerOf(ReadOnlySpan<char> key);
 
     /// <summary>Waits for the first map (returns at once when one is held).</summary>
+    /// <remarks>
+    /// It completes when the map becomes current, which can be just before <see cref="MapChanged"/> is raised for it: subscribe to
+    /// the event before waiting and expect it for the map returned too.
+    /// </remarks>
     /// <param name="cancellationToken">Cancels the wait (use a timeout source to bound it).</param>
     /// <returns>The current map.</returns>
     /// <exception cref="ShardServiceNotFoundException">The control plane does not know the service.</exception>
