@@ -19,7 +19,7 @@ internal static class MembershipFileParser
         JsonDocument document;
         try
         {
-            document = JsonDocument.Parse(json, new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
+            document = JsonDocument.Parse(json, new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip, AllowDuplicateProperties = false });
         }
         catch (JsonException ex)
         {
@@ -75,7 +75,6 @@ internal static class MembershipFileParser
             throw new FormatException($"{at}.hashKey: '{hashKeyText.ToLowerInvariant()}' is not name or address");
         }
 
-
         var rules = ImmutableArray.CreateBuilder<ShardKeyRule>();
         if (element.TryGetProperty("keyRules", out var rulesElement))
         {
@@ -87,24 +86,27 @@ internal static class MembershipFileParser
             var i = 0;
             foreach (var rule in rulesElement.EnumerateArray())
             {
-                if (rule.ValueKind != JsonValueKind.String || !ShardKeyRule.TryParse(rule.GetString()!, out var parsed, out var error))
+                if (rule.ValueKind != JsonValueKind.String)
                 {
-                    throw new FormatException($"{at}.keyRules[{i}]: {(rule.ValueKind == JsonValueKind.String ? ShardKeyRule.TryParse(rule.GetString()!, out _, out var e) ? string.Empty : e : "must be a string")}");
+                    throw new FormatException($"{at}.keyRules[{i}]: must be a string");
                 }
 
-                _ = error;
+                if (!ShardKeyRule.TryParse(rule.GetString()!, out var parsed, out var error))
+                {
+                    throw new FormatException($"{at}.keyRules[{i}]: {error}");
+                }
+
                 rules.Add(parsed);
                 i++;
             }
         }
 
-        var noKey = (String(element, "noKey", at) ?? "reject").ToUpperInvariant().Replace("-", string.Empty, StringComparison.Ordinal).Replace("_", string.Empty, StringComparison.Ordinal) switch
+        var noKeyText = String(element, "noKey", at) ?? "reject";
+        if (!NoKeyActionNames.TryParse(noKeyText, out var noKey))
         {
-            "REJECT" => NoKeyAction.Reject,
-            "SERVELOCALLY" or "LOCAL" => NoKeyAction.ServeLocally,
-            "FIXEDMEMBER" or "FIXED" => NoKeyAction.FixedMember,
-            var other => throw new FormatException($"{at}.noKey: '{other.ToLowerInvariant()}' is not reject, serve-locally or fixed-member"),
-        };
+            throw new FormatException($"{at}.noKey: '{noKeyText}' is not reject, serve-locally or fixed-member");
+        }
+
         var fallback = String(element, "fallbackMember", at);
         if (noKey == NoKeyAction.FixedMember && string.IsNullOrEmpty(fallback))
         {
@@ -116,7 +118,7 @@ internal static class MembershipFileParser
             Rules = rules.Count == 0 ? ShardKeyPolicy.Default.Rules : rules.ToImmutable(),
             NoKey = noKey,
             FallbackMember = fallback,
-            MaxBodyBytes = (int)Integer(element, "maxBodyBytes", at, ShardKeyPolicy.DefaultMaxBodyBytes, 1, 64L * 1024 * 1024),
+            MaxBodyBytes = (int)Integer(element, "maxBodyBytes", at, ShardKeyPolicy.DefaultMaxBodyBytes, 1, ShardKeyPolicy.MaxBodyBytesLimit),
         };
 
         var members = ImmutableArray.CreateBuilder<ShardMember>();
@@ -208,7 +210,8 @@ internal static class MembershipFileParser
     {
         try
         {
-            var graph = new DeserializerBuilder().Build().Deserialize<object?>(yaml);
+            // A second 'members:' (or 'services:', a service named twice...) must not silently replace the first.
+            var graph = new DeserializerBuilder().WithDuplicateKeyChecking().Build().Deserialize<object?>(yaml);
             return new SerializerBuilder().JsonCompatible().Build().Serialize(graph ?? new Dictionary<string, object>());
         }
         catch (YamlException ex)

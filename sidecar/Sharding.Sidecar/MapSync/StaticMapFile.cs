@@ -130,7 +130,7 @@ internal static class StaticMapFile
             }
 
             var noKey = NoKeyAction.Reject;
-            if (keys.NoKey is { } noKeyText && !TryParseNoKey(noKeyText, out noKey))
+            if (keys.NoKey is { } noKeyText && !NoKeyActionNames.TryParse(noKeyText, out noKey))
             {
                 problems.Add($"'keys.noKey: {noKeyText}' is unknown: use reject, serveLocally or fixedMember");
             }
@@ -140,9 +140,9 @@ internal static class StaticMapFile
                 problems.Add($"'keys.noKey: fixedMember' needs 'keys.fallbackMember' naming one of the members (got '{keys.FallbackMember}')");
             }
 
-            if (keys.MaxBodyBytes is < 1 or > 16 * 1024 * 1024)
+            if (keys.MaxBodyBytes is < 1 or > ShardKeyPolicy.MaxBodyBytesLimit)
             {
-                problems.Add($"'keys.maxBodyBytes: {keys.MaxBodyBytes}' must be 1..16777216");
+                problems.Add($"'keys.maxBodyBytes: {keys.MaxBodyBytes}' must be 1..{ShardKeyPolicy.MaxBodyBytesLimit}");
             }
 
             policy = new ShardKeyPolicy
@@ -173,15 +173,6 @@ internal static class StaticMapFile
 
         error = null;
         return true;
-    }
-
-    // Names only: Enum.TryParse also takes numbers ("7" is an undefined value) and comma lists ("reject, fixedMember").
-    private static bool TryParseNoKey(string text, out NoKeyAction noKey)
-    {
-        noKey = text.Equals("serveLocally", StringComparison.OrdinalIgnoreCase) ? NoKeyAction.ServeLocally
-            : text.Equals("fixedMember", StringComparison.OrdinalIgnoreCase) ? NoKeyAction.FixedMember
-            : NoKeyAction.Reject;
-        return noKey != NoKeyAction.Reject || text.Equals("reject", StringComparison.OrdinalIgnoreCase);
     }
 
     private sealed class MapDocument

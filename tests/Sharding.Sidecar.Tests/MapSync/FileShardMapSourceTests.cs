@@ -60,6 +60,7 @@ public sealed class FileShardMapSourceTests
     [InlineData("service: s\nmembers: [{name: a, address: x}]\nkeys:\n  rules:\n    - header:x-a\n    -\n", "keys.rules[1] is empty")]
     [InlineData("service: s\nmembers: [{name: a, address: x}, {name: b, address: y}]\nkeys: {noKey: reject}\nmembers: [{name: a, address: x}]", "line 4, column 1: Encountered duplicate key members")]
     [InlineData("{\"service\":\"s\",\"members\":[{\"name\":\"a\",\"address\":\"x\",\"name\":\"b\"}]}", "Encountered duplicate key name")]
+    [InlineData("service: s\nmembers: [{name: a, address: x}]\nkeys: {maxBodyBytes: 16777217}", "'keys.maxBodyBytes: 16777217' must be 1..16777216")]
     public void Parse_Bad_SaysWhat(string text, string expected)
     {
         Assert.False(StaticMapFile.TryParse(text, 1, out _, out var error));
@@ -87,6 +88,8 @@ public sealed class FileShardMapSourceTests
     [InlineData("hashKey: Address\nkeys: {noKey: ServeLocally}", HashKeySource.Address, NoKeyAction.ServeLocally)]
     [InlineData("hashKey: name\nkeys: {noKey: reject}", HashKeySource.Name, NoKeyAction.Reject)]
     [InlineData("keys: {noKey: FIXEDMEMBER, fallbackMember: a}", HashKeySource.Name, NoKeyAction.FixedMember)]
+    [InlineData("keys: {noKey: serve-locally}", HashKeySource.Name, NoKeyAction.ServeLocally)] // the membership file's spelling
+    [InlineData("keys: {noKey: fixed-member, fallbackMember: a}", HashKeySource.Name, NoKeyAction.FixedMember)]
     public void Parse_EnumSettingNames_AnyCase(string lines, HashKeySource hashKey, NoKeyAction noKey)
     {
         Assert.True(StaticMapFile.TryParse($"service: s\n{lines}\nmembers: [{{name: a, address: x}}]", 1, out var map, out var error), error);
