@@ -28,8 +28,12 @@ internal sealed partial class PodMembershipSource : IMembershipSource
     internal const string SidecarPortAnnotation = "sharding.dev/sidecar-port";
     internal const string HashKeyAnnotation = "sharding.dev/hash-key";
     internal const string WeightAnnotation = "sharding.dev/weight";
+    internal const string NoKeyAnnotation = "sharding.dev/no-key";
+    internal const string FallbackMemberAnnotation = "sharding.dev/fallback-member";
+    internal const string MaxBodyBytesAnnotation = "sharding.dev/max-body-bytes";
 
-    private static readonly string[] ServiceWideAnnotations = [KeyAnnotation, TableSizeAnnotation, AlgorithmAnnotation, HashKeyAnnotation, AppPortAnnotation];
+    private static readonly string[] ServiceWideAnnotations =
+        [KeyAnnotation, NoKeyAnnotation, FallbackMemberAnnotation, MaxBodyBytesAnnotation, TableSizeAnnotation, AlgorithmAnnotation, HashKeyAnnotation, AppPortAnnotation];
     private readonly IListWatchSource<Pod> _source;
     private readonly PodMembershipOptions _options;
     private readonly TimeProvider _timeProvider;
@@ -255,6 +259,34 @@ internal sealed partial class PodMembershipSource : IMembershipSource
             if (rules.Count > 0)
             {
                 policy = ShardKeyPolicy.Default with { Rules = rules.ToImmutable() };
+            }
+        }
+
+        if (chosen.TryGetValue(NoKeyAnnotation, out var noKeyText))
+        {
+            if (!NoKeyActionNames.TryParse(noKeyText, out var noKey))
+            {
+                Invalid(service, NoKeyAnnotation, noKeyText, "use reject, serve-locally or fixed-member");
+            }
+            else if (noKey == NoKeyAction.FixedMember && !chosen.ContainsKey(FallbackMemberAnnotation))
+            {
+                Invalid(service, NoKeyAnnotation, noKeyText, $"fixed-member needs {FallbackMemberAnnotation} naming the pod that serves key-less requests");
+            }
+            else
+            {
+                policy = policy with { NoKey = noKey, FallbackMember = noKey == NoKeyAction.FixedMember ? chosen[FallbackMemberAnnotation] : null };
+            }
+        }
+
+        if (chosen.TryGetValue(MaxBodyBytesAnnotation, out var maxBodyText))
+        {
+            if (int.TryParse(maxBodyText, NumberStyles.None, CultureInfo.InvariantCulture, out var maxBody) && maxBody is >= 1 and <= ShardKeyPolicy.MaxBodyBytesLimit)
+            {
+                policy = policy with { MaxBodyBytes = maxBody };
+            }
+            else
+            {
+                Invalid(service, MaxBodyBytesAnnotation, maxBodyText, $"must be a number of bytes 1-{ShardKeyPolicy.MaxBodyBytesLimit}, e.g. 65536");
             }
         }
 

@@ -167,12 +167,13 @@ internal static class KeyHeader
         return 1 + Base64Url.EncodeToUtf8(utf8[..count], destination[1..]);
     }
 
+    /// <summary>Decodes the header value; an empty one is a request forwarded without a key (the sender's no-key fallback).</summary>
     public static bool TryDecode(ReadOnlySpan<char> header, Span<char> destination, out int length)
     {
         length = 0;
         if (header.IsEmpty)
         {
-            return false;
+            return true;
         }
 
         if (header[0] != '~')

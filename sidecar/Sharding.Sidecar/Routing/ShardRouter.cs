@@ -373,6 +373,10 @@ internal sealed partial class ShardRouter
                 return member.Name == _options.PodName
                     ? new Decision(DecisionKind.Local, member, Hop: hop, SenderGeneration: senderGeneration)
                     : Peer(state, member, [], hasKey: false, 0, hop, senderGeneration);
+            case NoKeyAction.FixedMember when policy.FallbackMember is { } name:
+                // The pod named for key-less requests left the map (scaled away, or not Ready): unavailable, not a bad request.
+                return Error(StatusCodes.Status503ServiceUnavailable, SidecarMetricNames.OutcomeOwnerUnavailable,
+                    $"no shard key, and {name}, the member that serves requests without one, is not in shard map generation {state.GenerationText}", _retryAfter);
             default:
                 return Error(StatusCodes.Status400BadRequest, SidecarMetricNames.OutcomeNoKey,
                     $"no shard key: no rule found one (tried {state.Extractor.RulesDescription})");

@@ -237,6 +237,26 @@ public sealed class PodMembershipSourceTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task WatchAsync_NoKeyAndBodyLimitAnnotations_SetTheKeyPolicy()
+    {
+        _server.AddPod(Ns, "a-0", Labels("a"), new Dictionary<string, string> { ["sharding.dev/no-key"] = "serve-locally", ["sharding.dev/max-body-bytes"] = "1024" }, ready: true, podIP: "10.0.1.1");
+        _server.AddPod(Ns, "b-0", Labels("b"), new Dictionary<string, string> { ["sharding.dev/no-key"] = "fixed-member", ["sharding.dev/fallback-member"] = "b-0" }, ready: true, podIP: "10.0.2.1");
+        _server.AddPod(Ns, "c-0", Labels("c"), new Dictionary<string, string> { ["sharding.dev/no-key"] = "fixed-member" }, ready: true, podIP: "10.0.3.1");
+        _server.AddPod(Ns, "d-0", Labels("d"), new Dictionary<string, string> { ["sharding.dev/no-key"] = "7", ["sharding.dev/max-body-bytes"] = "16777217" }, ready: true, podIP: "10.0.4.1");
+        Start();
+
+        var snapshot = await WaitForAsync(s => s.Services.Count == 4);
+        Assert.Equal(NoKeyAction.ServeLocally, snapshot.Services["a"].KeyPolicy.NoKey);
+        Assert.Equal(1024, snapshot.Services["a"].KeyPolicy.MaxBodyBytes);
+        Assert.Equal(NoKeyAction.FixedMember, snapshot.Services["b"].KeyPolicy.NoKey);
+        Assert.Equal("b-0", snapshot.Services["b"].KeyPolicy.FallbackMember);
+
+        // Invalid values are logged and leave the default (reject, 64 KiB): a fixed member needs its name.
+        Assert.Equal(ShardKeyPolicy.Default, snapshot.Services["c"].KeyPolicy);
+        Assert.Equal(ShardKeyPolicy.Default, snapshot.Services["d"].KeyPolicy);
+    }
+
+    [Fact]
     public async Task WatchAsync_TwoServices_AreSeparate()
     {
         _server.AddPod(Ns, "a-0", Labels("a"), ready: true, podIP: "10.0.1.1");
