@@ -24,8 +24,10 @@ namespace Sharding.ControlPlane.Distribution;
 ///   newest as a delta or snapshot once it drains). A flush that stays blocked by HTTP/2 flow control for the stall timeout (four ping
 ///   intervals, at least <see cref="MinStallTimeout"/>) resets the stream with ENHANCE_YOUR_CALM, which gRPC clients read as
 ///   RESOURCE_EXHAUSTED: the subscriber reconnects and gets a snapshot, and the replica does not hold its buffers forever.</item>
-/// <item>Ends with OK never by itself; DEADLINE_EXCEEDED at <c>grpc-timeout</c>, UNAVAILABLE on shutdown (subscribers reconnect to
-///   another replica), nothing when the client reset the stream (RST_STREAM → RequestAborted).</item>
+/// <item>Ends with OK never by itself; DEADLINE_EXCEEDED at <c>grpc-timeout</c> (also when it expires before the request message; a
+///   timeout beyond a timer's range, about 49.7 days, counts as none), UNAVAILABLE on shutdown (subscribers reconnect to another
+///   replica), NOT_FOUND when a service asked for before this replica was in sync is not in its complete view, nothing when the
+///   client reset the stream (RST_STREAM → RequestAborted).</item>
 /// </list>
 /// </remarks>
 internal sealed partial class WatchHandler(
@@ -43,7 +45,15 @@ internal sealed partial class WatchHandler(
     // RFC 9113 §7: ENHANCE_YOUR_CALM; grpc/doc/PROTOCOL-HTTP2.md maps it to RESOURCE_EXHAUSTED.
     private const int EnhanceYourCalm = 0xb;
 
+    // The longest delay a CancellationTokenSource timer accepts (uint.MaxValue - 1 ms, about 49.7 days).
+    private static readonly TimeSpan MaxDeadline = TimeSpan.FromMilliseconds(uint.MaxValue - 1);
+
+    private const string ShuttingDown = "control plane replica shutting down; reconnect to another replica";
+
     private readonly ControlPlaneOptions _options = options.Value;
+
+    private string UnknownService(string service) =>
+        $"unknown service '{service}'; this control plane serves: {string.Join(", ", registry.Services.Order(StringComparer.Ordinal))}";
 
     public async Task HandleAsync(HttpContext context)
     {
@@ -72,7 +82,11 @@ internal sealed partial class WatchHandler(
                 return;
             }
 
-            deadline.CancelAfter(timeout);
+            // A deadline beyond what a timer accepts (about 49.7 days; e.g. 8640000S for 100 days) is as good as none.
+            if (timeout <= MaxDeadline)
+            {
+                deadline.CancelAfter(timeout);
+            }
         }
 
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, deadline.Token, lifetime.ApplicationStopping);
@@ -97,6 +111,20 @@ internal sealed partial class WatchHandler(
         }
         catch (OperationCanceledException) when (token.IsCancellationRequested)
         {
+            // Before any message: a trailers-only status, unless the client is gone (nothing to answer).
+            if (!context.RequestAborted.IsCancellationRequested)
+            {
+                if (deadline.IsCancellationRequested)
+                {
+                    metrics.StreamReset("deadline");
+                    TrailersOnly(response, GrpcStatusCode.DeadlineExceeded, "grpc-timeout expired before the request message arrived");
+                }
+                else
+                {
+                    TrailersOnly(response, GrpcStatusCode.Unavailable, ShuttingDown);
+                }
+            }
+
             return;
         }
 
@@ -104,7 +132,7 @@ internal sealed partial class WatchHandler(
         var all = string.IsNullOrEmpty(service);
         if (!all && registry.IsSynced && !registry.TryGet(service, out _))
         {
-            TrailersOnly(response, GrpcStatusCode.NotFound, $"unknown service '{service}'; this control plane serves: {string.Join(", ", registry.Services.Order(StringComparer.Ordinal))}");
+            TrailersOnly(response, GrpcStatusCode.NotFound, UnknownService(service));
             return;
         }
 
@@ -127,6 +155,12 @@ internal sealed partial class WatchHandler(
             await response.StartAsync(token).ConfigureAwait(false);
             await response.BodyWriter.FlushAsync(token).ConfigureAwait(false);
             reason = await StreamAsync(response.BodyWriter, watch, all, ping, token).ConfigureAwait(false);
+            if (reason == "ended")
+            {
+                // The loop saw the token cancelled without an exception: the same reasons as below.
+                reason = context.RequestAborted.IsCancellationRequested ? "client_cancelled"
+                    : deadline.IsCancellationRequested ? "deadline" : "shutdown";
+            }
         }
         catch (OperationCanceledException) when (token.IsCancellationRequested)
         {
@@ -165,7 +199,13 @@ internal sealed partial class WatchHandler(
                 break;
             case "shutdown":
                 response.AppendTrailer(GrpcProtocol.StatusHeader, ((int)GrpcStatusCode.Unavailable).ToString(System.Globalization.CultureInfo.InvariantCulture));
-                response.AppendTrailer(GrpcProtocol.MessageHeader, GrpcProtocol.EncodeMessage("control plane replica shutting down; reconnect to another replica"));
+                response.AppendTrailer(GrpcProtocol.MessageHeader, GrpcProtocol.EncodeMessage(ShuttingDown));
+                break;
+            case "service_removed":
+                // Asked before this replica was in sync, and the service is not in the complete view: NOT_FOUND, as at the start.
+                metrics.StreamReset(reason);
+                response.AppendTrailer(GrpcProtocol.StatusHeader, ((int)GrpcStatusCode.NotFound).ToString(System.Globalization.CultureInfo.InvariantCulture));
+                response.AppendTrailer(GrpcProtocol.MessageHeader, GrpcProtocol.EncodeMessage(UnknownService(service)));
                 break;
             default:
                 metrics.StreamReset(reason);
