@@ -3,7 +3,10 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Options;
+using Sharding.Hashing;
+using Sharding.Keys;
 using Sharding.Kubernetes;
+using Sharding.Mapping;
 
 namespace Sharding.ControlPlane.Injection;
 
@@ -18,14 +21,28 @@ internal sealed record InjectionResult(int StatusCode, AdmissionReview? Review, 
 /// Contract: a body that is not an <c>admission.k8s.io/v1</c> AdmissionReview with a <c>request.uid</c> gets HTTP 400 and a
 /// plain-text message (there is no uid to answer to; with failurePolicy Fail the apiserver then rejects the pod and shows
 /// the message). A well-formed review whose object is not a usable Pod, or whose service name cannot be derived, gets
-/// HTTP 200 with <c>allowed: false</c> and a Status (code 400) saying what to fix. Pods that do not opt in, operations
-/// other than CREATE, and pods that already have the sidecar container are allowed without a patch.
+/// HTTP 200 with <c>allowed: false</c> and a Status (code 400) saying what to fix (so do bad <c>app-port</c>/<c>sidecar-port</c>
+/// annotations). Pods that do not opt in, operations other than CREATE, and pods that already have the sidecar container (also
+/// as an init container) are allowed without a patch. Unknown <c>sharding.dev/</c> annotations, and values the control plane
+/// would ignore, are admitted with warnings.
+/// Every field is read by its JSON type (a number where a string belongs is "missing"), never cast: malformed input is a
+/// 400 or a denial, not an exception (HTTP 500).
 /// </remarks>
 internal sealed class SidecarInjector(IOptions<SidecarInjectionOptions> options)
 {
     internal const string InjectKey = "sharding.dev/inject";
     internal const string ServiceKey = "sharding.dev/service";
     internal const string AppPortAnnotation = "sharding.dev/app-port";
+    internal const string SidecarPortAnnotation = "sharding.dev/sidecar-port";
+    private const string Prefix = "sharding.dev/";
+    private const string KeyAnnotation = "sharding.dev/key";
+    private const string AlgorithmAnnotation = "sharding.dev/algorithm";
+    private const string TableSizeAnnotation = "sharding.dev/table-size";
+    private const string HashKeyAnnotation = "sharding.dev/hash-key";
+    private const string WeightAnnotation = "sharding.dev/weight";
+
+    private static readonly string[] KnownAnnotations =
+        [InjectKey, ServiceKey, KeyAnnotation, AppPortAnnotation, AlgorithmAnnotation, TableSizeAnnotation, HashKeyAnnotation, SidecarPortAnnotation, WeightAnnotation];
     private readonly SidecarInjectionOptions _options = options.Value;
 
     public InjectionResult Review(ReadOnlySpan<byte> body)
@@ -33,26 +50,27 @@ internal sealed class SidecarInjector(IOptions<SidecarInjectionOptions> options)
         JsonNode? root;
         try
         {
-            root = JsonNode.Parse(body);
+            // Duplicate keys are refused while parsing (JsonObject would throw ArgumentException later, on first access).
+            root = JsonNode.Parse(body, documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false });
         }
         catch (JsonException ex)
         {
             return new InjectionResult(400, null, $"the body is not JSON ({ex.Message}); expected an admission.k8s.io/v1 AdmissionReview");
         }
 
-        if (root is not JsonObject review || (string?)review["kind"] != "AdmissionReview")
+        if (root is not JsonObject review || Text(review["kind"]) != "AdmissionReview")
         {
             return new InjectionResult(400, null, "the body is not an AdmissionReview (kind must be AdmissionReview)");
         }
 
-        if ((string?)review["apiVersion"] != AdmissionReview.V1)
+        if (Text(review["apiVersion"]) != AdmissionReview.V1)
         {
-            return new InjectionResult(400, null, $"AdmissionReview apiVersion '{(string?)review["apiVersion"]}' is not supported; set admissionReviewVersions: [v1]");
+            return new InjectionResult(400, null, $"AdmissionReview apiVersion '{review["apiVersion"]?.ToJsonString()}' is not supported; set admissionReviewVersions: [v1]");
         }
 
-        if (review["request"] is not JsonObject request || (string?)request["uid"] is not { Length: > 0 } uid)
+        if (review["request"] is not JsonObject request || Text(request["uid"]) is not { Length: > 0 } uid)
         {
-            return new InjectionResult(400, null, "the AdmissionReview has no request.uid");
+            return new InjectionResult(400, null, "the AdmissionReview has no request.uid (a non-empty string)");
         }
 
         var response = Decide(request, uid);
@@ -61,12 +79,12 @@ internal sealed class SidecarInjector(IOptions<SidecarInjectionOptions> options)
 
     private AdmissionResponse Decide(JsonObject request, string uid)
     {
-        if ((string?)request["operation"] != "CREATE")
+        if (Text(request["operation"]) != "CREATE")
         {
             return Allow(uid);
         }
 
-        if (request["object"] is not JsonObject pod || (string?)pod["kind"] is { } kind && kind != "Pod" || pod["spec"]?["containers"] is not JsonArray containers)
+        if (request["object"] is not JsonObject pod || pod["kind"] is { } kind && Text(kind) != "Pod" || (pod["spec"] as JsonObject)?["containers"] is not JsonArray containers)
         {
             return Deny(uid, "sharding: request.object is not a Pod with spec.containers");
         }
@@ -74,8 +92,8 @@ internal sealed class SidecarInjector(IOptions<SidecarInjectionOptions> options)
         var metadata = pod["metadata"] as JsonObject;
         var labels = metadata?["labels"] as JsonObject;
         var annotations = metadata?["annotations"] as JsonObject;
-        var label = (string?)labels?[InjectKey];
-        var annotation = (string?)annotations?[InjectKey];
+        var label = Text(labels?[InjectKey]);
+        var annotation = Text(annotations?[InjectKey]);
 
         // The label (selected by the webhook's objectSelector) or the annotation (namespaces labelled sharding.dev/injection: enabled).
         if (label != "true" && annotation != "true")
@@ -83,9 +101,21 @@ internal sealed class SidecarInjector(IOptions<SidecarInjectionOptions> options)
             return Allow(uid);
         }
 
-        if (containers.Any(c => (string?)c?["name"] == _options.ContainerName))
+        if (containers.Count == 0 || containers.Any(static c => c is not JsonObject))
+        {
+            return Deny(uid, "sharding: spec.containers must list the pod's containers (objects); it is empty or holds something else");
+        }
+
+        // Already there: injected before, or declared by hand, also as a native sidecar (an init container with restartPolicy
+        // Always); a second container of the same name would make the pod invalid.
+        if (containers.Concat((pod["spec"]?["initContainers"] as JsonArray) ?? []).Any(c => Text((c as JsonObject)?["name"]) == _options.ContainerName))
         {
             return Allow(uid);
+        }
+
+        if (BadTypes(metadata, labels, annotations, containers) is { } badType)
+        {
+            return Deny(uid, $"sharding: {badType}");
         }
 
         var service = ServiceName(metadata, labels, annotations);
@@ -94,10 +124,17 @@ internal sealed class SidecarInjector(IOptions<SidecarInjectionOptions> options)
             return Deny(uid, $"sharding: cannot tell which sharded service this pod belongs to; set the annotation {ServiceKey}");
         }
 
-        var appPort = AppPort(annotations, containers, out var portError);
+        var sidecarPort = SidecarPort(annotations, out var portError);
+        var appPort = portError is null ? AppPort(annotations, containers, sidecarPort, out portError) : 0;
         if (portError is not null)
         {
             return Deny(uid, portError);
+        }
+
+        if (appPort == sidecarPort || appPort == _options.AdminPort)
+        {
+            // Taken from the first container's ports: the app and the sidecar cannot both listen there.
+            return Deny(uid, $"sharding: the app port {appPort} (the first container's first port) is also the sidecar's; set {AppPortAnnotation}, or {SidecarPortAnnotation} to another port than {appPort}");
         }
 
         var patch = new JsonArray();
@@ -111,18 +148,20 @@ internal sealed class SidecarInjector(IOptions<SidecarInjectionOptions> options)
             patch.Add(Op("add", "/metadata/labels", new JsonObject()));
         }
 
-        if ((string?)labels?[ServiceKey] != service)
+        if (Text(labels?[ServiceKey]) != service)
         {
             patch.Add(Op("add", "/metadata/labels/" + Escape(ServiceKey), service));
         }
 
-        patch.Add(Op("add", "/spec/containers/-", Sidecar(service, appPort)));
+        patch.Add(Op("add", "/spec/containers/-", Sidecar(service, appPort, sidecarPort)));
+        var warnings = Warnings(annotations);
         return new AdmissionResponse
         {
             Uid = uid,
             Allowed = true,
             PatchType = AdmissionResponse.JsonPatchType,
             Patch = Encoding.UTF8.GetBytes(patch.ToJsonString()),
+            Warnings = warnings.Count == 0 ? null : warnings,
         };
     }
 
@@ -133,21 +172,21 @@ internal sealed class SidecarInjector(IOptions<SidecarInjectionOptions> options)
     /// </summary>
     internal static string? ServiceName(JsonObject? metadata, JsonObject? labels, JsonObject? annotations)
     {
-        if ((string?)annotations?[ServiceKey] is { Length: > 0 } fromAnnotation)
+        if (Text(annotations?[ServiceKey]) is { Length: > 0 } fromAnnotation)
         {
             return fromAnnotation;
         }
 
-        if ((string?)labels?[ServiceKey] is { Length: > 0 } fromLabel)
+        if (Text(labels?[ServiceKey]) is { Length: > 0 } fromLabel)
         {
             return fromLabel;
         }
 
         if (metadata?["ownerReferences"] is JsonArray owners
-            && owners.OfType<JsonObject>().FirstOrDefault(o => (bool?)o["controller"] == true) is { } owner
-            && (string?)owner["name"] is { Length: > 0 } ownerName)
+            && owners.OfType<JsonObject>().FirstOrDefault(o => o["controller"] is JsonValue c && c.TryGetValue<bool>(out var isController) && isController) is { } owner
+            && Text(owner["name"]) is { Length: > 0 } ownerName)
         {
-            if ((string?)owner["kind"] == "ReplicaSet" && (string?)labels?["pod-template-hash"] is { Length: > 0 } hash
+            if (Text(owner["kind"]) == "ReplicaSet" && Text(labels?["pod-template-hash"]) is { Length: > 0 } hash
                 && ownerName.EndsWith("-" + hash, StringComparison.Ordinal))
             {
                 return ownerName[..^(hash.Length + 1)];
@@ -156,41 +195,149 @@ internal sealed class SidecarInjector(IOptions<SidecarInjectionOptions> options)
             return ownerName;
         }
 
-        if ((string?)metadata?["generateName"] is { Length: > 0 } generateName && generateName.TrimEnd('-') is { Length: > 0 } trimmed)
+        if (Text(metadata?["generateName"]) is { Length: > 0 } generateName && generateName.TrimEnd('-') is { Length: > 0 } trimmed)
         {
             return trimmed;
         }
 
-        return (string?)labels?["app.kubernetes.io/name"] is { Length: > 0 } appName ? appName
-            : (string?)labels?["app"] is { Length: > 0 } app ? app
+        return Text(labels?["app.kubernetes.io/name"]) is { Length: > 0 } appName ? appName
+            : Text(labels?["app"]) is { Length: > 0 } app ? app
             : null;
     }
 
-    private int AppPort(JsonObject? annotations, JsonArray containers, out string? error)
+    private int AppPort(JsonObject? annotations, JsonArray containers, int sidecarPort, out string? error)
     {
         error = null;
-        if ((string?)annotations?[AppPortAnnotation] is { } text)
+        if (Text(annotations?[AppPortAnnotation]) is { } text)
         {
             if (int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var port) && port is > 0 and < 65536
-                && port != _options.SidecarPort && port != _options.AdminPort)
+                && port != sidecarPort && port != _options.AdminPort)
             {
                 return port;
             }
 
-            error = $"sharding: annotation {AppPortAnnotation}='{text}' must be a port 1-65535 other than the sidecar's {_options.SidecarPort} and {_options.AdminPort}";
+            error = $"sharding: annotation {AppPortAnnotation}='{text}' must be a port 1-65535 other than the sidecar's {sidecarPort} and {_options.AdminPort}";
             return 0;
         }
 
-        return (int?)containers[0]?["ports"]?[0]?["containerPort"] ?? _options.DefaultAppPort;
+        // BadTypes checked the shape: the first container's first port, if it declares one.
+        return ((containers[0] as JsonObject)?["ports"] as JsonArray) is { Count: > 0 } ports
+            && (ports[0] as JsonObject)?["containerPort"] is JsonValue value && value.TryGetValue<int>(out var declared)
+            ? declared
+            : _options.DefaultAppPort;
     }
 
-    private JsonObject Sidecar(string service, int appPort) => new()
+    /// <summary>
+    /// The proxy port: annotation <c>sharding.dev/sidecar-port</c> (membership publishes <c>podIP:</c> that port, so the sidecar
+    /// must listen there), else <see cref="SidecarInjectionOptions.SidecarPort"/>.
+    /// </summary>
+    private int SidecarPort(JsonObject? annotations, out string? error)
+    {
+        error = null;
+        if (Text(annotations?[SidecarPortAnnotation]) is not { } text)
+        {
+            return _options.SidecarPort;
+        }
+
+        if (int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var port) && port is > 0 and < 65536 && port != _options.AdminPort)
+        {
+            return port;
+        }
+
+        error = $"sharding: annotation {SidecarPortAnnotation}='{text}' must be a port 1-65535 other than the sidecar's admin port {_options.AdminPort}";
+        return 0;
+    }
+
+    /// <summary>What the webhook reads must have the types a Pod has (strings, objects, numbers); null when it does.</summary>
+    private static string? BadTypes(JsonObject? metadata, JsonObject? labels, JsonObject? annotations, JsonArray containers)
+    {
+        foreach (var (name, map) in new[] { ("labels", labels), ("annotations", annotations) })
+        {
+            if (map?.FirstOrDefault(static p => p.Value is not null && Text(p.Value) is null) is { Key: { } key })
+            {
+                return $"metadata.{name}['{key}'] must be a string";
+            }
+        }
+
+        if (metadata?["ownerReferences"] is JsonArray owners && owners.OfType<JsonObject>().Any(static o => o["controller"] is { } c && (c is not JsonValue v || !v.TryGetValue<bool>(out _))))
+        {
+            return "metadata.ownerReferences[].controller must be true or false";
+        }
+
+        if (((containers[0] as JsonObject)?["ports"] as JsonArray) is { Count: > 0 } ports
+            && (ports[0] is not JsonObject port || port["containerPort"] is { } p && (p is not JsonValue v || !v.TryGetValue<int>(out _))))
+        {
+            return "spec.containers[0].ports[0].containerPort must be a number";
+        }
+
+        return null;
+    }
+
+    /// <summary>
+    /// Warnings (kubectl prints them) for <c>sharding.dev/</c> annotations the control plane does not know, or whose value it would
+    /// ignore for its default (PodMembershipSource logs event 205 then): a typo must not pass silently.
+    /// </summary>
+    private static List<string> Warnings(JsonObject? annotations)
+    {
+        var warnings = new List<string>();
+        foreach (var (key, node) in annotations ?? [])
+        {
+            if (!key.StartsWith(Prefix, StringComparison.Ordinal))
+            {
+                continue;
+            }
+
+            var value = Text(node) ?? string.Empty;
+            var problem = key switch
+            {
+                InjectKey or ServiceKey or AppPortAnnotation or SidecarPortAnnotation => null,
+                KeyAnnotation => KeyRulesProblem(value),
+                AlgorithmAnnotation => ShardAlgorithmNames.TryParse(value, out _) ? null : "use maglev, ring or modulo",
+                TableSizeAnnotation => int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var size) && size <= ShardTableOptions.MaxMaglevTableSize && Primes.IsPrime(size)
+                    ? null : "must be a prime at most 16777216, e.g. 65537",
+                HashKeyAnnotation => HashKeySourceNames.TryParse(value, out _) ? null : "use name or address",
+                WeightAnnotation => uint.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out _) ? null : "must be a whole number (0 keeps the pod a member that owns no keys)",
+                _ => string.Empty,
+            };
+            if (problem is null)
+            {
+                continue;
+            }
+
+            warnings.Add(problem.Length == 0
+                ? $"sharding: unknown annotation {key} is ignored; known: {string.Join(", ", KnownAnnotations)}"
+                : $"sharding: annotation {key}='{value}' is invalid ({problem}); the default is used");
+        }
+
+        return warnings;
+    }
+
+    private static string? KeyRulesProblem(string text)
+    {
+        var parts = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        if (parts.Length == 0)
+        {
+            return "no rule; e.g. header:x-shard-key";
+        }
+
+        foreach (var part in parts)
+        {
+            if (!ShardKeyRule.TryParse(part, out _, out var error))
+            {
+                return $"rule '{part}': {error}";
+            }
+        }
+
+        return null;
+    }
+
+    private JsonObject Sidecar(string service, int appPort, int sidecarPort) => new()
     {
         ["name"] = _options.ContainerName,
         ["image"] = _options.Image,
         ["imagePullPolicy"] = "IfNotPresent",
         ["ports"] = new JsonArray(
-            new JsonObject { ["name"] = "sharding-proxy", ["containerPort"] = _options.SidecarPort, ["protocol"] = "TCP" },
+            new JsonObject { ["name"] = "sharding-proxy", ["containerPort"] = sidecarPort, ["protocol"] = "TCP" },
             new JsonObject { ["name"] = "sharding-admin", ["containerPort"] = _options.AdminPort, ["protocol"] = "TCP" }),
         ["env"] = new JsonArray(
             FieldEnv("POD_NAME", "metadata.name"),
@@ -199,7 +346,7 @@ internal sealed class SidecarInjector(IOptions<SidecarInjectionOptions> options)
             // The sidecar's own option keys (section Sidecar, docs/sidecar.md); it reads POD_NAME itself.
             Env("Sidecar__Service", service),
             Env("Sidecar__AppPort", appPort.ToString(CultureInfo.InvariantCulture)),
-            Env("Sidecar__Port", _options.SidecarPort.ToString(CultureInfo.InvariantCulture)),
+            Env("Sidecar__Port", sidecarPort.ToString(CultureInfo.InvariantCulture)),
             Env("Sidecar__AdminPort", _options.AdminPort.ToString(CultureInfo.InvariantCulture)),
             Env("Sidecar__ControlPlaneUrls__0", _options.ControlPlaneAddress),
             SecretEnv("Sidecar__ForwardingSecret", _options.ForwardingSecretName, _options.ForwardingSecretKey)),
@@ -216,6 +363,9 @@ internal sealed class SidecarInjector(IOptions<SidecarInjectionOptions> options)
             ["allowPrivilegeEscalation"] = false,
             ["readOnlyRootFilesystem"] = true,
             ["capabilities"] = new JsonObject { ["drop"] = new JsonArray("ALL") },
+
+            // With the three above, what Pod Security "restricted" asks of every container whose pod does not set it.
+            ["seccompProfile"] = new JsonObject { ["type"] = "RuntimeDefault" },
         },
     };
 
@@ -233,6 +383,9 @@ internal sealed class SidecarInjector(IOptions<SidecarInjectionOptions> options)
 
     private static JsonObject FieldEnv(string name, string fieldPath) =>
         new() { ["name"] = name, ["valueFrom"] = new JsonObject { ["fieldRef"] = new JsonObject { ["fieldPath"] = fieldPath } } };
+
+    /// <summary>The string a node holds; null for a missing node, null, a number, a boolean, an object or an array.</summary>
+    private static string? Text(JsonNode? node) => node is JsonValue value && value.TryGetValue<string>(out var text) ? text : null;
 
     private static JsonObject Op(string op, string path, JsonNode? value) => new() { ["op"] = op, ["path"] = path, ["value"] = value };
 

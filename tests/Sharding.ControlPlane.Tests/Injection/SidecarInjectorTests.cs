@@ -205,6 +205,149 @@ public sealed class SidecarInjectorTests
         Assert.Contains("spec.containers", response.Status!.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("", "not JSON")]
+    [InlineData("{\"kind\":1}", "not an AdmissionReview")]
+    [InlineData("{\"kind\":\"AdmissionReview\",\"apiVersion\":[\"admission.k8s.io/v1\"]}", "apiVersion")]
+    [InlineData("{\"kind\":\"AdmissionReview\",\"apiVersion\":\"admission.k8s.io/v1\",\"request\":{\"uid\":5}}", "request.uid")]
+    [InlineData("{\"kind\":\"AdmissionReview\",\"kind\":\"AdmissionReview\",\"apiVersion\":\"admission.k8s.io/v1\",\"request\":{\"uid\":\"u\"}}", "")]
+    public void Review_EnvelopeFieldsOfTheWrongType_Http400NotAnException(string body, string expected)
+    {
+        var result = _injector.Review(Encoding.UTF8.GetBytes(body));
+        Assert.Equal(400, result.StatusCode);
+        Assert.Contains(expected, result.Error, StringComparison.Ordinal);
+    }
+
+    public static TheoryData<string> BrokenPods => new()
+    {
+        // Shapes a real apiserver does not send, but a caller of /mutate can: each must be a denial, not an exception (HTTP 500).
+        """{"kind":"Pod","metadata":{"labels":{"sharding.dev/inject":true}},"spec":{"containers":[{"name":"app"}]}}""",
+        """{"kind":"Pod","metadata":{"labels":{"sharding.dev/inject":"true","app":"a"}},"spec":"none"}""",
+        """{"kind":"Pod","metadata":{"labels":{"sharding.dev/inject":"true","app":"a"}},"spec":{"containers":["app"]}}""",
+        """{"kind":"Pod","metadata":{"labels":{"sharding.dev/inject":"true","app":"a"}},"spec":{"containers":[{"name":"app","ports":[{"containerPort":"7000"}]}]}}""",
+        """{"kind":"Pod","metadata":{"labels":{"sharding.dev/inject":"true"},"ownerReferences":[{"kind":"StatefulSet","name":"s","controller":"yes"}]},"spec":{"containers":[{"name":"app"}]}}""",
+        """{"kind":"Pod","metadata":{"labels":{"sharding.dev/inject":"true","app":"a"},"annotations":{"sharding.dev/app-port":9000}},"spec":{"containers":[{"name":"app"}]}}""",
+    };
+
+    [Theory]
+    [MemberData(nameof(BrokenPods))]
+    public void Review_PodFieldsOfTheWrongType_AnsweredNotThrown(string pod)
+    {
+        var (response, patched) = Run(Review(JsonNode.Parse(pod)!.AsObject()));
+        Assert.Equal("uid-1", response.Uid);
+        if (!response.Allowed)
+        {
+            Assert.Equal(400, response.Status!.Code);
+            Assert.False(string.IsNullOrEmpty(response.Status.Message));
+        }
+        else
+        {
+            Assert.Null(patched);
+        }
+    }
+
+    [Fact]
+    public void Review_EmptyContainerList_DeniedNotCrashed()
+    {
+        // containers: [] reaches the webhook (validation runs after mutating admission); injecting would make it a valid pod
+        // holding only the sidecar, and indexing the first container's ports threw (HTTP 500).
+        var pod = Pod(new JsonObject { ["sharding.dev/inject"] = "true", ["app"] = "x" });
+        pod["spec"]!["containers"] = new JsonArray();
+        var (response, _) = Run(Review(pod));
+        Assert.False(response.Allowed);
+        Assert.Contains("spec.containers", response.Status!.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Review_FirstContainerWithEmptyPortList_DefaultAppPort()
+    {
+        var pod = Pod(new JsonObject { ["sharding.dev/inject"] = "true", ["app"] = "x" });
+        pod["spec"]!["containers"]![0]!["ports"] = new JsonArray();
+        var (response, patched) = Run(Review(pod));
+        Assert.True(response.Allowed);
+        var env = patched!["spec"]!["containers"]![1]!["env"]!.AsArray();
+        Assert.Equal("8080", (string?)env.Single(e => (string?)e!["name"] == "Sidecar__AppPort")!["value"]);
+    }
+
+    [Fact]
+    public void Review_SidecarPortAnnotation_TheSidecarListensOnIt()
+    {
+        // Membership publishes podIP:<sharding.dev/sidecar-port>, so the injected sidecar must listen there, not on 15100.
+        var pod = Pod(new JsonObject { ["sharding.dev/inject"] = "true", ["app"] = "x" }, new JsonObject { ["sharding.dev/sidecar-port"] = "16000" });
+        var (response, patched) = Run(Review(pod));
+        Assert.True(response.Allowed);
+        var sidecar = patched!["spec"]!["containers"]![1]!;
+        Assert.Equal(16000, (int?)sidecar["ports"]![0]!["containerPort"]);
+        Assert.Equal("16000", (string?)sidecar["env"]!.AsArray().Single(e => (string?)e!["name"] == "Sidecar__Port")!["value"]);
+        Assert.Equal(15101, (int?)sidecar["readinessProbe"]!["httpGet"]!["port"]);
+    }
+
+    [Theory]
+    [InlineData("proxy")]
+    [InlineData("0")]
+    [InlineData("70000")]
+    [InlineData("15101")]
+    [InlineData("7000")]
+    public void Review_BadSidecarPortAnnotation_DeniedWithClearMessage(string value)
+    {
+        var pod = Pod(new JsonObject { ["sharding.dev/inject"] = "true", ["app"] = "x" }, new JsonObject { ["sharding.dev/sidecar-port"] = value });
+        var (response, _) = Run(Review(pod));
+        Assert.False(response.Allowed);
+        Assert.Contains("sharding.dev/sidecar-port", response.Status!.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Review_SidecarAlreadyANativeSidecarInitContainer_NotInjectedAgain()
+    {
+        // A second container of the same name makes the pod invalid ("Duplicate value"): the init container counts as injected.
+        var pod = Pod(new JsonObject { ["sharding.dev/inject"] = "true", ["app"] = "x" });
+        pod["spec"]!["initContainers"] = new JsonArray(new JsonObject { ["name"] = "sharding-sidecar", ["image"] = "sidecar:1", ["restartPolicy"] = "Always" });
+        var (response, patched) = Run(Review(pod));
+        Assert.True(response.Allowed);
+        Assert.Null(patched);
+    }
+
+    [Fact]
+    public void Review_UnknownOrInvalidShardingAnnotations_InjectedWithWarnings()
+    {
+        // A typo or a bad value would otherwise be ignored silently (the control plane logs it and uses the default).
+        var pod = Pod(new JsonObject { ["sharding.dev/inject"] = "true", ["app"] = "x" }, new JsonObject
+        {
+            ["sharding.dev/app_port"] = "9000",
+            ["sharding.dev/algorithm"] = "rendezvous",
+            ["sharding.dev/table-size"] = "1000",
+            ["sharding.dev/key"] = "header:x-tenant,bogus:y",
+            ["sharding.dev/hash-key"] = "ip",
+            ["sharding.dev/weight"] = "-1",
+            ["example.com/other"] = "ignored",
+        });
+        var (response, patched) = Run(Review(pod));
+        Assert.True(response.Allowed);
+        Assert.NotNull(patched);
+        var warnings = response.Warnings!;
+        Assert.Contains(warnings, w => w.Contains("sharding.dev/app_port", StringComparison.Ordinal));
+        foreach (var key in new[] { "algorithm", "table-size", "key", "hash-key", "weight" })
+        {
+            Assert.Contains(warnings, w => w.Contains("sharding.dev/" + key + "=", StringComparison.Ordinal));
+        }
+
+        Assert.DoesNotContain(warnings, w => w.Contains("example.com", StringComparison.Ordinal));
+        Assert.Null(Run(Review(Pod(new JsonObject { ["sharding.dev/inject"] = "true", ["app"] = "x" }))).Response.Warnings);
+    }
+
+    [Fact]
+    public void Review_Sidecar_MeetsRestrictedPodSecurity()
+    {
+        // Pod Security "restricted" wants, per container unless the pod sets it: runAsNonRoot, no privilege escalation, all
+        // capabilities dropped and a seccomp profile. Without the last, a compliant pod was refused once injected.
+        var (_, patched) = Run(Review(Pod(new JsonObject { ["sharding.dev/inject"] = "true", ["app"] = "x" })));
+        var security = patched!["spec"]!["containers"]![1]!["securityContext"]!;
+        Assert.True((bool?)security["runAsNonRoot"]);
+        Assert.False((bool?)security["allowPrivilegeEscalation"]);
+        Assert.Equal("ALL", (string?)security["capabilities"]!["drop"]![0]);
+        Assert.Equal("RuntimeDefault", (string?)security["seccompProfile"]!["type"]);
+    }
+
     [Fact]
     public void Review_RecordedApiServerRequest_InjectsAndAnswersInRecordedShape()
     {
