@@ -114,9 +114,12 @@ internal sealed class CommandLine
     }
 }
 
-/// <summary>Parses durations such as <c>500ms</c>, <c>20s</c>, <c>2m</c> or a plain number of seconds.</summary>
+/// <summary>Parses durations such as <c>500ms</c>, <c>20s</c>, <c>2m</c> or a plain number of seconds, at most <see cref="Max"/>.</summary>
 internal static class DurationParser
 {
+    /// <summary>The longest duration: timers (Task.Delay, WaitAsync) take at most about 49.7 days.</summary>
+    public static readonly TimeSpan Max = TimeSpan.FromDays(30);
+
     public static TimeSpan Parse(string option, string text)
     {
         var span = text.AsSpan().Trim();
@@ -136,9 +139,11 @@ internal static class DurationParser
             span = span[..^1];
         }
 
-        if (!double.TryParse(span, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var value) || value <= 0 || double.IsInfinity(value))
+        // NaN fails every comparison, so it is refused by !(> 0); anything above Max (1e300 too) before TimeSpan overflows.
+        if (!double.TryParse(span, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var value)
+            || !(value > 0) || !(value * factor <= Max.TotalSeconds))
         {
-            throw new UsageException($"option '--{option}' must be a positive duration such as 500ms, 20s or 2m (got '{text}')");
+            throw new UsageException($"option '--{option}' must be a positive duration such as 500ms, 20s or 2m, at most 30 days (got '{text}')");
         }
 
         return TimeSpan.FromSeconds(value * factor);

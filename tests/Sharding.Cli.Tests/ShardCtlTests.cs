@@ -46,6 +46,14 @@ public sealed class ShardCtlTests
         { ["compare", "--from", "a,b", "--to", "a,b,c", "--algorithm", "nope"], "unknown algorithm" },
         { ["compare", "--from", "a,b", "--to", "a,b,c", "--weights", "a=0,b=0"], "weight 0" },
         { ["frobnicate"], "unknown command 'frobnicate'" },
+
+        // These threw (exit 134 with a stack trace) instead of a usage line.
+        { ["watch", "--control-plane", "localhost:15001", "--service", "s"], "--control-plane" },
+        { ["watch", "--control-plane", "ftp://127.0.0.1:15001", "--service", "s"], "--control-plane" },
+        { ["watch", "--control-plane", "http://127.0.0.1:1", "--service", "s", "--timeout", "5000000"], "--timeout" },
+        { ["watch", "--control-plane", "http://127.0.0.1:1", "--service", "s", "--timeout", "1e300"], "--timeout" },
+        { ["watch", "--control-plane", "http://127.0.0.1:1", "--service", "s", "--timeout", "NaN"], "--timeout" },
+        { ["demo", "--duration", "1e300"], "--duration" },
     };
 
     [Theory]

@@ -37,8 +37,15 @@ internal static class ControlPlaneCommands
     public static int Watch(CommandLine line, TextWriter stdout)
     {
         var urls = line.Required("control-plane").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-            .Select(u => Uri.TryCreate(u, UriKind.Absolute, out var uri) ? uri : throw new UsageException($"'{u}' is not an absolute URL such as http://127.0.0.1:15001"))
+            .Select(u => Uri.TryCreate(u, UriKind.Absolute, out var uri) && (uri.Scheme == Uri.UriSchemeHttp || uri.Scheme == Uri.UriSchemeHttps)
+                ? uri
+                : throw new UsageException($"option '--control-plane': '{u}' is not an http:// URL such as http://127.0.0.1:15001"))
             .ToArray();
+        if (urls.Length == 0)
+        {
+            throw new UsageException("option '--control-plane' needs at least one URL, e.g. http://127.0.0.1:15001");
+        }
+
         var service = line.Required("service");
         var count = line.Int64("count", long.MaxValue, 1, long.MaxValue);
         var timeout = line.Duration("timeout", TimeSpan.FromHours(1));
@@ -110,13 +117,34 @@ internal static class ControlPlaneCommands
                 return ShardCtl.ExitFailure;
             }
 
-            using var document = JsonDocument.Parse(body);
-            stdout.WriteLine(JsonSerializer.Serialize(document.RootElement, IndentedOptions));
+            JsonDocument document;
+            try
+            {
+                document = JsonDocument.Parse(body);
+            }
+            catch (JsonException)
+            {
+                // Something other than a control plane's HTTP port answered (a web page, a proxy).
+                Console.Error.WriteLine($"shardctl: the answer from {uri.GetLeftPart(UriPartial.Path)} is not JSON ({response.Content.Headers.ContentType?.MediaType ?? "no content type"}); is --control-plane the control plane's HTTP port?");
+                return ShardCtl.ExitFailure;
+            }
+
+            using (document)
+            {
+                stdout.WriteLine(JsonSerializer.Serialize(document.RootElement, IndentedOptions));
+            }
+
             return ShardCtl.ExitOk;
         }
         catch (HttpRequestException ex)
         {
             Console.Error.WriteLine($"shardctl: cannot reach {uri.GetLeftPart(UriPartial.Authority)}: {ex.Message}");
+            return ShardCtl.ExitFailure;
+        }
+        catch (TaskCanceledException)
+        {
+            // HttpClient.Timeout: connected, but no answer.
+            Console.Error.WriteLine($"shardctl: no answer from {uri.GetLeftPart(UriPartial.Authority)} within {client.Timeout.TotalSeconds:0} s");
             return ShardCtl.ExitFailure;
         }
     }

@@ -86,6 +86,49 @@ public sealed class ControlPlaneCommandsTests
         Assert.Contains($"cannot reach {url.GetLeftPart(UriPartial.Authority)}", stderr, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("lookup")]
+    [InlineData("map")]
+    public async Task LookupAndMap_OkAnswerThatIsNotJson_ExitOneSayingSo(string command)
+    {
+        // Something else listens at the URL (a web page, a proxy's landing page): the JSON parse threw, shardctl crashed (134).
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        var url = new Uri($"http://127.0.0.1:{((System.Net.IPEndPoint)listener.LocalEndpoint).Port}");
+        var serving = Task.Run(async () =>
+        {
+            using var client = await listener.AcceptTcpClientAsync();
+            var stream = client.GetStream();
+            var buffer = new byte[4096];
+            var received = string.Empty;
+            while (!received.Contains("\r\n\r\n", StringComparison.Ordinal))
+            {
+                var n = await stream.ReadAsync(buffer);
+                if (n == 0)
+                {
+                    return;
+                }
+
+                received += System.Text.Encoding.ASCII.GetString(buffer, 0, n);
+            }
+
+            const string body = "<html>hello</html>";
+            await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes(
+                $"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {body.Length}\r\nConnection: close\r\n\r\n{body}"));
+        });
+        string[] args = command == "lookup"
+            ? ["lookup", "--control-plane", url.ToString(), "--service", "svc", "--key", "k"]
+            : ["map", "--control-plane", url.ToString(), "--service", "svc"];
+
+        var (exit, stdout, stderr) = await ShardCtlProcess.RunAsync(args);
+        await serving;
+
+        Assert.Equal(1, exit);
+        Assert.Equal(string.Empty, stdout);
+        Assert.Contains("not JSON", stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("Unhandled exception", stderr, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Watch_MembershipEdited_PrintsSnapshotThenDeltaAndExitsAfterCount()
     {
