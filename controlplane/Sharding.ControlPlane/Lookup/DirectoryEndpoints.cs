@@ -62,8 +62,21 @@ internal static class DirectoryEndpoints
         });
     }
 
-    private static IResult UnknownService(string service, ShardMapRegistry registry) =>
-        Results.Json(new ErrorView($"unknown service '{service}'; known services: {string.Join(", ", registry.Services.Order(StringComparer.Ordinal))}"), statusCode: StatusCodes.Status404NotFound);
+    /// <summary>404 naming the known services; 503 (retry) while this replica has no complete view, when it cannot tell yet.</summary>
+    private static IResult UnknownService(string service, ShardMapRegistry registry) => registry.IsSynced
+        ? Results.Json(new ErrorView($"unknown service '{service}'; known services: {string.Join(", ", registry.Services.Order(StringComparer.Ordinal))}"), statusCode: StatusCodes.Status404NotFound)
+        : new NotInSync(service);
+
+    private sealed class NotInSync(string service) : IResult
+    {
+        public Task ExecuteAsync(HttpContext httpContext)
+        {
+            httpContext.Response.Headers.RetryAfter = "1";
+            return Results.Json(
+                new ErrorView($"service '{service}' not found yet: this control plane replica is not in sync (no complete membership view yet); retry"),
+                statusCode: StatusCodes.Status503ServiceUnavailable).ExecuteAsync(httpContext);
+        }
+    }
 
     private static int EntryCount(ShardMap map, ShardMember member)
     {

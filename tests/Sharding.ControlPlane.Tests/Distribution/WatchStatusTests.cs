@@ -109,3 +109,25 @@ public sealed class WatchStatusTests
         }
     }
 }
+
+/// <summary>The directory endpoints on a replica that has no complete view yet.</summary>
+public sealed class DirectoryNotInSyncTests
+{
+    [Theory]
+    [InlineData("/v1/lookup?service=sharded-svc&key=k")]
+    [InlineData("/v1/services/sharded-svc/map")]
+    public async Task Directory_BeforeTheReplicaIsInSync_503NotUnknownService(string path)
+    {
+        // No membership yet: the service may well exist. A 404 "unknown service" would tell a directory client that it does not.
+        using var cluster = new TempCluster();
+        await using var replica = await ControlPlaneReplica.StartAsync(cluster.Directory, "a");
+        Assert.False(replica.Registry.IsSynced);
+        using var http = new HttpClient { BaseAddress = replica.HttpUrl };
+
+        using var response = await http.GetAsync(new Uri(path, UriKind.Relative));
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        Assert.Contains("not in sync", text, StringComparison.Ordinal);
+        Assert.NotNull(response.Headers.RetryAfter);
+    }
+}
