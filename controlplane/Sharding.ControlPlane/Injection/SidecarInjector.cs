@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Options;
+using Sharding.ControlPlane.Membership;
 using Sharding.Hashing;
 using Sharding.Keys;
 using Sharding.Kubernetes;
@@ -32,17 +33,23 @@ internal sealed class SidecarInjector(IOptions<SidecarInjectionOptions> options)
 {
     internal const string InjectKey = "sharding.dev/inject";
     internal const string ServiceKey = "sharding.dev/service";
-    internal const string AppPortAnnotation = "sharding.dev/app-port";
-    internal const string SidecarPortAnnotation = "sharding.dev/sidecar-port";
+    internal const string AppPortAnnotation = PodMembershipSource.AppPortAnnotation;
+    internal const string SidecarPortAnnotation = PodMembershipSource.SidecarPortAnnotation;
     private const string Prefix = "sharding.dev/";
-    private const string KeyAnnotation = "sharding.dev/key";
-    private const string AlgorithmAnnotation = "sharding.dev/algorithm";
-    private const string TableSizeAnnotation = "sharding.dev/table-size";
-    private const string HashKeyAnnotation = "sharding.dev/hash-key";
-    private const string WeightAnnotation = "sharding.dev/weight";
+    private const string KeyAnnotation = PodMembershipSource.KeyAnnotation;
+    private const string NoKeyAnnotation = PodMembershipSource.NoKeyAnnotation;
+    private const string FallbackMemberAnnotation = PodMembershipSource.FallbackMemberAnnotation;
+    private const string MaxBodyBytesAnnotation = PodMembershipSource.MaxBodyBytesAnnotation;
+    private const string AlgorithmAnnotation = PodMembershipSource.AlgorithmAnnotation;
+    private const string TableSizeAnnotation = PodMembershipSource.TableSizeAnnotation;
+    private const string HashKeyAnnotation = PodMembershipSource.HashKeyAnnotation;
+    private const string WeightAnnotation = PodMembershipSource.WeightAnnotation;
 
     private static readonly string[] KnownAnnotations =
-        [InjectKey, ServiceKey, KeyAnnotation, AppPortAnnotation, AlgorithmAnnotation, TableSizeAnnotation, HashKeyAnnotation, SidecarPortAnnotation, WeightAnnotation];
+    [
+        InjectKey, ServiceKey, KeyAnnotation, NoKeyAnnotation, FallbackMemberAnnotation, MaxBodyBytesAnnotation, AppPortAnnotation, AlgorithmAnnotation,
+        TableSizeAnnotation, HashKeyAnnotation, SidecarPortAnnotation, WeightAnnotation,
+    ];
     private readonly SidecarInjectionOptions _options = options.Value;
 
     public InjectionResult Review(ReadOnlySpan<byte> body)
@@ -290,8 +297,13 @@ internal sealed class SidecarInjector(IOptions<SidecarInjectionOptions> options)
             var value = Text(node) ?? string.Empty;
             var problem = key switch
             {
-                InjectKey or ServiceKey or AppPortAnnotation or SidecarPortAnnotation => null,
+                InjectKey or ServiceKey or AppPortAnnotation or SidecarPortAnnotation or FallbackMemberAnnotation => null,
                 KeyAnnotation => KeyRulesProblem(value),
+                NoKeyAnnotation => !NoKeyActionNames.TryParse(value, out var noKey) ? "use reject, serve-locally or fixed-member"
+                    : noKey == NoKeyAction.FixedMember && annotations![FallbackMemberAnnotation] is null ? $"fixed-member needs {FallbackMemberAnnotation} naming the pod that serves key-less requests"
+                    : null,
+                MaxBodyBytesAnnotation => int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var max) && max is >= 1 and <= ShardKeyPolicy.MaxBodyBytesLimit
+                    ? null : $"must be a number of bytes 1-{ShardKeyPolicy.MaxBodyBytesLimit}, e.g. 65536",
                 AlgorithmAnnotation => ShardAlgorithmNames.TryParse(value, out _) ? null : "use maglev, ring or modulo",
                 TableSizeAnnotation => int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var size) && size <= ShardTableOptions.MaxMaglevTableSize && Primes.IsPrime(size)
                     ? null : "must be a prime at most 16777216, e.g. 65537",

@@ -336,6 +336,27 @@ public sealed class SidecarInjectorTests
     }
 
     [Fact]
+    public void Review_KeyPolicyAnnotations_KnownAndChecked()
+    {
+        JsonObject Annotated(JsonObject annotations) => Pod(new JsonObject { ["sharding.dev/inject"] = "true", ["app"] = "x" }, annotations);
+
+        var good = Run(Review(Annotated(new JsonObject
+        {
+            ["sharding.dev/no-key"] = "fixed-member",
+            ["sharding.dev/fallback-member"] = "x-0",
+            ["sharding.dev/max-body-bytes"] = "1024",
+        }))).Response;
+        Assert.Null(good.Warnings);
+
+        var bad = Run(Review(Annotated(new JsonObject { ["sharding.dev/no-key"] = "fixed-member", ["sharding.dev/max-body-bytes"] = "16777217" }))).Response;
+        Assert.Contains("sharding: annotation sharding.dev/no-key='fixed-member' is invalid (fixed-member needs sharding.dev/fallback-member naming the pod that serves key-less requests); the default is used", bad.Warnings!);
+        Assert.Contains("sharding: annotation sharding.dev/max-body-bytes='16777217' is invalid (must be a number of bytes 1-16777216, e.g. 65536); the default is used", bad.Warnings!);
+        Assert.Contains(
+            "sharding: annotation sharding.dev/no-key='maybe' is invalid (use reject, serve-locally or fixed-member); the default is used",
+            Run(Review(Annotated(new JsonObject { ["sharding.dev/no-key"] = "maybe" }))).Response.Warnings!);
+    }
+
+    [Fact]
     public void Review_Sidecar_MeetsRestrictedPodSecurity()
     {
         // Pod Security "restricted" wants, per container unless the pod sets it: runAsNonRoot, no privilege escalation, all
