@@ -19,10 +19,12 @@ internal static partial class SidecarInjectionEndpoints
     {
         var logger = loggers.CreateLogger(typeof(SidecarInjectionEndpoints).FullName!);
         using var buffer = new MemoryStream();
-        await context.Request.Body.CopyToAsync(buffer, context.RequestAborted).ConfigureAwait(false);
-        if (buffer.Length > MaxBodyBytes)
+        if (context.Request.ContentLength > MaxBodyBytes || !await TryReadAsync(context.Request.Body, buffer, context.RequestAborted).ConfigureAwait(false))
         {
+            // Refused once the limit is passed, not after reading the rest (Kestrel alone would buffer up to 30 MB).
             context.Response.StatusCode = StatusCodes.Status413PayloadTooLarge;
+            context.Response.ContentType = "text/plain; charset=utf-8";
+            await context.Response.WriteAsync($"the AdmissionReview is larger than {MaxBodyBytes} bytes", context.RequestAborted).ConfigureAwait(false);
             return;
         }
 
@@ -40,6 +42,24 @@ internal static partial class SidecarInjectionEndpoints
         LogReviewed(logger, response.Uid, response.Allowed, response.Patch is not null);
         context.Response.ContentType = "application/json";
         await JsonSerializer.SerializeAsync(context.Response.Body, result.Review, KubernetesJsonContext.Default.AdmissionReview, context.RequestAborted).ConfigureAwait(false);
+    }
+
+    /// <summary>Copies the body, at most <see cref="MaxBodyBytes"/>; false when there is more.</summary>
+    private static async Task<bool> TryReadAsync(Stream body, MemoryStream buffer, CancellationToken cancellationToken)
+    {
+        var chunk = new byte[16 * 1024];
+        int read;
+        while ((read = await body.ReadAsync(chunk, cancellationToken).ConfigureAwait(false)) > 0)
+        {
+            if (buffer.Length + read > MaxBodyBytes)
+            {
+                return false;
+            }
+
+            buffer.Write(chunk, 0, read);
+        }
+
+        return true;
     }
 
     [LoggerMessage(EventId = 911, EventName = "AdmissionReviewed", Level = LogLevel.Debug, Message = "Admission {Uid}: allowed {Allowed}, patched {Patched}")]

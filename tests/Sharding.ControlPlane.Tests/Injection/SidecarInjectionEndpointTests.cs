@@ -53,6 +53,20 @@ public sealed class SidecarInjectionEndpointTests : IAsyncLifetime
         Assert.False(string.IsNullOrWhiteSpace(text));
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Mutate_BodyOverThreeMiB_Http413WithMessage(bool withLength)
+    {
+        var body = new byte[(3 * 1024 * 1024) + 1];
+        body.AsSpan().Fill((byte)' ');
+        HttpContent content = withLength ? new ByteArrayContent(body) : new StreamContent(new UnknownLengthStream(body));
+        content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
+        using var response = await _client!.PostAsync(new Uri("/mutate", UriKind.Relative), content);
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);
+        Assert.Equal("the AdmissionReview is larger than 3145728 bytes", await response.Content.ReadAsStringAsync());
+    }
+
     [Fact]
     public async Task Mutate_OptedInPodWithNoContainers_AllowedFalseNot500()
     {
@@ -66,5 +80,11 @@ public sealed class SidecarInjectionEndpointTests : IAsyncLifetime
         var review = System.Text.Json.Nodes.JsonNode.Parse(text)!;
         Assert.Equal("u-1", (string?)review["response"]!["uid"]);
         Assert.False((bool)review["response"]!["allowed"]!);
+    }
+
+    // A body sent chunked (no Content-Length), as a stream that does not say its length.
+    private sealed class UnknownLengthStream(byte[] data) : MemoryStream(data)
+    {
+        public override bool CanSeek => false;
     }
 }
