@@ -278,8 +278,14 @@ internal sealed partial class Http1FastPath : IDisposable
                     }
 
                     _input.AdvanceTo(buffer.Start, buffer.End);
-                    _cts.CancelAfter(_owner._limits.RequestHeadersTimeout);
-                    partialHead = true;
+                    if (!partialHead)
+                    {
+                        // Kestrel's deadline for the whole head, from its first bytes: more bytes must not move it, or a client
+                        // sending a byte now and then (slowloris) would hold the connection for as long as it likes.
+                        _cts.CancelAfter(_owner._limits.RequestHeadersTimeout);
+                        partialHead = true;
+                    }
+
                     continue;
                 }
 

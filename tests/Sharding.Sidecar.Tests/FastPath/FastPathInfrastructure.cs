@@ -743,12 +743,13 @@ internal sealed class SoloSidecar : IAsyncDisposable
 
     public string MapFile => Path.Combine(Directory, "map.yaml");
 
-    public static async Task<SoloSidecar> StartAsync(int appPort, IDictionary<string, string?>? settings = null, string rules = "[\"header:x-shard-key\"]")
+    public static async Task<SoloSidecar> StartAsync(
+        int appPort, IDictionary<string, string?>? settings = null, string rules = "[\"header:x-shard-key\"]", Action<Microsoft.AspNetCore.Builder.WebApplicationBuilder>? configure = null)
     {
         var directory = System.IO.Directory.CreateTempSubdirectory("sharding-fastpath-").FullName;
         var port = TestSidecar.FreePort();
         await File.WriteAllTextAsync(Path.Combine(directory, "map.yaml"), Yaml(1, [("pod-0", port)], rules));
-        var sidecar = await TestSidecar.StartAsync("pod-0", port, appPort, Path.Combine(directory, "map.yaml"), settings);
+        var sidecar = await TestSidecar.StartAsync("pod-0", port, appPort, Path.Combine(directory, "map.yaml"), settings, configure: configure);
         return new SoloSidecar(directory, sidecar, port);
     }
 

@@ -32,7 +32,8 @@ internal sealed class TestSidecar : IAsyncDisposable
 
     public IServiceProvider Services => _app.Services;
 
-    public static async Task<TestSidecar> StartAsync(string podName, int port, int appPort, string mapFile, IDictionary<string, string?>? extra = null, ILoggerProvider? logs = null)
+    public static async Task<TestSidecar> StartAsync(string podName, int port, int appPort, string mapFile, IDictionary<string, string?>? extra = null, ILoggerProvider? logs = null,
+        Action<WebApplicationBuilder>? configure = null)
     {
         var settings = new Dictionary<string, string?>
         {
@@ -63,6 +64,8 @@ internal sealed class TestSidecar : IAsyncDisposable
             {
                 builder.Logging.AddProvider(logs);
             }
+
+            configure?.Invoke(builder);
         });
         await app.StartAsync();
         var sidecar = new TestSidecar(podName, app);
