@@ -183,9 +183,9 @@ internal ref struct RequestHead
 
                 return true;
             case 4 when name.Equals("host", StringComparison.OrdinalIgnoreCase):
-                if (HostIndex >= 0)
+                if (HostIndex >= 0 || !IsValidHost(value))
                 {
-                    return false; // two Host headers: Kestrel answers 400
+                    return false; // two Host headers, or one Kestrel refuses (a/b, a b, user@a, :80): Kestrel answers 400
                 }
 
                 HostIndex = index;
@@ -296,6 +296,50 @@ internal ref struct RequestHead
 
         return true;
     }
+
+    /// <summary>Kestrel's Host rule for origin-form requests (<c>HttpUtilities.IsHostHeaderValid</c>): empty; or reg-name /
+    /// IPv4 characters (letters, digits, <c>!$&amp;'()-._~</c>) or an IPv6 literal in brackets, then an optional
+    /// <c>:port</c> of at least one digit.</summary>
+    internal static bool IsValidHost(ReadOnlySpan<char> host)
+    {
+        if (host.IsEmpty)
+        {
+            return true;
+        }
+
+        int end;
+        if (host[0] == '[')
+        {
+            end = host.IndexOf(']');
+            if (end < 4 || host[1..end].IndexOfAnyExcept(Ipv6Chars) >= 0)
+            {
+                return false; // [::1] is the shortest
+            }
+
+            end++;
+        }
+        else
+        {
+            end = host.IndexOfAnyExcept(HostChars);
+            if (end == 0)
+            {
+                return false;
+            }
+
+            if (end < 0)
+            {
+                return true;
+            }
+        }
+
+        var port = host[end..];
+        return port.IsEmpty || (port.Length > 1 && port[0] == ':' && !port[1..].ContainsAnyExceptInRange('0', '9'));
+    }
+
+    private static readonly SearchValues<char> HostChars =
+        SearchValues.Create("!$&'()-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz");
+
+    private static readonly SearchValues<char> Ipv6Chars = SearchValues.Create(":.0123456789ABCDEFabcdef");
 
     private static bool IsVisible(ReadOnlySpan<char> value) => value.IndexOfAnyExceptInRange((char)0x21, (char)0x7E) < 0;
 

@@ -67,4 +67,68 @@ public sealed class FastPathAuditTests
         Assert.True(Stopwatch.GetElapsedTime(started) < TimeSpan.FromSeconds(5), $"closed only after {Stopwatch.GetElapsedTime(started).TotalSeconds:F1} s");
         Assert.Equal(0, app.Connections);
     }
+
+    [Theory]
+    [InlineData("a/b", true)]
+    [InlineData("a/b", false)]
+    [InlineData("a b", true)]
+    [InlineData("a b", false)]
+    [InlineData("a@b", true)]
+    [InlineData("a@b", false)]
+    [InlineData("a:8x", true)]
+    [InlineData(":80", true)]
+    [InlineData("[::1", true)]
+    [InlineData("a\"b", true)]
+    [InlineData("a*b", true)]
+    [InlineData("a*b", false)]
+    [InlineData("a%41", true)]
+    [InlineData("a%41", false)]
+    [InlineData("a:", true)]
+    [InlineData("a:", false)]
+    [InlineData("[::]", true)]
+    [InlineData("[::]", false)]
+    public async Task InvalidHost_IsAnswered400_AsKestrelDoes_AndNeverReachesTheApp(string host, bool fastPath)
+    {
+        await using var app = FakeApp.Start();
+        await using var solo = await SoloSidecar.StartAsync(app.Port, FastPath(fastPath));
+        using var client = await RawClient.ConnectAsync(solo.Port);
+
+        await client.SendAsync($"GET /x HTTP/1.1\r\nHost: {host}\r\nx-shard-key: k1\r\n\r\n");
+        var response = await client.ReadResponseAsync(timeout: Soon);
+        Assert.Equal(400, response.Status);
+        Assert.False(app.Requests.Reader.TryRead(out var seen), $"the app got a request with Host '{seen?.Header("host")}'");
+    }
+
+    [Theory]
+    [InlineData("app.test")]
+    [InlineData("app.test:8080")]
+    [InlineData("10.0.0.1:80")]
+    [InlineData("[::1]:8080")]
+    [InlineData("[fe80::1]")]
+    [InlineData("")]
+    [InlineData("xn--bcher-kva.example")]
+    [InlineData("a_b.test")]
+    [InlineData("a~!$&'()b")]
+    public async Task ValidHost_IsServedByTheFastPath_AndKestrelTakesItToo(string host)
+    {
+        await using var app = FakeApp.Start();
+        await using (var full = await SoloSidecar.StartAsync(app.Port, FastPath(false)))
+        {
+            using var kestrel = await RawClient.ConnectAsync(full.Port);
+            await kestrel.SendAsync($"GET /x HTTP/1.1\r\nHost: {host}\r\nx-shard-key: k1\r\n\r\n");
+            Assert.Equal(200, (await kestrel.ReadResponseAsync(timeout: Soon)).Status);
+            Assert.Equal(host, (await app.NextRequestAsync()).Header("host"));
+        }
+
+        await using var solo = await SoloSidecar.StartAsync(app.Port);
+        using var counters = new FastPathCounters(solo.Sidecar);
+        using var client = await RawClient.ConnectAsync(solo.Port);
+
+        await client.SendAsync($"GET /x HTTP/1.1\r\nHost: {host}\r\nx-shard-key: k1\r\n\r\n");
+        var response = await client.ReadResponseAsync(timeout: Soon);
+        Assert.Equal(200, response.Status);
+        Assert.Equal(host, (await app.NextRequestAsync()).Header("host"));
+        await counters.WaitForAsync(static c => c.Served == 1, "1 served");
+        Assert.Equal(0, counters.TotalHandovers);
+    }
 }
