@@ -374,6 +374,11 @@ internal sealed partial class Http1FastPath : IDisposable
                 return SidecarMetricNames.HandoverProtocol;
             }
 
+            if (head.RequestLineEnd > _owner._limits.MaxRequestLineSize)
+            {
+                return SidecarMetricNames.HandoverHeadSize; // Kestrel answers 414
+            }
+
             var state = _owner.StateFor(_owner._store.Current);
             if (state?.Self is not { } self)
             {

@@ -131,4 +131,26 @@ public sealed class FastPathAuditTests
         await counters.WaitForAsync(static c => c.Served == 1, "1 served");
         Assert.Equal(0, counters.TotalHandovers);
     }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task RequestLineLongerThanKestrelsLimit_IsAnswered414_AsKestrelDoes(bool fastPath)
+    {
+        await using var app = FakeApp.Start();
+        await using var solo = await SoloSidecar.StartAsync(app.Port, FastPath(fastPath));
+        using var counters = new FastPathCounters(solo.Sidecar);
+        using var client = await RawClient.ConnectAsync(solo.Port);
+
+        // Kestrel's MaxRequestLineSize is 8 KiB; the fast path's head limit (16 KiB) is not a request-line limit.
+        var target = "/" + new string('a', 10 * 1024);
+        await client.SendAsync($"GET {target} HTTP/1.1\r\nHost: app.test\r\nx-shard-key: k1\r\n\r\n");
+        var response = await client.ReadResponseAsync(timeout: Soon);
+        Assert.Equal(414, response.Status);
+        Assert.False(app.Requests.Reader.TryRead(out _), "the app got a request line Kestrel refuses");
+        if (fastPath)
+        {
+            Assert.Equal(0, counters.Served);
+        }
+    }
 }
