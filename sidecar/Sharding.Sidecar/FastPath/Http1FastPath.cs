@@ -46,6 +46,12 @@ internal sealed partial class Http1FastPath : IDisposable
     /// <summary>Body bytes already received with the head that are sent in the same write as the head.</summary>
     private const int CoalescedBodyBytes = 16 * 1024;
 
+    /// <summary>
+    /// A kept app connection idle for less than this takes a bodiless request without a liveness poll (a syscall per request
+    /// under load), as <see cref="DuplexHttp1Handler"/> does on the full path; after a longer pause it is checked first.
+    /// </summary>
+    private static readonly TimeSpan UncheckedIdle = TimeSpan.FromMilliseconds(100);
+
     /// <summary>After the app answered in full, how long the rest of the body may go without the app taking any of it.</summary>
     private static readonly TimeSpan BodyAfterResponseStall = TimeSpan.FromSeconds(5);
 
@@ -292,10 +298,14 @@ internal sealed partial class Http1FastPath : IDisposable
                 partialHead = false;
                 Accepted request = default;
                 var reason = headLength > MaxRequestHeadBytes ? SidecarMetricNames.HandoverHeadSize : TryAccept(buffer, headLength, out request);
-                if (reason is null && _upstream is not null && request.ContentLength > 0 && _upstream.Requests > 0 && !UpstreamConnectionPool.IsOpen(_upstream))
+                if (reason is null && _upstream is { Requests: > 0 } kept
+                    && (request.ContentLength > 0 || _owner._time.GetElapsedTime(kept.IdleSince) >= UncheckedIdle)
+                    && !UpstreamConnectionPool.IsOpen(kept))
                 {
-                    // A body cannot be sent twice: make sure the kept connection was not closed while idle (a bodiless
-                    // request is simply retried on a new connection when that happens).
+                    // The kept connection has something to read: the app closed it while idle, or wrote bytes after its last
+                    // response (a body on a HEAD or 204 answer, more than its Content-Length), which would be read as the
+                    // start of this request's response. A body cannot be sent twice, so a body request always checks; a
+                    // bodiless one checks after a pause, as the full path's client does (one closed at once is retried).
                     DropUpstream();
                 }
 
@@ -1183,6 +1193,7 @@ internal sealed partial class Http1FastPath : IDisposable
                 if (_upstream is { } app)
                 {
                     app.Requests++;
+                    app.IdleSince = owner._time.GetTimestamp();
                     if (exchange.Response.UpstreamClose || exchange.BodyCut)
                     {
                         DropUpstream();

@@ -153,4 +153,42 @@ public sealed class FastPathAuditTests
             Assert.Equal(0, counters.Served);
         }
     }
+
+    [Theory]
+    [InlineData("HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true)] // a HEAD answered with a body anyway
+    [InlineData("GET", "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", true)]
+    [InlineData("GET", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true)] // more than its length
+    [InlineData("HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false)]
+    public async Task BytesTheAppSentAfterItsResponse_AreNotReadAsTheNextRequestsResponse(string method, string head, bool fastPath)
+    {
+        // The app writes more than its response holds, a moment later (a separate write): bytes no response owns, sitting on
+        // the kept app connection. The next request must not get them as the start of its own response.
+        await using var app = FakeApp.Start(async (request, connection) =>
+        {
+            if (request.Target == "/sloppy")
+            {
+                await connection.SendAsync(head);
+                await Task.Delay(100);
+                await connection.SendAsync("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nspoofed");
+                return;
+            }
+
+            await FakeApp.EchoAsync(request, connection);
+        });
+        await using var solo = await SoloSidecar.StartAsync(app.Port, FastPath(fastPath));
+        using var client = await RawClient.ConnectAsync(solo.Port);
+
+        await client.SendAsync($"{method} /sloppy HTTP/1.1\r\nHost: app.test\r\nx-shard-key: k1\r\n\r\n");
+        var first = await client.ReadResponseAsync(headRequest: method == "HEAD", timeout: Soon);
+        Assert.Contains(first.Status, new[] { 200, 204 });
+        await Task.Delay(400); // the stray bytes are on the app connection by now
+
+        for (var i = 0; i < 2; i++)
+        {
+            await client.SendAsync($"GET /next{i} HTTP/1.1\r\nHost: app.test\r\nx-shard-key: k1\r\n\r\n");
+            var next = await client.ReadResponseAsync(timeout: Soon);
+            Assert.Equal(200, next.Status);
+            Assert.StartsWith($"GET /next{i} 0 ", next.BodyText);
+        }
+    }
 }
