@@ -193,6 +193,10 @@ internal sealed partial class Http1FastPath : IDisposable
         private byte[] _sendBuffer = ArrayPool<byte>.Shared.Rent(8192);
         private readonly HeaderLine[] _headers = ArrayPool<HeaderLine>.Shared.Rent(RequestHead.MaxHeaders);
         private readonly Exchange _exchange = new();
+
+        // Cancels a read of the request body that makes the body slower than Kestrel's MinRequestBodyDataRate (linked to
+        // _cts; one per connection, made at its first body that is read at a pause, its timer reused).
+        private CancellationTokenSource? _bodyRate;
         private UpstreamConnection? _upstream;
         private UpstreamConnectionPool? _upstreamPool;
 
@@ -849,7 +853,9 @@ internal sealed partial class Http1FastPath : IDisposable
             }
             catch (OperationCanceledException ex)
             {
-                (outcome, exchange.BodyError) = (BodyOutcome.Canceled, ex);
+                // The body's own rate deadline, not the exchange's: the client sends too slowly.
+                var tooSlow = _bodyRate?.IsCancellationRequested == true && !_cts.IsCancellationRequested && !exchange.StopBody;
+                (outcome, exchange.BodyError) = (tooSlow ? BodyOutcome.TooSlow : BodyOutcome.Canceled, ex);
             }
             catch (Exception ex) when (ex is IOException or InvalidOperationException)
             {
@@ -857,7 +863,7 @@ internal sealed partial class Http1FastPath : IDisposable
                 (outcome, exchange.BodyError) = (BodyOutcome.ClientGone, ex);
             }
 
-            if (outcome == BodyOutcome.ClientGone)
+            if (outcome is BodyOutcome.ClientGone or BodyOutcome.TooSlow)
             {
                 app.Abort(); // the app waits for the rest of a body that will not come: end the response's wait as well
             }
@@ -869,10 +875,26 @@ internal sealed partial class Http1FastPath : IDisposable
         [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
         private async ValueTask<BodyOutcome> SendBodyCoreAsync(Exchange exchange, UpstreamConnection app, long length)
         {
+            // Kestrel's MinRequestBodyDataRate, as on the full path: counting only the time spent waiting for the client (not
+            // for the app to take what came), the body must have reached the rate once the grace period is over.
+            var rate = _owner._limits.MinRequestBodyDataRate;
+            var waited = TimeSpan.Zero;
+
             // Bounded by the body: each turn sends at least one byte or ends.
             while (exchange.BodySent < length)
             {
-                var result = await _input.ReadAsync(_cts.Token).ConfigureAwait(false);
+                ReadResult result;
+                if (rate is null)
+                {
+                    result = await _input.ReadAsync(_cts.Token).ConfigureAwait(false);
+                }
+                else if (!_input.TryRead(out result))
+                {
+                    var started = _owner._time.GetTimestamp();
+                    result = await ReadBodyAtMinimumRateAsync(rate, exchange.BodySent, waited).ConfigureAwait(false);
+                    waited += _owner._time.GetElapsedTime(started);
+                }
+
                 var buffer = result.Buffer;
                 if (exchange.StopBody)
                 {
@@ -907,6 +929,27 @@ internal sealed partial class Http1FastPath : IDisposable
             }
 
             return BodyOutcome.Sent;
+        }
+
+        /// <summary>
+        /// A read of the request body that may wait only as long as Kestrel's <see cref="KestrelServerLimits.MinRequestBodyDataRate"/>
+        /// allows: in all, the grace period or the time <paramref name="bytes"/> take at the rate, whichever is longer, of
+        /// which <paramref name="waited"/> was spent already. Throws <see cref="OperationCanceledException"/> when it runs out.
+        /// </summary>
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+        private async ValueTask<ReadResult> ReadBodyAtMinimumRateAsync(MinDataRate rate, long bytes, TimeSpan waited)
+        {
+            var limit = TimeSpan.FromSeconds(Math.Max(rate.GracePeriod.TotalSeconds, bytes / rate.BytesPerSecond)) - waited;
+            var source = _bodyRate ??= CancellationTokenSource.CreateLinkedTokenSource(_cts.Token);
+            source.CancelAfter(limit > TimeSpan.Zero ? limit : TimeSpan.FromTicks(1));
+            try
+            {
+                return await _input.ReadAsync(source.Token).ConfigureAwait(false);
+            }
+            finally
+            {
+                source.CancelAfter(Timeout.InfiniteTimeSpan);
+            }
         }
 
         /// <summary>
@@ -958,6 +1001,11 @@ internal sealed partial class Http1FastPath : IDisposable
                 case BodyOutcome.ClientGone:
                     exchange.Failure = Failure.ClientGone;
                     exchange.Error ??= exchange.BodyError;
+                    return;
+                case BodyOutcome.TooSlow when !responded:
+                    exchange.Failure = Failure.BodyTooSlow; // (the app's connection was aborted for it: not the app's failure)
+                    exchange.Error = exchange.BodyError;
+                    exchange.Close = true;
                     return;
             }
 
@@ -1235,6 +1283,8 @@ internal sealed partial class Http1FastPath : IDisposable
                     ForwardFailureText.Unavailable(who), owner._retryAfter),
                 Failure.Timeout => (StatusCodes.Status504GatewayTimeout, SidecarMetricNames.OutcomeUpstreamError,
                     ForwardFailureText.TimedOut(who, owner._options.ResponseHeadersTimeout), null),
+                Failure.BodyTooSlow => (StatusCodes.Status400BadRequest, SidecarMetricNames.OutcomeBadRequest,
+                    "reading the request body failed", null), // the full path's answer to Kestrel's cut
                 _ => (StatusCodes.Status502BadGateway, SidecarMetricNames.OutcomeUpstreamError,
                     ForwardFailureText.Failed(who, failure.ToString()), (byte[]?)null),
             };
@@ -1348,6 +1398,7 @@ internal sealed partial class Http1FastPath : IDisposable
         public void Dispose()
         {
             _closeRequested.Dispose();
+            _bodyRate?.Dispose();
             _cts.Dispose();
             _exchange.ReleaseTrailers();
             if (_exchanging)
@@ -1378,6 +1429,7 @@ internal sealed partial class Http1FastPath : IDisposable
         Activity,
         ClientGone,
         Drained,
+        BodyTooSlow,
     }
 
     private enum BodyOutcome
@@ -1388,6 +1440,7 @@ internal sealed partial class Http1FastPath : IDisposable
         AppError,
         Stopped,
         Canceled,
+        TooSlow,
     }
 
     /// <summary>One request's progress through the relay (one per connection, reset for each request).</summary>

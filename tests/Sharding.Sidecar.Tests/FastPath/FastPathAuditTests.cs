@@ -191,4 +191,78 @@ public sealed class FastPathAuditTests
             Assert.StartsWith($"GET /next{i} 0 ", next.BodyText);
         }
     }
+
+    private static void SlowBodyLimit(Microsoft.AspNetCore.Builder.WebApplicationBuilder builder) =>
+        builder.Services.Configure<KestrelServerOptions>(static kestrel => kestrel.Limits.MinRequestBodyDataRate = new MinDataRate(100, TimeSpan.FromSeconds(2)));
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task BodyTrickledBelowTheMinimumRequestBodyDataRate_IsCut_AsKestrelDoes(bool fastPath)
+    {
+        await using var app = FakeApp.Start();
+        await using var solo = await SoloSidecar.StartAsync(app.Port, FastPath(fastPath), configure: SlowBodyLimit);
+        using var client = await RawClient.ConnectAsync(solo.Port);
+
+        // 20 bytes/s against a minimum of 100 bytes/s after a 2 s grace: Kestrel cuts it after about 2 s (slow POST), and
+        // the full path answers 400.
+        await client.SendAsync("POST /upload HTTP/1.1\r\nHost: app.test\r\nx-shard-key: k1\r\nContent-Length: 100000\r\n\r\n");
+        var started = Stopwatch.GetTimestamp();
+        using var stop = new CancellationTokenSource();
+        var trickle = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                await Task.Delay(500);
+                try
+                {
+                    await client.SendAsync("0123456789");
+                }
+                catch (Exception ex) when (ex is System.Net.Sockets.SocketException or OperationCanceledException or ObjectDisposedException)
+                {
+                    return;
+                }
+            }
+        });
+        string received;
+        try
+        {
+            var response = await client.ReadResponseAsync(timeout: TimeSpan.FromSeconds(8));
+            received = response.StatusLine;
+            Assert.Equal(400, response.Status); // the full path's answer when reading the body fails
+            Assert.Equal("reading the request body failed", response.BodyText.Trim());
+            await client.DrainUntilClosedAsync(Soon); // the rest of the body is never read: the connection cannot go on
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            await trickle;
+        }
+
+        Assert.True(Stopwatch.GetElapsedTime(started) < TimeSpan.FromSeconds(5), $"'{received}' only after {Stopwatch.GetElapsedTime(started).TotalSeconds:F1} s");
+        Assert.False(app.Requests.Reader.TryRead(out _), "the app got the cut request as a whole one");
+    }
+
+    [Fact]
+    public async Task BodySentInPiecesAboveTheMinimumRate_ArrivesWhole()
+    {
+        await using var app = FakeApp.Start();
+        await using var solo = await SoloSidecar.StartAsync(app.Port, configure: SlowBodyLimit);
+        using var counters = new FastPathCounters(solo.Sidecar);
+        using var client = await RawClient.ConnectAsync(solo.Port);
+
+        // Pauses longer than the grace in all, but 500 bytes/s on average: not too slow.
+        var piece = new string('b', 500);
+        await client.SendAsync($"POST /upload HTTP/1.1\r\nHost: app.test\r\nx-shard-key: k1\r\nContent-Length: {piece.Length * 6}\r\n\r\n");
+        for (var i = 0; i < 6; i++)
+        {
+            await Task.Delay(900);
+            await client.SendAsync(piece);
+        }
+
+        var response = await client.ReadResponseAsync(timeout: Soon);
+        Assert.Equal(200, response.Status);
+        Assert.StartsWith($"POST /upload {piece.Length * 6} ", response.BodyText);
+        await counters.WaitForAsync(static c => c.Served == 1, "1 served");
+    }
 }
