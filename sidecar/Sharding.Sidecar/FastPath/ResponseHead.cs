@@ -143,8 +143,10 @@ internal struct ResponseHead
         }
         else if (hasTransferEncoding)
         {
-            // RFC 9112 §6.3: Transfer-Encoding wins over Content-Length; not chunked last means "until close".
+            // RFC 9112 §6.3: Transfer-Encoding wins over Content-Length; not chunked last means "until close". Both at once
+            // may be an attempt at response splitting: the connection is not used again.
             response.Framing = chunked ? BodyFraming.Chunked : BodyFraming.UntilClose;
+            response.UpstreamClose |= response.ContentLength >= 0;
             response.ContentLength = -1;
         }
         else if (response.ContentLength >= 0)

@@ -148,7 +148,8 @@ public sealed class ResponseHeadTests
     [InlineData("HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", false, 200, "Length", 0L, false)] // no reason phrase
     [InlineData("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false, 200, "Chunked", -1L, false)]
     [InlineData("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, CHUNKED\r\n\r\n", false, 200, "Chunked", -1L, false)]
-    [InlineData("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", false, 200, "Chunked", -1L, false)] // TE wins
+    [InlineData("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", false, 200, "Chunked", -1L, true)] // TE wins; never reused
+    [InlineData("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", false, 200, "Chunked", -1L, true)]
     [InlineData("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", false, 200, "UntilClose", -1L, true)] // not chunked last
     [InlineData("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n", false, 200, "UntilClose", -1L, true)]
     [InlineData("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n", false, 200, "Length", 5L, true)]
