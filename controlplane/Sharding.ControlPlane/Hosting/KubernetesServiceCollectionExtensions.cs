@@ -52,11 +52,11 @@ internal static class KubernetesServiceCollectionExtensions
         return services;
     }
 
-    /// <summary>Maps <c>POST /mutate</c>, restricted to the webhook's HTTPS port.</summary>
+    /// <summary>Maps <c>POST /mutate</c>, restricted to connections on the webhook's HTTPS port (whatever Host they name).</summary>
     public static IEndpointRouteBuilder MapKubernetesEndpoints(this IEndpointRouteBuilder endpoints)
     {
         var port = endpoints.ServiceProvider.GetRequiredService<IOptions<SidecarInjectionOptions>>().Value.WebhookPort;
-        endpoints.MapSidecarInjection(requireHost: "*:" + port.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        endpoints.MapSidecarInjection(localPort: port);
         return endpoints;
     }
 

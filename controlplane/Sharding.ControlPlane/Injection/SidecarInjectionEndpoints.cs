@@ -9,11 +9,24 @@ internal static partial class SidecarInjectionEndpoints
     /// <summary>Bodies above this are refused: a Pod AdmissionReview is a few KiB; the apiserver's own limit is 3 MiB.</summary>
     private const int MaxBodyBytes = 3 * 1024 * 1024;
 
-    public static IEndpointConventionBuilder MapSidecarInjection(this IEndpointRouteBuilder endpoints, string? requireHost = null)
-    {
-        var builder = endpoints.MapPost("/mutate", HandleAsync);
-        return requireHost is null ? builder : builder.RequireHost(requireHost);
-    }
+    /// <summary>Maps the webhook; with <paramref name="localPort"/>, only connections accepted on that port reach it (others get 404).</summary>
+    /// <remarks>
+    /// The restriction is on the socket's local port, not the Host header: the API server calls
+    /// <c>https://&lt;service&gt;.&lt;namespace&gt;.svc:&lt;service port&gt;/mutate</c>, so its Host names the Service port (443 in
+    /// manifests/base), which the Service maps to the webhook's container port (8443). A Host-based match (<c>RequireHost("*:8443")</c>)
+    /// would turn every real admission request away.
+    /// </remarks>
+    public static IEndpointConventionBuilder MapSidecarInjection(this IEndpointRouteBuilder endpoints, int? localPort = null) =>
+        endpoints.MapPost("/mutate", (HttpContext context, SidecarInjector injector, ILoggerFactory loggers) =>
+        {
+            if (localPort is { } port && context.Connection.LocalPort != port)
+            {
+                context.Response.StatusCode = StatusCodes.Status404NotFound;
+                return Task.CompletedTask;
+            }
+
+            return HandleAsync(context, injector, loggers);
+        });
 
     private static async Task HandleAsync(HttpContext context, SidecarInjector injector, ILoggerFactory loggers)
     {

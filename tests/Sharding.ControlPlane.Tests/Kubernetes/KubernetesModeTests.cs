@@ -274,17 +274,29 @@ public sealed class KubernetesModeTests
             using var ca = X509Certificate2.CreateFromPem(bundle);
             var body = await File.ReadAllBytesAsync(Path.Combine(RepositoryPaths.KubernetesFixtures, "webhook", "received", "01-valid.request.json"));
 
-            // As the API server calls a service reference: https://<service>.<namespace>.svc, name checked, only the bundle trusted.
+            // As the API server calls a service reference: https://<service>.<namespace>.svc:<service port>, name checked, only the
+            // bundle trusted. The Host it sends names the Service port (443 in manifests/base), not the container port the
+            // Service forwards to, so the webhook must not match on the Host's port.
             using (var client = WebhookClient(webhookPort, ca))
             {
                 using var response = await client.PostAsync(
-                    new Uri($"https://sharding-controlplane.sharding-system.svc:{webhookPort}/mutate?timeout=5s"), Json(body));
+                    new Uri("https://sharding-controlplane.sharding-system.svc:443/mutate?timeout=5s"), Json(body));
                 Assert.Equal(HttpStatusCode.OK, response.StatusCode);
                 var review = JsonNode.Parse(await response.Content.ReadAsStringAsync())!;
                 Assert.True((bool)review["response"]!["allowed"]!);
                 var patch = Encoding.UTF8.GetString(Convert.FromBase64String((string)review["response"]!["patch"]!));
                 Assert.Contains("\"sharding-sidecar\"", patch, StringComparison.Ordinal);
                 Assert.Contains("sidecar:test", patch, StringComparison.Ordinal);
+            }
+
+            // The plain HTTP port does not serve the webhook, whatever Host the request names.
+            var (http, _) = await app.Services.GetRequiredService<ControlPlaneEndpoints>().Bound.WaitAsync(TimeSpan.FromSeconds(10));
+            using (var plain = new HttpClient())
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Post, new Uri(http, "/mutate")) { Content = Json(body) };
+                request.Headers.Host = "sharding-controlplane.sharding-system.svc:" + webhookPort.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                using var response = await plain.SendAsync(request);
+                Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
             }
 
             // A name the certificate does not carry, or a CA other than the bundle's, fails the TLS handshake.
