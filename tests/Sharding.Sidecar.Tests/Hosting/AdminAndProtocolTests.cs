@@ -36,6 +36,15 @@ public sealed class AdminAndProtocolTests(ClusterFixture fixture)
         Assert.Equal(HttpStatusCode.BadRequest, data.StatusCode);
     }
 
+    [Fact]
+    public async Task AdminPort_Metrics_AreTheOnesTheDocsAndDashboardsName()
+    {
+        using var client = Cluster.Client(http2: false);
+        var exposition = await client.GetStringAsync($"http://127.0.0.1:{Cluster.Sidecars[0].AdminPort}/metrics");
+        var problems = MetricsCatalogue.Problems("sharding_sidecar_", MetricsCatalogue.Exposed(exposition), MetricsCatalogue.Documented("Sidecar"));
+        Assert.True(problems.Count == 0, string.Join('\n', problems));
+    }
+
     [RequiresToolFact("curl", "curl")]
     public async Task Curl_Http2PriorKnowledge_AndHttp11_OnTheSamePort()
     {
