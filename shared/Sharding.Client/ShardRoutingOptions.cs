@@ -11,7 +11,7 @@ public sealed class ShardRoutingOptions
     /// <value>Set from the name given to <c>AddShardRouting</c>/<c>AddShardRouter</c>; required.</value>
     public string Service { get; set; } = string.Empty;
 
-    /// <summary>Control-plane gRPC URLs (h2c), e.g. <c>http://sharding-controlplane.sharding:15001</c>; any replica will do, they are
+    /// <summary>Control-plane gRPC URLs (h2c), e.g. <c>http://sharding-controlplane.sharding-system.svc:8081</c>; any replica will do, they are
     /// tried in turn.</summary>
     /// <value>Empty; at least one absolute http:// or https:// URL is required.</value>
     public IList<string> ControlPlaneAddresses { get; set; } = [];

@@ -30,7 +30,7 @@ public sealed class ShardRoutingOptionsValidator : IValidateOptions<ShardRouting
         if (options.ControlPlaneAddresses is null || options.ControlPlaneAddresses.Count == 0)
         {
             errors.Add($"{at}: {nameof(ShardRoutingOptions.ControlPlaneAddresses)} is empty: give at least one control-plane gRPC URL, "
-                + "e.g. o.ControlPlaneAddresses = [\"http://sharding-controlplane.sharding:15001\"].");
+                + "e.g. o.ControlPlaneAddresses = [\"http://sharding-controlplane.sharding-system.svc:8081\"].");
         }
         else
         {

@@ -20,7 +20,7 @@ public static class ShardRoutingServiceCollectionExtensions
     /// <param name="configure">Sets <see cref="ShardRoutingOptions.ControlPlaneAddresses"/> and the rest.</param>
     /// <returns>The builder.</returns>
     /// <example><code>services.AddHttpClient("docs", c => c.BaseAddress = new Uri("http://docs.prod:15100"))
-    ///     .AddShardRouting("docs", o => o.ControlPlaneAddresses = ["http://sharding-controlplane.sharding:15001"]);</code></example>
+    ///     .AddShardRouting("docs", o => o.ControlPlaneAddresses = ["http://sharding-controlplane.sharding-system.svc:8081"]);</code></example>
     public static IHttpClientBuilder AddShardRouting(this IHttpClientBuilder builder, string service, Action<ShardRoutingOptions>? configure = null)
     {
         ArgumentNullException.ThrowIfNull(builder);

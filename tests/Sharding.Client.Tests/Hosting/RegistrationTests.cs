@@ -16,7 +16,7 @@ public sealed class RegistrationTests
         var error = await Assert.ThrowsAsync<OptionsValidationException>(() => host.StartAsync());
 
         Assert.Contains("ShardRouting 'sharded-svc': ControlPlaneAddresses is empty", error.Message, StringComparison.Ordinal);
-        Assert.Contains("http://sharding-controlplane.sharding:15001", error.Message, StringComparison.Ordinal);
+        Assert.Contains("http://sharding-controlplane.sharding-system.svc:8081", error.Message, StringComparison.Ordinal);
     }
 
     [Fact]

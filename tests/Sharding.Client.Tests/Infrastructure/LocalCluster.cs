@@ -9,8 +9,8 @@ namespace Sharding.Client.Tests.Infrastructure;
 
 /// <summary>
 /// A local cluster of real processes on 127.0.0.1: N sample apps, each behind its own sidecar, and one control plane in local
-/// mode reading a membership file. The sidecars cannot subscribe to the control plane yet (their options only offer a static
-/// map file), so each membership change is written to both files: the same members give the same Maglev owners.
+/// mode reading a membership file. The sidecars read a static map file (Sidecar:MapFile) instead of subscribing to the control
+/// plane, so each membership change is written to both files: the same members give the same Maglev owners.
 /// </summary>
 internal sealed class LocalCluster : IAsyncDisposable
 {
