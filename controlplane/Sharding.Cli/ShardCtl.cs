@@ -58,6 +58,13 @@ internal static class ShardCtl
             return ExitUsage;
         }
 
+        if (args.Skip(1).Any(static a => a is "--help" or "-h"))
+        {
+            // "shardctl demo --help" is how most tools are asked about a command: answer it rather than call --help unknown.
+            stdout.WriteLine(Usage);
+            return ExitOk;
+        }
+
         try
         {
             var line = CommandLine.Parse(args, command.Options.ToHashSet(StringComparer.Ordinal), command.Flags.ToHashSet(StringComparer.Ordinal));

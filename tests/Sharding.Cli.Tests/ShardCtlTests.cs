@@ -91,6 +91,24 @@ public sealed class ShardCtlTests
         Assert.Equal(string.Empty, stderr);
     }
 
+    [Theory]
+    [InlineData("hash", "--help")]
+    [InlineData("table", "--help")]
+    [InlineData("owner", "-h")]
+    [InlineData("compare", "--help")]
+    [InlineData("lookup", "--help")]
+    [InlineData("map", "--help")]
+    [InlineData("watch", "--help")]
+    [InlineData("demo", "--help")]
+    public void Run_CommandHelp_PrintsUsageToStdoutAndExits0(string command, string flag)
+    {
+        var (exit, stdout, stderr) = Run(command, flag);
+        Assert.Equal(0, exit);
+        Assert.Contains("usage: shardctl", stdout, StringComparison.Ordinal);
+        Assert.Contains("  " + command + " ", stdout, StringComparison.Ordinal);
+        Assert.Equal(string.Empty, stderr);
+    }
+
     [RequiresToolFact("xxhsum", "xxhash")]
     public async Task Main_HashAsRealProcess_PrintsSameHashAsXxhsum()
     {
