@@ -24,7 +24,7 @@ public sealed class LeaseElectionOptions
     public string? Identity { get; set; }
 
     /// <summary>This replica's control-plane URL, published on the Lease while it leads.</summary>
-    /// <value>From <c>POD_IP</c> and the HTTP port: <c>http://POD_IP:8080</c>.</value>
+    /// <value>From <c>POD_IP</c> and the port of <c>ControlPlane:GrpcUrl</c> (followers relay the Watch stream over h2c): <c>http://POD_IP:8081</c> in manifests/base.</value>
     public string? LeaderUrl { get; set; }
 
     /// <summary>How long followers wait, after they last saw the Lease change, before taking it over.</summary>

@@ -43,7 +43,7 @@ public static class ControlPlaneMetricNames
     /// <summary>Counter: membership snapshots received from the membership source.</summary>
     public const string MembershipEvents = "sharding.controlplane.membership.events";
 
-    /// <summary>Counter: membership inputs rejected (bad file edit, invalid service), tag <see cref="ServiceTag"/> when known.</summary>
+    /// <summary>Counter: membership inputs rejected (bad file edit, invalid service); no tags.</summary>
     public const string MembershipErrors = "sharding.controlplane.membership.errors";
 
     /// <summary>Gauge: share of the key space (0–1) whose owner changed with the last published generation, per service.</summary>
@@ -55,7 +55,7 @@ public static class ControlPlaneMetricNames
     /// <summary>Tag: snapshot, delta or ping.</summary>
     public const string KindTag = "kind";
 
-    /// <summary>Tag: why a stream ended (client_cancelled, deadline, shutdown, write_failed, error).</summary>
+    /// <summary>Tag: why a stream ended (client_cancelled, deadline, write_failed, too_slow, service_removed).</summary>
     public const string ReasonTag = "reason";
 
     /// <summary>Tag: computed (leader) or relayed (follower).</summary>
