@@ -1,0 +1,16 @@
+using Sharding.Testing;
+
+namespace Sharding.Client.Tests.Hosting;
+
+/// <summary>docs/client.md's options table names exactly the keys of <see cref="ShardRoutingOptions"/>.</summary>
+public sealed class OptionsDocumentationTests
+{
+    [Fact]
+    public void OptionsTable_NamesEveryRoutingOption()
+    {
+        var documented = OptionsCatalogue.Documented("docs/client.md", "Registration");
+        var keys = OptionsCatalogue.Keys(typeof(ShardRoutingOptions), section: null);
+        Assert.Empty(keys.Except(documented).Order(StringComparer.Ordinal));
+        Assert.Empty(documented.Except(keys).Order(StringComparer.Ordinal));
+    }
+}

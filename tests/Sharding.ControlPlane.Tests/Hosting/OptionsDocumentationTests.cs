@@ -1,0 +1,31 @@
+using Sharding.ControlPlane.Hosting;
+using Sharding.ControlPlane.Injection;
+using Sharding.ControlPlane.Leadership;
+using Sharding.ControlPlane.Membership;
+using Sharding.Testing;
+
+namespace Sharding.ControlPlane.Tests.Hosting;
+
+/// <summary>The options tables of docs/local-mode.md and docs/kubernetes.md name exactly the control plane's option keys.</summary>
+public sealed class OptionsDocumentationTests
+{
+    [Fact]
+    public void LocalModeTable_NamesEveryControlPlaneOption()
+    {
+        var documented = OptionsCatalogue.Documented("docs/local-mode.md", "Local mode");
+        var keys = OptionsCatalogue.Keys(typeof(ControlPlaneOptions), section: null);
+        Assert.Empty(keys.Except(documented).Order(StringComparer.Ordinal));
+        Assert.Empty(documented.Except(keys).Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
+    public void KubernetesTable_NamesEveryElectionMembershipAndInjectionOption()
+    {
+        var documented = OptionsCatalogue.Documented("docs/kubernetes.md", "Options (Kubernetes mode)");
+        var keys = OptionsCatalogue.Keys(typeof(LeaseElectionOptions), LeaseElectionOptions.Section);
+        keys.UnionWith(OptionsCatalogue.Keys(typeof(PodMembershipOptions), PodMembershipOptions.Section));
+        keys.UnionWith(OptionsCatalogue.Keys(typeof(SidecarInjectionOptions), SidecarInjectionOptions.Section));
+        Assert.Empty(keys.Except(documented).Order(StringComparer.Ordinal));
+        Assert.Empty(documented.Except(keys).Order(StringComparer.Ordinal));
+    }
+}

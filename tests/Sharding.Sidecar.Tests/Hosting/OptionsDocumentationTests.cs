@@ -1,0 +1,17 @@
+using Sharding.Sidecar.Hosting;
+using Sharding.Testing;
+
+namespace Sharding.Sidecar.Tests.Hosting;
+
+/// <summary>docs/sidecar.md's options table names exactly the keys of <see cref="SidecarOptions"/>.</summary>
+public sealed class OptionsDocumentationTests
+{
+    [Fact]
+    public void OptionsTable_NamesEverySidecarOption()
+    {
+        var documented = OptionsCatalogue.Documented("docs/sidecar.md", "Options (section `Sidecar`");
+        var keys = OptionsCatalogue.Keys(typeof(SidecarOptions), section: null);
+        Assert.Empty(keys.Except(documented).Order(StringComparer.Ordinal));
+        Assert.Empty(documented.Except(keys).Order(StringComparer.Ordinal));
+    }
+}
