@@ -28,4 +28,21 @@ public sealed class OptionsDocumentationTests
         Assert.Empty(keys.Except(documented).Order(StringComparer.Ordinal));
         Assert.Empty(documented.Except(keys).Order(StringComparer.Ordinal));
     }
+
+    [Fact]
+    public void AnnotationTable_NamesEveryAnnotationAndLabelThePodsAreReadBy()
+    {
+        // The keys the webhook and the pod membership read from pods (the Lease's sharding.dev/leader-url is not a pod's).
+        var read = new[] { typeof(SidecarInjector), typeof(PodMembershipSource), typeof(PodMembershipOptions) }
+            .SelectMany(t => t.GetFields(System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static))
+            .Where(f => f.IsLiteral && f.GetRawConstantValue() is string value && value.StartsWith("sharding.dev/", StringComparison.Ordinal))
+            .Select(f => (string)f.GetRawConstantValue()!)
+            .ToHashSet(StringComparer.Ordinal);
+        var documented = File.ReadAllLines(Path.Combine(RepositoryPaths.Root, "docs", "kubernetes.md"))
+            .Where(l => l.StartsWith("| `sharding.dev/", StringComparison.Ordinal))
+            .Select(l => l.Split('`')[1])
+            .ToHashSet(StringComparer.Ordinal);
+        Assert.Empty(read.Except(documented).Order(StringComparer.Ordinal));
+        Assert.Empty(documented.Except(read).Order(StringComparer.Ordinal));
+    }
 }
