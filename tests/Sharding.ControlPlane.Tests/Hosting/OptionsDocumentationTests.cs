@@ -35,7 +35,7 @@ public sealed class OptionsDocumentationTests
         // The keys the webhook and the pod membership read from pods (the Lease's sharding.dev/leader-url is not a pod's).
         var read = new[] { typeof(SidecarInjector), typeof(PodMembershipSource), typeof(PodMembershipOptions) }
             .SelectMany(t => t.GetFields(System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static))
-            .Where(f => f.IsLiteral && f.GetRawConstantValue() is string value && value.StartsWith("sharding.dev/", StringComparison.Ordinal))
+            .Where(f => f.IsLiteral && f.GetRawConstantValue() is string { Length: > 13 } value && value.StartsWith("sharding.dev/", StringComparison.Ordinal)) // not the bare prefix
             .Select(f => (string)f.GetRawConstantValue()!)
             .ToHashSet(StringComparer.Ordinal);
         var documented = File.ReadAllLines(Path.Combine(RepositoryPaths.Root, "docs", "kubernetes.md"))
