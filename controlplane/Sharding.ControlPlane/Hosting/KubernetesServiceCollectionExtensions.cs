@@ -1,4 +1,3 @@
-using System.Net;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
@@ -97,8 +96,9 @@ internal static class KubernetesServiceCollectionExtensions
 
     private sealed class ConfigureWebhookListener(IOptions<SidecarInjectionOptions> options, WebhookCertificates certificates) : IConfigureOptions<KestrelServerOptions>
     {
+        // ListenAnyIP: dual-stack [::], and 0.0.0.0 on nodes where IPv6 is disabled (binding [::] alone fails there).
         public void Configure(KestrelServerOptions kestrel) =>
-            kestrel.Listen(IPAddress.IPv6Any, options.Value.WebhookPort, listen =>
+            kestrel.ListenAnyIP(options.Value.WebhookPort, listen =>
             {
                 listen.Protocols = HttpProtocols.Http1AndHttp2;
                 listen.UseHttps(https => https.ServerCertificateSelector = (_, _) => certificates.ServerCertificate);
