@@ -442,9 +442,34 @@ internal sealed partial class ShardRouter
             response.Headers.RetryAfter = retryAfter;
         }
 
+        if (IsGrpc(context.Request))
+        {
+            // A gRPC client reads a status, not an HTTP error page: a non-200 answer reaches it as "bad gRPC response" with
+            // the reason lost (and a 400 as INTERNAL). Trailers-only (one HEADERS frame), as the drain's answer before headers.
+            response.StatusCode = StatusCodes.Status200OK;
+            response.ContentType = "application/grpc";
+            response.Headers["grpc-status"] = GrpcStatusOf(status);
+            response.Headers["grpc-message"] = GrpcMessage.Encode(message);
+            return;
+        }
+
         response.ContentType = "text/plain; charset=utf-8";
         await response.WriteAsync(string.Concat(message, "\n"), context.RequestAborted).ConfigureAwait(false);
     }
+
+    private static bool IsGrpc(HttpRequest request) =>
+        request.ContentType is { } type && type.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>The gRPC status for the sidecar's own HTTP answer (gRPC's HTTP mapping, made precise where the sidecar knows why).</summary>
+    private static string GrpcStatusOf(int status) => status switch
+    {
+        StatusCodes.Status400BadRequest => "3", // INVALID_ARGUMENT: no key, a bad key or body
+        StatusCodes.Status403Forbidden => "7", // PERMISSION_DENIED: a forward whose proof failed
+        StatusCodes.Status413PayloadTooLarge => "8", // RESOURCE_EXHAUSTED
+        StatusCodes.Status501NotImplemented => "12", // UNIMPLEMENTED
+        StatusCodes.Status504GatewayTimeout => "4", // DEADLINE_EXCEEDED
+        _ => "14", // UNAVAILABLE: 502, 503 (no map, owner down, circuit open, loop prevented); clients may retry
+    };
 
     private enum DecisionKind
     {
