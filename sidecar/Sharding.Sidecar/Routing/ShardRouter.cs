@@ -218,7 +218,8 @@ internal sealed partial class ShardRouter
         return status switch
         {
             ShardKeyStatus.Found => Route(state, key[..length], hasKey: true, hop: 0, senderGeneration: -1),
-            ShardKeyStatus.NeedsBody when HasBody(context) => new Decision(DecisionKind.NeedsBody),
+            // A gRPC body is length-prefixed protobuf, never a JSON document: reading it only ever gave "not valid JSON".
+            ShardKeyStatus.NeedsBody when HasBody(context) && !IsGrpc(context.Request) => new Decision(DecisionKind.NeedsBody),
             ShardKeyStatus.TooLong => Error(StatusCodes.Status400BadRequest, SidecarMetricNames.OutcomeBadRequest,
                 $"the shard key is longer than {ShardKeyExtractor.MaxKeyLength} characters"),
             _ => NoKey(state, hop: 0, senderGeneration: -1),

@@ -88,4 +88,24 @@ public sealed class GrpcErrorTests
         Assert.Equal("100%25 caf%C3%A9%0A", Sharding.Sidecar.Forwarding.GrpcMessage.Encode("100% café\n"));
         Assert.Equal("%F0%9F%98%80", Sharding.Sidecar.Forwarding.GrpcMessage.Encode("\U0001F600"));
     }
+
+    /// <summary>A gRPC body is length-prefixed protobuf, never a JSON document: the JSON body rules do not read it, so a call
+    /// without a key takes the no-key policy instead of a 'body is not valid JSON' error.</summary>
+    [Fact]
+    public async Task JsonBodyRules_DoNotReadAGrpcBody()
+    {
+        await using var cluster = await Cluster.StartAsync(size: 2, extraKeys: "  noKey: serveLocally\n");
+        using var client = Cluster.Client(http2: true);
+        foreach (var sidecar in cluster.Sidecars)
+        {
+            using var request = GrpcCall(sidecar.Port, key: null);
+            using var response = await client.SendAsync(request);
+            var body = await response.Content.ReadAsByteArrayAsync();
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            Assert.False(response.Headers.Contains("grpc-status"), response.Headers.TryGetValues("grpc-message", out var m) ? m.Single() : "");
+            Assert.Equal("0", response.TrailingHeaders.GetValues("grpc-status").Single());
+            Assert.Equal(sidecar.PodName, response.Headers.GetValues("x-sharding-owner").Single());
+            Assert.StartsWith($"{sidecar.PodName}:hi:0", System.Text.Encoding.UTF8.GetString(body, 5, body.Length - 5), StringComparison.Ordinal);
+        }
+    }
 }
