@@ -364,6 +364,11 @@ internal sealed partial class HttpForwarder : IDisposable
         // gRPC also get their headers at once (a client waits on them); other responses send headers with the first bytes.
         var streaming = response.Content.Headers.ContentLength is null;
         var kind = streaming ? StreamEnder.KindOfResponse(response.Content.Headers.ContentType?.MediaType) : StreamKind.None;
+
+        // A gRPC answer with grpc-status in its headers is trailers-only (one HEADERS frame that ends the stream, as grpc-go
+        // sends early errors, without content-length): starting the response early would split it into headers and an empty
+        // end of stream, and clients that read the status only at the end (grpc-go, C-core) would find none.
+        var trailersOnly = kind == StreamKind.Grpc && response.Headers.NonValidated.Contains("grpc-status");
         try
         {
             if (kind != StreamKind.None)
@@ -373,7 +378,10 @@ internal sealed partial class HttpForwarder : IDisposable
                     _streams.MarkStreaming(stream, kind);
                 }
 
-                await clientResponse.StartAsync(cancellationToken).ConfigureAwait(false);
+                if (!trailersOnly)
+                {
+                    await clientResponse.StartAsync(cancellationToken).ConfigureAwait(false);
+                }
             }
         }
         catch (Exception ex) when (ex is IOException or OperationCanceledException or InvalidOperationException)
@@ -402,7 +410,7 @@ internal sealed partial class HttpForwarder : IDisposable
             long bytes;
             Exception? error;
             var atBoundary = true;
-            if (kind == StreamKind.Grpc)
+            if (kind == StreamKind.Grpc && !trailersOnly)
             {
                 // Whole gRPC messages only, so a drain can end the call with a clean status.
                 var framed = await FramedCopier.CopyAsync(upstream, clientResponse.Body, FrameFormat.Grpc, activity, cancellationToken).ConfigureAwait(false);
@@ -410,7 +418,7 @@ internal sealed partial class HttpForwarder : IDisposable
             }
             else
             {
-                (result, bytes, error) = await StreamCopier.CopyAsync(upstream, clientResponse.Body, streaming, activity, cancellationToken).ConfigureAwait(false);
+                (result, bytes, error) = await StreamCopier.CopyAsync(upstream, clientResponse.Body, streaming && !trailersOnly, activity, cancellationToken).ConfigureAwait(false);
             }
 
             _metrics.ResponseBytes(bytes);

@@ -1,4 +1,6 @@
+using System.Diagnostics;
 using System.Net;
+using Sharding.Testing;
 using Sharding.Sidecar.Tests.Infrastructure;
 
 namespace Sharding.Sidecar.Tests.Routing;
@@ -107,5 +109,43 @@ public sealed class GrpcErrorTests
             Assert.Equal(sidecar.PodName, response.Headers.GetValues("x-sharding-owner").Single());
             Assert.StartsWith($"{sidecar.PodName}:hi:0", System.Text.Encoding.UTF8.GetString(body, 5, body.Length - 5), StringComparison.Ordinal);
         }
+    }
+
+    /// <summary>
+    /// An app's trailers-only answer (grpc-status in the one HEADERS frame, END_STREAM, no content-length: grpc-go's early
+    /// errors) stays trailers-only. Sent as response headers and then an empty end of stream, clients that read grpc-status
+    /// only at END_STREAM (grpc-go: "server closed the stream without sending trailers") lost the app's status.
+    /// </summary>
+    [RequiresToolFact("nghttp", "nghttp2-client")]
+    public async Task TrailersOnlyAnswer_StaysTrailersOnly()
+    {
+        var directory = Directory.CreateTempSubdirectory("sharding-grpc-trailers-only-").FullName;
+        await using var app = new TrailersOnlyGrpcApp("5", "no such item");
+        int[] ports = [TestSidecar.FreePort()];
+        var map = Path.Combine(directory, "map.yaml");
+        await File.WriteAllTextAsync(map, Cluster.MapYaml(ports, "[\"header:x-shard-key\"]"));
+        await using var sidecar = await TestSidecar.StartAsync("pod-0", ports[0], app.Port, map);
+
+        var body = Path.Combine(directory, "body.bin");
+        await File.WriteAllBytesAsync(body, [0, 0, 0, 0, 2, (byte)'h', (byte)'i']);
+        using var nghttp = Process.Start(new ProcessStartInfo("nghttp",
+            ["-v", "-H", "content-type: application/grpc", "-H", "te: trailers", "-H", "x-shard-key: k", "-d", body,
+                $"http://127.0.0.1:{ports[0]}/echo.Echo/Unary"])
+        {
+            RedirectStandardOutput = true,
+            UseShellExecute = false,
+        })!;
+        var output = await nghttp.StandardOutput.ReadToEndAsync().WaitAsync(TimeSpan.FromSeconds(20));
+        await nghttp.WaitForExitAsync();
+
+        // nghttp logs a frame's fields before the frame line: the status is in the response's only HEADERS frame, which
+        // ends the stream; no DATA frame follows.
+        Assert.True(output.Contains("recv (stream_id=13) grpc-status: 5", StringComparison.Ordinal), output);
+        var headers = output.IndexOf("recv HEADERS frame", StringComparison.Ordinal);
+        Assert.True(headers >= 0, output);
+        var frame = output[headers..];
+        Assert.True(frame[..frame.IndexOf('\n', frame.IndexOf('\n') + 1)].Contains("END_STREAM", StringComparison.Ordinal), output);
+        Assert.False(output.Contains("recv DATA frame", StringComparison.Ordinal), output);
+        Assert.Equal(1, output.Split("recv HEADERS frame").Length - 1);
     }
 }
