@@ -743,7 +743,12 @@ internal sealed partial class Http1FastPath : IDisposable
             }
 
             var activity = owner._options.ActivityTimeout;
-            _cts.CancelAfter(activity > TimeSpan.Zero ? activity : Timeout.InfiniteTimeSpan);
+            lock (exchange)
+            {
+                exchange.HeadReceived = true; // the body's sends stop pushing the headers deadline (PushHeadersDeadline)
+                _cts.CancelAfter(activity > TimeSpan.Zero ? activity : Timeout.InfiniteTimeSpan);
+            }
+
             if (response.IsEventStream)
             {
                 owner._streams.MarkStreaming(stream, StreamKind.Sse);
@@ -926,6 +931,7 @@ internal sealed partial class Http1FastPath : IDisposable
 
                 _input.AdvanceTo(take.End);
                 exchange.BodySent += taken;
+                PushHeadersDeadline(exchange);
             }
 
             return BodyOutcome.Sent;
@@ -949,6 +955,27 @@ internal sealed partial class Http1FastPath : IDisposable
             finally
             {
                 source.CancelAfter(Timeout.InfiniteTimeSpan);
+            }
+        }
+
+        /// <summary>
+        /// The body's progress pushes the response-headers deadline back until the response head came, as on the full path: it
+        /// bounds the app's answer, not the upload (a slow client's large upload is not cut with a 504 while it flows).
+        /// </summary>
+        private void PushHeadersDeadline(Exchange exchange)
+        {
+            var options = _owner._options;
+            if (options.ResponseHeadersTimeout <= TimeSpan.Zero || options.ActivityTimeout > TimeSpan.Zero)
+            {
+                return;
+            }
+
+            lock (exchange)
+            {
+                if (!exchange.HeadReceived)
+                {
+                    _cts.CancelAfter(options.ResponseHeadersTimeout);
+                }
             }
         }
 
@@ -1455,6 +1482,9 @@ internal sealed partial class Http1FastPath : IDisposable
         public bool Close;
         public bool Retried;
 
+        /// <summary>The response head came (set under the exchange's lock: the headers deadline is no longer pushed).</summary>
+        public bool HeadReceived;
+
         /// <summary>Sending the body failed; the app's early answer was relayed instead (its connection is not reused).</summary>
         public bool BodyCut;
 
@@ -1523,7 +1553,7 @@ internal sealed partial class Http1FastPath : IDisposable
             Chunks = default;
             Failure = Failure.None;
             Error = null;
-            ResponseStarted = Close = Retried = BodyCut = StopBody = false;
+            ResponseStarted = Close = Retried = BodyCut = StopBody = HeadReceived = false;
             BodyOutcome = BodyOutcome.Sent;
             BodyError = null;
             BodySent = ResponseBytes = FlushedBytes = 0;

@@ -164,6 +164,7 @@ internal sealed partial class HttpForwarder : IDisposable
         }
 
         var activity = _options.ActivityTimeout > TimeSpan.Zero ? new ActivityTimeout(cts, _options.ActivityTimeout) : null;
+        ActivityTimeout? headersDeadline = null;
 
         // An upgrade's drain cancels a source of its own from the start: before the 101 it cuts the send (a 503), after it
         // only the upstream-to-client copy, while cts stays live for the close frame 1012. Attaching that source only when
@@ -184,7 +185,11 @@ internal sealed partial class HttpForwarder : IDisposable
         if (!isUpgrade && (HasBody(context) || !target.BodyPrefix.IsEmpty))
         {
             var source = target.BodyGuard is { } guard ? new GuardedBodyStream(request.Body, guard) : request.Body;
-            content = new StreamCopyHttpContent(source, target.BodyPrefix, autoFlush: request.ContentLength is null, activity, cts.Token);
+
+            // Without an activity timeout, the body's progress pushes the headers deadline back: it bounds the upstream's
+            // answer, not the upload (a slow 100 MB upload, a gRPC client-streaming call).
+            headersDeadline = activity is null && headersTimeout > TimeSpan.Zero ? ActivityTimeout.UntilResponse(cts, headersTimeout) : null;
+            content = new StreamCopyHttpContent(source, target.BodyPrefix, autoFlush: request.ContentLength is null, activity ?? headersDeadline, cts.Token);
             message.Content = content;
         }
 
@@ -247,7 +252,14 @@ internal sealed partial class HttpForwarder : IDisposable
                 // From here on the body's idle time counts, not the headers' deadline.
                 if (activity is null)
                 {
-                    cts.CancelAfter(Timeout.InfiniteTimeSpan);
+                    if (headersDeadline is not null)
+                    {
+                        headersDeadline.Stop();
+                    }
+                    else
+                    {
+                        cts.CancelAfter(Timeout.InfiniteTimeSpan);
+                    }
                 }
                 else
                 {

@@ -99,5 +99,40 @@ internal static class StreamCopier
 /// <summary>Cancels a forward whose bodies stay idle longer than the activity timeout (reset on every read and write).</summary>
 internal sealed class ActivityTimeout(CancellationTokenSource source, TimeSpan timeout)
 {
-    public void Touch() => source.CancelAfter(timeout);
+    // A response-headers deadline: Touch pushes it back only until Stop (the response came).
+    private bool _untilResponse;
+    private bool _stopped;
+
+    /// <summary>
+    /// The response-headers deadline when no activity timeout is set: the request body's reads and writes push it back, so it
+    /// counts from the last body bytes sent (an upload still flowing is not cut with a 504) until <see cref="Stop"/>.
+    /// </summary>
+    public static ActivityTimeout UntilResponse(CancellationTokenSource source, TimeSpan timeout) => new(source, timeout) { _untilResponse = true };
+
+    public void Touch()
+    {
+        if (!_untilResponse)
+        {
+            source.CancelAfter(timeout);
+            return;
+        }
+
+        lock (this)
+        {
+            if (!_stopped)
+            {
+                source.CancelAfter(timeout);
+            }
+        }
+    }
+
+    /// <summary>The response headers came: no deadline any more, whatever the body does next (a duplex call goes on).</summary>
+    public void Stop()
+    {
+        lock (this)
+        {
+            _stopped = true;
+            source.CancelAfter(Timeout.InfiniteTimeSpan);
+        }
+    }
 }
