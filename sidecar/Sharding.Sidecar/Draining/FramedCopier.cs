@@ -36,13 +36,34 @@ internal static class FramedCopier
         var carry = 0;
         var sawClose = false;
         var reading = true;
-        var buffer = ArrayPool<byte>.Shared.Rent(StreamCopier.BufferSize);
+        byte[]? buffer = null;
         try
         {
             // Bounded by the body: each turn reads at least one byte or ends.
             while (true)
             {
                 reading = true;
+                if (carry == 0)
+                {
+                    // Nothing held back: wait for data with a zero-byte read and no buffer, as StreamCopier does, so an idle
+                    // stream (a watch between events) keeps no 64 KiB. Whatever it returns, the read below says what came.
+                    var idle = source.ReadAsync(Memory<byte>.Empty, cancellationToken);
+                    if (!idle.IsCompleted)
+                    {
+                        reading = false;
+                        await destination.FlushAsync(cancellationToken).ConfigureAwait(false);
+                        reading = true;
+                        if (buffer is not null)
+                        {
+                            ArrayPool<byte>.Shared.Return(buffer);
+                            buffer = null;
+                        }
+                    }
+
+                    await idle.ConfigureAwait(false);
+                }
+
+                buffer ??= ArrayPool<byte>.Shared.Rent(StreamCopier.BufferSize);
                 var pending = source.ReadAsync(buffer.AsMemory(carry), cancellationToken);
                 if (!pending.IsCompleted)
                 {
@@ -126,7 +147,10 @@ internal static class FramedCopier
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(buffer);
+            if (buffer is not null)
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+            }
         }
     }
 

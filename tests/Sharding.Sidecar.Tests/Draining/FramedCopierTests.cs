@@ -48,6 +48,82 @@ public sealed class FramedCopierTests
         Assert.True(result.SawClose);
     }
 
+    /// <summary>
+    /// An idle gRPC stream or WebSocket (a watch waiting for its next event) holds no 64 KiB copy buffer: the copy waits with a
+    /// zero-byte read, as <see cref="StreamCopier"/> does, so ten thousand quiet watch streams do not pin 640 MB.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task IdleBetweenFrames_WaitsWithoutAReadBuffer(bool grpc)
+    {
+        var format = grpc ? FrameFormat.Grpc : FrameFormat.WebSocket;
+        byte[] frame = format == FrameFormat.Grpc ? [0, 0, 0, 0, 2, (byte)'h', (byte)'i'] : [0x81, 0x02, (byte)'h', (byte)'i'];
+        using var upstream = new TrickleStream([frame, frame, frame]);
+        using var client = new MemoryStream();
+
+        var result = await FramedCopier.CopyAsync(upstream, client, format, activity: null, CancellationToken.None);
+
+        Assert.Equal(StreamCopyResult.Success, result.Result);
+        Assert.Equal(3 * frame.Length, client.Length);
+        Assert.True(upstream.WaitingReads > 0);
+        Assert.Equal([], upstream.WaitingReadSizes.Where(size => size > 0));
+    }
+
+    /// <summary>Hands out one piece per read, each only after a pause (so the read waits); records the buffer size of every
+    /// read that had to wait.</summary>
+    private sealed class TrickleStream(byte[][] pieces) : Stream
+    {
+        private int _next;
+        private bool _ready;
+
+        public List<int> WaitingReadSizes { get; } = [];
+
+        public int WaitingReads => WaitingReadSizes.Count;
+
+        public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            if (!_ready && _next < pieces.Length)
+            {
+                WaitingReadSizes.Add(buffer.Length);
+                await Task.Delay(20, cancellationToken);
+                _ready = true;
+            }
+
+            if (buffer.IsEmpty || _next == pieces.Length)
+            {
+                return 0;
+            }
+
+            _ready = false;
+            var piece = pieces[_next++];
+            piece.CopyTo(buffer);
+            return piece.Length;
+        }
+
+        public override bool CanRead => true;
+
+        public override bool CanSeek => false;
+
+        public override bool CanWrite => false;
+
+        public override long Length => throw new NotSupportedException();
+
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+        public override void Flush()
+        {
+        }
+
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+        public override void SetLength(long value) => throw new NotSupportedException();
+
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+    }
+
     /// <summary>Returns <paramref name="data"/> on the first read (then runs <paramref name="afterRead"/>), then the end.</summary>
     private sealed class OneReadStream(byte[] data, Action? afterRead) : MemoryStream(data)
     {
