@@ -19,18 +19,18 @@ public sealed class ResponseHeadersTimeoutTests
     {
         await using var cluster = await Cluster.StartAsync(size: 2, sidecarSettings: new Dictionary<string, string?>
         {
-            ["Sidecar:ResponseHeadersTimeout"] = "00:00:01",
+            ["Sidecar:ResponseHeadersTimeout"] = "00:00:02",
         });
         var owner = forwarded ? "pod-1" : "pod-0";
         var key = Enumerable.Range(0, 1000).Select(i => $"k{i}").First(k => cluster.OwnerOf(k) == owner);
         using var client = Cluster.Client(http2);
         using var request = Cluster.Request(HttpMethod.Post, $"http://127.0.0.1:{cluster.Sidecars[0].Port}/sha256", http2);
         request.Headers.Add("x-shard-key", key);
-        request.Content = new SlowContent(pieces: 10, every: TimeSpan.FromMilliseconds(300), length: http2 ? null : 10240); // 3 s of upload, 1 s timeout
+        request.Content = new SlowContent(pieces: 9, every: TimeSpan.FromMilliseconds(400), length: http2 ? null : 9216); // 3.6 s of upload, 2 s timeout
         using var response = await client.SendAsync(request);
         var body = await response.Content.ReadAsStringAsync();
         Assert.True(response.StatusCode == HttpStatusCode.OK, $"{(int)response.StatusCode} {body}");
-        Assert.StartsWith($"{owner}|10240|", body, StringComparison.Ordinal);
+        Assert.StartsWith($"{owner}|9216|", body, StringComparison.Ordinal);
     }
 
     [Fact]
