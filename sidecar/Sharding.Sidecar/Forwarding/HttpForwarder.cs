@@ -207,7 +207,11 @@ internal sealed partial class HttpForwarder : IDisposable
         {
             message.Headers.TryAddWithoutValidation(HeaderRules.Hop, internalHeaders.Hop);
             message.Headers.TryAddWithoutValidation(HeaderRules.Generation, internalHeaders.Generation);
-            message.Headers.TryAddWithoutValidation(HeaderRules.Key, internalHeaders.Key);
+            if (internalHeaders.Key.Length > 0)
+            {
+                message.Headers.TryAddWithoutValidation(HeaderRules.Key, internalHeaders.Key); // none: the no-key fallback's forward
+            }
+
             message.Headers.TryAddWithoutValidation(HeaderRules.Proof, internalHeaders.Proof);
         }
         else if (target.Generation is not null)

@@ -80,4 +80,13 @@ public sealed class ForwardingProofTests
         Assert.True(KeyHeader.TryDecode(expected, decoded, out var length));
         Assert.Equal(key, decoded[..length].ToString());
     }
+
+    [Fact]
+    public void KeyHeader_EmptyValue_IsNoKey()
+    {
+        // What a no-key (fixedMember) forward carried before: refusing it made every such forward a 403.
+        Span<char> decoded = stackalloc char[64];
+        Assert.True(KeyHeader.TryDecode(string.Empty, decoded, out var length));
+        Assert.Equal(0, length);
+    }
 }
