@@ -12,8 +12,15 @@ internal static class DirectoryEndpoints
         endpoints.MapGet("/v1/services", (ShardMapRegistry registry) => Results.Json(new ServiceList(
             [.. registry.All.OrderBy(static p => p.Map.Service, StringComparer.Ordinal).Select(static p => Summary(p.Map))])));
 
-        endpoints.MapGet("/v1/services/{service}/map", (string service, bool? table, ShardMapRegistry registry) =>
+        endpoints.MapGet("/v1/services/{service}/map", (string service, string? table, ShardMapRegistry registry) =>
         {
+            // Parsed here, not bound as bool?: the framework answers a bad value with an empty 400.
+            var withTable = true;
+            if (table is not null && !bool.TryParse(table, out withTable))
+            {
+                return Results.Json(new ErrorView($"query parameter 'table' must be true or false, not '{table}'"), statusCode: StatusCodes.Status400BadRequest);
+            }
+
             if (!registry.TryGet(service, out var publication))
             {
                 return UnknownService(service, registry);
@@ -22,7 +29,7 @@ internal static class DirectoryEndpoints
             var map = publication.Map;
             var members = map.Members.Select(m => new MemberView(m.Name, m.Address, m.Weight, EntryCount(map, m))).ToArray();
             string[]? names = null;
-            if (table != false && map.Table is MaglevTable maglev)
+            if (withTable && map.Table is MaglevTable maglev)
             {
                 var byIndex = map.Table.Members.Select(h => map.Members.First(m => string.Equals(map.HashKeySource == HashKeySource.Address ? m.Address : m.Name, h.Name, StringComparison.Ordinal)).Name).ToArray();
                 var entries = maglev.Entries;

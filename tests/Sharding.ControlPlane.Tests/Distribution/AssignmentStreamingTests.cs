@@ -189,6 +189,10 @@ public sealed class AssignmentStreamingTests
         using var noKey = await http.GetAsync(new Uri("/v1/lookup?service=sharded-svc", UriKind.Relative));
         Assert.Equal(HttpStatusCode.BadRequest, noKey.StatusCode);
         Assert.Contains("'key' is required", await noKey.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        using var badTable = await http.GetAsync(new Uri("/v1/services/sharded-svc/map?table=maybe", UriKind.Relative));
+        Assert.Equal(HttpStatusCode.BadRequest, badTable.StatusCode);
+        Assert.Contains("query parameter 'table' must be true or false, not 'maybe'", await badTable.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        Assert.False((await http.GetFromJsonAsync<JsonElement>("/v1/services/sharded-svc/map?table=False")).TryGetProperty("table", out var none) && none.ValueKind != JsonValueKind.Null);
 
         var metrics = await http.GetStringAsync(new Uri("/metrics", UriKind.Relative));
         Assert.Contains("sharding_controlplane_leader 1", metrics, StringComparison.Ordinal);
