@@ -250,7 +250,7 @@ internal struct ResponseHead
     /// <summary>
     /// Writes a chunked body's trailer section (its field lines and the final CRLF, as <see cref="ChunkedScanner"/> checked
     /// them) for the client, by the full path's trailer rules: hop-by-hop fields and, from the app, <c>x-sharding-*</c> are
-    /// dropped, as are lines without a field name.
+    /// dropped, as are lines without a valid field name (obs-fold continuations included).
     /// </summary>
     public static void WriteTrailersForClient(ReadOnlySpan<byte> section, bool fromPeer, System.Buffers.IBufferWriter<byte> output)
     {
@@ -269,9 +269,9 @@ internal struct ResponseHead
             var line = section[..(end + 2)];
             section = section[(end + 2)..];
             var colon = line.IndexOf((byte)':');
-            if (colon <= 0 || !ShouldCopy(line[..colon], fromPeer))
+            if (colon <= 0 || !HttpToken.IsToken(line[..colon]) || !ShouldCopy(line[..colon], fromPeer))
             {
-                continue;
+                continue; // not a field line either path would pass (an obs-fold line starts with whitespace: RFC 9112 §5.2)
             }
 
             line.CopyTo(destination[written..]);

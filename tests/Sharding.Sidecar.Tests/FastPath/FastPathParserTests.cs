@@ -139,6 +139,15 @@ public sealed class RequestHeadTests
 
 public sealed class ResponseHeadTests
 {
+    [Fact]
+    public void WriteTrailersForClient_KeepsFieldLines_DropsInternalHopByHopAndFoldedLines()
+    {
+        var section = "grpc-status: 0\r\n\tx-sharding-owner: pod-9\r\n x: folded\r\nx-sharding-owner: pod-9\r\nconnection: close\r\nbad name: v\r\nx-app: 1\r\n\r\n"u8;
+        var output = new System.Buffers.ArrayBufferWriter<byte>();
+        ResponseHead.WriteTrailersForClient(section, fromPeer: false, output);
+        Assert.Equal("grpc-status: 0\r\nx-app: 1\r\n\r\n", Encoding.Latin1.GetString(output.WrittenSpan));
+    }
+
     private static ResponseHead? Parse(string text, bool head = false) =>
         ResponseHead.TryParse(Encoding.Latin1.GetBytes(text), head, out var response) ? response : null;
 
