@@ -68,4 +68,11 @@ public static class OptionsCatalogue
             .Where(p => p.SetMethod is { IsPublic: true })
             .Select(p => section is null ? p.Name : section + ":" + p.Name)
             .ToHashSet(StringComparer.Ordinal);
+
+    /// <summary>Fails naming the keys only one side has: options nobody documented, and documented keys no option has.</summary>
+    public static void AssertSame(IReadOnlySet<string> keys, IReadOnlySet<string> documented)
+    {
+        Xunit.Assert.Empty(keys.Except(documented).Order(StringComparer.Ordinal));
+        Xunit.Assert.Empty(documented.Except(keys).Order(StringComparer.Ordinal));
+    }
 }

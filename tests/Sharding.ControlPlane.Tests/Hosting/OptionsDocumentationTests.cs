@@ -14,8 +14,7 @@ public sealed class OptionsDocumentationTests
     {
         var documented = OptionsCatalogue.Documented("docs/local-mode.md", "Local mode");
         var keys = OptionsCatalogue.Keys(typeof(ControlPlaneOptions), section: null);
-        Assert.Empty(keys.Except(documented).Order(StringComparer.Ordinal));
-        Assert.Empty(documented.Except(keys).Order(StringComparer.Ordinal));
+        OptionsCatalogue.AssertSame(keys, documented);
     }
 
     [Fact]
@@ -25,8 +24,7 @@ public sealed class OptionsDocumentationTests
         var keys = OptionsCatalogue.Keys(typeof(LeaseElectionOptions), LeaseElectionOptions.Section);
         keys.UnionWith(OptionsCatalogue.Keys(typeof(PodMembershipOptions), PodMembershipOptions.Section));
         keys.UnionWith(OptionsCatalogue.Keys(typeof(SidecarInjectionOptions), SidecarInjectionOptions.Section));
-        Assert.Empty(keys.Except(documented).Order(StringComparer.Ordinal));
-        Assert.Empty(documented.Except(keys).Order(StringComparer.Ordinal));
+        OptionsCatalogue.AssertSame(keys, documented);
     }
 
     [Fact]

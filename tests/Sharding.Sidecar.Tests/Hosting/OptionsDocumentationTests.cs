@@ -11,7 +11,6 @@ public sealed class OptionsDocumentationTests
     {
         var documented = OptionsCatalogue.Documented("docs/sidecar.md", "Options (section `Sidecar`");
         var keys = OptionsCatalogue.Keys(typeof(SidecarOptions), section: null);
-        Assert.Empty(keys.Except(documented).Order(StringComparer.Ordinal));
-        Assert.Empty(documented.Except(keys).Order(StringComparer.Ordinal));
+        OptionsCatalogue.AssertSame(keys, documented);
     }
 }
