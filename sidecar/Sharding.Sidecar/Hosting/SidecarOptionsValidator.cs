@@ -5,6 +5,17 @@ namespace Sharding.Sidecar.Hosting;
 /// <summary>Checks <see cref="SidecarOptions"/> and lists every problem with the key to fix.</summary>
 internal sealed class SidecarOptionsValidator : IValidateOptions<SidecarOptions>
 {
+    /// <summary>The longest delay .NET timers take (<c>CancelAfter</c>, <c>Task.Delay</c>, <c>ITimer</c>): 2^32 − 2 ms, about
+    /// 49.7 days. A longer timeout was accepted at start and then threw on every request (500s, reset connections), or
+    /// silently never fired in a fire-and-forget drain.</summary>
+    internal static readonly TimeSpan TimerMax = TimeSpan.FromMilliseconds(uint.MaxValue - 1);
+
+    /// <summary>The longest <c>SocketsHttpHandler.ConnectTimeout</c>: <see cref="int.MaxValue"/> ms, about 24.8 days.</summary>
+    internal static readonly TimeSpan ConnectTimeoutMax = TimeSpan.FromMilliseconds(int.MaxValue);
+
+    /// <summary>Polly's limit for retry delays and circuit-breaker durations: one day.</summary>
+    internal static readonly TimeSpan PollyMax = TimeSpan.FromDays(1);
+
     public ValidateOptionsResult Validate(string? name, SidecarOptions options)
     {
         var failures = new List<string>();
@@ -56,6 +67,18 @@ internal sealed class SidecarOptionsValidator : IValidateOptions<SidecarOptions>
             failures.Add($"{P}Port and {P}AdminPort are both {options.Port}: give the admin API its own port.");
         }
 
+        // The app listens on 127.0.0.1:AppPort: a sidecar port on the same number over loopback either fails to bind (or takes
+        // the app's port first) or, for the data port, forwards every locally owned request to itself, over and over.
+        if (options.AppUnixSocket is null && options.AppPort == options.Port && CoversLoopback(options.ListenAddress))
+        {
+            failures.Add($"{P}Port and {P}AppPort are both {options.Port}: the sidecar would forward the app's requests to itself; give the app another port.");
+        }
+
+        if (options.AppUnixSocket is null && options.AppPort == options.AdminPort && CoversLoopback(options.AdminListenAddress))
+        {
+            failures.Add($"{P}AdminPort and {P}AppPort are both {options.AdminPort}: the admin port and the app cannot both listen on it; give the admin API its own port.");
+        }
+
         if (options.AppUnixSocket is null && options.AppPort is < 1 or > 65535)
         {
             failures.Add($"{P}AppPort {options.AppPort} must be 1..65535 (or set {P}AppUnixSocket).");
@@ -67,6 +90,20 @@ internal sealed class SidecarOptionsValidator : IValidateOptions<SidecarOptions>
         Positive(failures, $"{P}BreakerDuration", options.BreakerDuration);
         Positive(failures, $"{P}StreamThreshold", options.StreamThreshold);
         Positive(failures, $"{P}DrainGrace", options.DrainGrace);
+        AtMost(failures, $"{P}ConnectTimeout", options.ConnectTimeout, ConnectTimeoutMax);
+        AtMost(failures, $"{P}RetryBaseDelay", options.RetryBaseDelay, PollyMax);
+        AtMost(failures, $"{P}BreakerDuration", options.BreakerDuration, PollyMax);
+        AtMost(failures, $"{P}BreakerSamplingDuration", options.BreakerSamplingDuration, PollyMax);
+        AtMost(failures, $"{P}StreamThreshold", options.StreamThreshold, TimerMax);
+        AtMost(failures, $"{P}DrainGrace", options.DrainGrace, TimerMax);
+        AtMost(failures, $"{P}ResponseHeadersTimeout", options.ResponseHeadersTimeout, TimerMax, "; for no limit use 0 or -00:00:00.001");
+        AtMost(failures, $"{P}ActivityTimeout", options.ActivityTimeout, TimerMax, "; for no limit use 0");
+        if (options.MaxConnectionAgeJitter is >= 0 and <= 1)
+        {
+            // The age plus its jitter is one Task.Delay.
+            AtMost(failures, $"{P}MaxConnectionAge", options.MaxConnectionAge, TimerMax / (1 + options.MaxConnectionAgeJitter), " (with its jitter); for no limit use 0");
+        }
+
         if (options.SkewWait < TimeSpan.Zero || options.SkewWait > TimeSpan.FromSeconds(10))
         {
             failures.Add($"{P}SkewWait must be 0 (never wait) .. 00:00:10, got {options.SkewWait}; the default 00:00:00.1 covers map propagation.");
@@ -123,6 +160,18 @@ internal sealed class SidecarOptionsValidator : IValidateOptions<SidecarOptions>
 
         return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
     }
+
+    private static void AtMost(List<string> failures, string key, TimeSpan value, TimeSpan max, string? hint = null)
+    {
+        if (value > max)
+        {
+            failures.Add($"{key} must be at most {max:c}, got {value:c}{hint}.");
+        }
+    }
+
+    private static bool CoversLoopback(string address) =>
+        System.Net.IPAddress.TryParse(address, out var ip)
+        && (ip.Equals(System.Net.IPAddress.Any) || ip.Equals(System.Net.IPAddress.IPv6Any) || System.Net.IPAddress.IsLoopback(ip));
 
     private static void Positive(List<string> failures, string key, TimeSpan value)
     {
