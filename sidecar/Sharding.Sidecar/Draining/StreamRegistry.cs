@@ -305,7 +305,7 @@ internal sealed partial class StreamRegistry : IHostedLifecycleService, IDisposa
                 if (order.Reason == DrainReason.Moved && current is not null)
                 {
                     stream.Drain = null;
-                    if (MovedOrder(stream, current) is null)
+                    if (MovedOrder(stream, current) is not { } now)
                     {
                         // The key came back (or its owner did): keep the stream.
                         if (stream.Batch is { } batch)
@@ -317,7 +317,8 @@ internal sealed partial class StreamRegistry : IHostedLifecycleService, IDisposa
                         continue;
                     }
 
-                    stream.Drain = order;
+                    // Still moved, maybe on to another owner since the drain began: the client is told where the key is now.
+                    stream.Drain = now;
                 }
 
                 toEnd.Add(stream);
