@@ -10,7 +10,7 @@ namespace Sharding.Sidecar.MapSync;
 /// them with jittered backoff, verifies every table's checksum and keeps the last map while disconnected: static stability).
 /// </summary>
 internal sealed partial class ControlPlaneMapSource(
-    IOptions<SidecarOptions> options, TimeProvider timeProvider, ILoggerFactory loggerFactory) : IShardMapSource
+    IOptions<SidecarOptions> options, SidecarMetrics metrics, TimeProvider timeProvider, ILoggerFactory loggerFactory) : IShardMapSource
 {
     private readonly ILogger _logger = loggerFactory.CreateLogger<ControlPlaneMapSource>();
 
@@ -31,10 +31,21 @@ internal sealed partial class ControlPlaneMapSource(
         {
             // The watcher keeps its own store per service; every map it applies (checksum verified) goes into ours, which
             // refuses anything not newer, so a reconnect to a lagging replica can never move the sidecar backwards.
-            watcher.MapApplied += applied => store.TryPublish(applied.Map);
+            watcher.MapApplied += applied =>
+            {
+                store.TryPublish(applied.Map);
+                metrics.MapLoaded(ok: true);
+            };
             var connected = false;
+            var checksumFailures = 0L;
             watcher.StatusChanged += status =>
             {
+                // An update whose rebuilt table does not match its checksum is refused (and a snapshot asked for instead).
+                for (; checksumFailures < status.ChecksumFailures; checksumFailures++)
+                {
+                    metrics.MapLoaded(ok: false);
+                }
+
                 if (status.Connected != connected)
                 {
                     connected = status.Connected;
