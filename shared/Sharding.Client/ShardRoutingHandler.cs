@@ -129,7 +129,9 @@ public sealed partial class ShardRoutingHandler : DelegatingHandler
             case ShardKeyStatus.Found:
                 owner = snapshot.Map.OwnerOf(key[..length]);
                 return owner is null ? Decision.NoKey : Decision.Owner;
-            case ShardKeyStatus.NeedsBody when _readBodyKeys && HasBody(request.Content):
+            // As the sidecar: a gRPC body is length-prefixed protobuf, never a JSON document (and a streaming call's body only
+            // ends when the caller ends it), so it is not read: no key.
+            case ShardKeyStatus.NeedsBody when _readBodyKeys && HasBody(request.Content) && !IsGrpc(request.Content!):
                 return Decision.NeedsBody;
             case ShardKeyStatus.TooLong:
                 return Decision.BadKey;
@@ -154,6 +156,12 @@ public sealed partial class ShardRoutingHandler : DelegatingHandler
 
     /// <summary>Mirrors the sidecar's test: a body with a positive or unknown length may hold the key.</summary>
     private static bool HasBody(HttpContent? content) => content is not null && (content.Headers.ContentLength is not long length || length > 0);
+
+    /// <summary>Mirrors the sidecar's test: a content type starting with <c>application/grpc</c> (+proto, +json, …).</summary>
+    private static bool IsGrpc(HttpContent content) =>
+        content.Headers.NonValidated.TryGetValues("Content-Type", out var values)
+        && values.Count > 0
+        && values.ToString().StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase);
 
     private Task<HttpResponseMessage> Direct(HttpRequestMessage request, ShardMember owner, CancellationToken cancellationToken)
     {

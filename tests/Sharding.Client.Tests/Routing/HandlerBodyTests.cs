@@ -1,0 +1,77 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using Sharding.Client.Tests.Infrastructure;
+using Sharding.Keys;
+
+namespace Sharding.Client.Tests.Routing;
+
+/// <summary>Bodies the handler must not read, or must not send twice: gRPC streams, retries of consumed uploads.</summary>
+public sealed class HandlerBodyTests
+{
+    [Fact]
+    public async Task SendAsync_GrpcRequestUnderJsonRule_BodyNotReadAndNoKeyFallbackAppliedLikeSidecar()
+    {
+        // The sidecar never reads a gRPC body as JSON (it is length-prefixed protobuf): no key → the policy's fallback. A
+        // streaming call's body only ends when the caller ends it, so buffering it first would never send the call.
+        var policy = TestMaps.AllRules with { NoKey = NoKeyAction.FixedMember, FallbackMember = "pod-2" };
+        await using var router = ShardRouter.CreateStatic(TestMaps.Create(3, policy));
+        var inner = new HeadersOnlyHandler();
+        using var invoker = new HttpMessageInvoker(new ShardRoutingHandler(router, inner));
+        using var content = new EndlessContent("application/grpc");
+        using var request = new HttpRequestMessage(HttpMethod.Post, "http://svc.example/chat.Chat/Talk") { Version = HttpVersion.Version20, Content = content };
+
+        var send = invoker.SendAsync(request, CancellationToken.None);
+        var finished = await Task.WhenAny(send, Task.Delay(TimeSpan.FromSeconds(5))) == send;
+
+        Assert.True(finished, "the handler waited for a gRPC stream's body to end");
+        using var response = await send;
+        Assert.Equal("127.0.0.1:15102", inner.LastAuthority);
+        Assert.False(content.Serialized);
+    }
+
+    /// <summary>Answers 200 at once without reading the request body; records the authority.</summary>
+    private sealed class HeadersOnlyHandler : HttpMessageHandler
+    {
+        public string? LastAuthority { get; private set; }
+
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            LastAuthority = request.RequestUri!.Authority;
+            return Task.FromResult(new HttpResponseMessage(HttpStatusCode.OK));
+        }
+    }
+
+    /// <summary>A streaming body (a gRPC call's request stream): one frame, then nothing until disposed.</summary>
+    private sealed class EndlessContent : HttpContent
+    {
+        private readonly TaskCompletionSource _end = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public EndlessContent(string mediaType)
+        {
+            Headers.ContentType = new MediaTypeHeaderValue(mediaType);
+        }
+
+        public bool Serialized { get; private set; }
+
+        protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context)
+        {
+            Serialized = true;
+            await stream.WriteAsync(new byte[] { 0, 0, 0, 0, 2, 8, 1 });
+            await stream.FlushAsync();
+            await _end.Task;
+        }
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = 0;
+            return false;
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+            _end.TrySetResult();
+            base.Dispose(disposing);
+        }
+    }
+}
