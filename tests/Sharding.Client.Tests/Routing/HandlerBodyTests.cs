@@ -30,6 +30,29 @@ public sealed class HandlerBodyTests
         Assert.False(content.Serialized);
     }
 
+    [Fact]
+    public async Task SendAsync_NonSeekableBodySentTwiceByInnerRetry_NeverSendsItTruncated()
+    {
+        // A retry inside the routing handler sends the same content again. The key was found in the first bytes, so the body
+        // was replaced by one that replays those bytes and then the rest of the original stream, which the first send read
+        // to its end: a second send must fail as the original StreamContent would, not send the first bytes alone.
+        await using var server = await RecordingServer.StartAsync(3);
+        await using var router = ShardRouter.CreateStatic(server.Map(TestMaps.AllRules));
+        using var invoker = new HttpMessageInvoker(new ShardRoutingHandler(router,
+            new SendTwiceHandler(new SocketsHttpHandler { UseProxy = false, UseCookies = false })));
+        var body = "{\"account\":{\"id\":\"acct-7\"},\"pad\":\"" + new string('p', 20_000) + "\"}";
+        using var request = new HttpRequestMessage(HttpMethod.Post, "http://svc.example/counter")
+        {
+            Content = new StreamContent(new NonSeekableStream(Encoding.UTF8.GetBytes(body))),
+        };
+
+        await Assert.ThrowsAnyAsync<Exception>(() => invoker.SendAsync(request, CancellationToken.None));
+
+        await Task.Delay(200); // let the server finish recording whatever it got
+        var received = Assert.Single(server.Received);
+        Assert.Equal(body, received.Body);
+    }
+
     /// <summary>Answers 200 at once without reading the request body; records the authority.</summary>
     private sealed class HeadersOnlyHandler : HttpMessageHandler
     {
