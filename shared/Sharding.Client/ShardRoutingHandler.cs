@@ -64,6 +64,7 @@ public sealed partial class ShardRoutingHandler : DelegatingHandler
     protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(request);
+        var bodyKey = Restore(request);
 
         // 1. One snapshot for the whole request.
         var snapshot = _router.Snapshot;
@@ -82,11 +83,11 @@ public sealed partial class ShardRoutingHandler : DelegatingHandler
             return ViaService(request, ClientMetricNames.ReasonNoKey, cancellationToken);
         }
 
-        // 2. Rules over the request line and headers.
-        var decision = Decide(request, snapshot, out var owner);
+        // 2. Rules over the request line and headers (a body key found by an earlier send of this request stands).
+        var decision = Decide(request, snapshot, bodyKey, out var owner);
         return decision switch
         {
-            Decision.Owner => Direct(request, owner!, cancellationToken),
+            Decision.Owner => Direct(request, owner!, bodyKey, cancellationToken),
             Decision.NeedsBody => SendWithBodyKeyAsync(request, snapshot, cancellationToken),
             Decision.BadKey => ViaService(request, ClientMetricNames.ReasonBadKey, cancellationToken),
             _ => ViaService(request, ClientMetricNames.ReasonNoKey, cancellationToken),
@@ -97,6 +98,7 @@ public sealed partial class ShardRoutingHandler : DelegatingHandler
     protected override HttpResponseMessage Send(HttpRequestMessage request, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(request);
+        var bodyKey = Restore(request);
         var snapshot = _router.Snapshot;
         if (snapshot is null || snapshot.Map.IsEmpty || request.RequestUri is not { IsAbsoluteUri: true })
         {
@@ -105,10 +107,10 @@ public sealed partial class ShardRoutingHandler : DelegatingHandler
             return base.Send(request, cancellationToken);
         }
 
-        var decision = Decide(request, snapshot, out var owner);
+        var decision = Decide(request, snapshot, bodyKey, out var owner);
         if (decision == Decision.Owner)
         {
-            Rewrite(request, owner!);
+            Rewrite(request, owner!, bodyKey);
             _router.Metrics.Direct(_router.Service);
             return base.Send(request, cancellationToken);
         }
@@ -118,7 +120,22 @@ public sealed partial class ShardRoutingHandler : DelegatingHandler
         return base.Send(request, cancellationToken);
     }
 
-    private Decision Decide(HttpRequestMessage request, RoutingSnapshot snapshot, out ShardMember? owner)
+    /// <summary>
+    /// A request this handler already sent once (a retry handler outside it sends the same message again) starts over from the
+    /// URI the caller gave, the Service address, not from the previous owner; returns the body key that send found, if any.
+    /// </summary>
+    private static string? Restore(HttpRequestMessage request)
+    {
+        if (request.RequestUri is RoutedUri routed)
+        {
+            request.RequestUri = routed.Original;
+            return routed.BodyKey;
+        }
+
+        return null;
+    }
+
+    private Decision Decide(HttpRequestMessage request, RoutingSnapshot snapshot, string? bodyKey, out ShardMember? owner)
     {
         owner = null;
         Span<char> key = stackalloc char[ShardKeyExtractor.MaxKeyLength];
@@ -131,6 +148,10 @@ public sealed partial class ShardRoutingHandler : DelegatingHandler
                 return owner is null ? Decision.NoKey : Decision.Owner;
             // As the sidecar: a gRPC body is length-prefixed protobuf, never a JSON document (and a streaming call's body only
             // ends when the caller ends it), so it is not read: no key.
+            case ShardKeyStatus.NeedsBody when bodyKey is not null:
+                // The body was read to its key by an earlier send; it may not be readable again (a seekable one sits at its end).
+                owner = snapshot.Map.OwnerOf(bodyKey.AsSpan());
+                return owner is null ? Decision.NoKey : Decision.Owner;
             case ShardKeyStatus.NeedsBody when _readBodyKeys && HasBody(request.Content) && !IsGrpc(request.Content!):
                 return Decision.NeedsBody;
             case ShardKeyStatus.TooLong:
@@ -163,9 +184,9 @@ public sealed partial class ShardRoutingHandler : DelegatingHandler
         && values.Count > 0
         && values.ToString().StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase);
 
-    private Task<HttpResponseMessage> Direct(HttpRequestMessage request, ShardMember owner, CancellationToken cancellationToken)
+    private Task<HttpResponseMessage> Direct(HttpRequestMessage request, ShardMember owner, string? bodyKey, CancellationToken cancellationToken)
     {
-        Rewrite(request, owner);
+        Rewrite(request, owner, bodyKey);
         _router.Metrics.Direct(_router.Service);
         return base.SendAsync(request, cancellationToken);
     }
@@ -177,7 +198,7 @@ public sealed partial class ShardRoutingHandler : DelegatingHandler
         return base.SendAsync(request, cancellationToken);
     }
 
-    private void Rewrite(HttpRequestMessage request, ShardMember owner)
+    private void Rewrite(HttpRequestMessage request, ShardMember owner, string? bodyKey)
     {
         var original = request.RequestUri!;
         if (_preserveHost && request.Headers.Host is null)
@@ -187,24 +208,24 @@ public sealed partial class ShardRoutingHandler : DelegatingHandler
             request.Headers.Host = original.Authority;
         }
 
-        // Path and query exactly as escaped on the wire; the fragment is never sent.
-        request.RequestUri = new Uri(string.Concat(original.Scheme, Uri.SchemeDelimiter, owner.Address, original.PathAndQuery));
+        // Path and query exactly as escaped on the wire; the fragment is never sent. The URI remembers the original for a resend.
+        request.RequestUri = new RoutedUri(string.Concat(original.Scheme, Uri.SchemeDelimiter, owner.Address, original.PathAndQuery), original, bodyKey);
     }
 
     private async Task<HttpResponseMessage> SendWithBodyKeyAsync(HttpRequestMessage request, RoutingSnapshot snapshot, CancellationToken cancellationToken)
     {
         // 3. A JSON body rule: read at most maxBodyBytes, keep the bytes for the send.
-        var (decision, owner) = await DecideFromBodyAsync(request, snapshot, cancellationToken).ConfigureAwait(false);
+        var (decision, owner, key) = await DecideFromBodyAsync(request, snapshot, cancellationToken).ConfigureAwait(false);
         return decision switch
         {
-            Decision.Owner => await Direct(request, owner!, cancellationToken).ConfigureAwait(false),
+            Decision.Owner => await Direct(request, owner!, key, cancellationToken).ConfigureAwait(false),
             Decision.BadKey => await ViaService(request, ClientMetricNames.ReasonBadKey, cancellationToken).ConfigureAwait(false),
             Decision.TooLarge => await ViaService(request, ClientMetricNames.ReasonBodyTooLarge, cancellationToken).ConfigureAwait(false),
             _ => await ViaService(request, ClientMetricNames.ReasonNoKey, cancellationToken).ConfigureAwait(false),
         };
     }
 
-    private static async ValueTask<(Decision Decision, ShardMember? Owner)> DecideFromBodyAsync(
+    private static async ValueTask<(Decision Decision, ShardMember? Owner, string? Key)> DecideFromBodyAsync(
         HttpRequestMessage request, RoutingSnapshot snapshot, CancellationToken cancellationToken)
     {
         var content = request.Content!;
@@ -219,7 +240,7 @@ public sealed partial class ShardRoutingHandler : DelegatingHandler
             }
             catch (HttpRequestException)
             {
-                return (Decision.TooLarge, null);
+                return (Decision.TooLarge, null, null);
             }
         }
 
@@ -280,14 +301,14 @@ public sealed partial class ShardRoutingHandler : DelegatingHandler
             {
                 case ShardKeyStatus.Found:
                     var owner = snapshot.Map.OwnerOf(keyChars.AsSpan(0, keyLength));
-                    return owner is null ? (Decision.NoKey, null) : (Decision.Owner, owner);
+                    return owner is null ? (Decision.NoKey, null, null) : (Decision.Owner, owner, new string(keyChars, 0, keyLength));
                 case ShardKeyStatus.NeedsMoreBody:
-                    return (Decision.TooLarge, null);
+                    return (Decision.TooLarge, null, null);
                 case ShardKeyStatus.TooLong or ShardKeyStatus.MalformedBody:
-                    return (Decision.BadKey, null);
+                    return (Decision.BadKey, null, null);
                 default:
                     var decision = NoKey(snapshot.Map, out var fallback);
-                    return (decision, fallback);
+                    return (decision, fallback, null);
             }
         }
         finally
@@ -295,6 +316,14 @@ public sealed partial class ShardRoutingHandler : DelegatingHandler
             ArrayPool<byte>.Shared.Return(buffer);
             ArrayPool<char>.Shared.Return(keyChars);
         }
+    }
+
+    /// <summary>The owner's URI of a rewritten request, remembering the caller's URI (and a body key) for a resend.</summary>
+    private sealed class RoutedUri(string uri, Uri original, string? bodyKey) : Uri(uri)
+    {
+        public Uri Original { get; } = original;
+
+        public string? BodyKey { get; } = bodyKey;
     }
 
     private enum Decision

@@ -57,9 +57,10 @@ internal sealed class RecordingServer : IAsyncDisposable
         return server;
     }
 
-    /// <summary>A map whose members pod-i listen on this server's i-th port.</summary>
-    public ShardMap Map(ShardKeyPolicy policy, long generation = 1) =>
-        ShardMap.Create("svc", generation, Ports.Select((p, i) => new ShardMember($"pod-{i}", $"127.0.0.1:{p}")), keyPolicy: policy);
+    /// <summary>A map whose members pod-i listen on this server's i-th port (the first <paramref name="members"/> ports, all by default).</summary>
+    public ShardMap Map(ShardKeyPolicy policy, long generation = 1, int? members = null, uint weight = 1) =>
+        ShardMap.Create("svc", generation, Ports.Take(members ?? Ports.Length).Select((p, i) => new ShardMember($"pod-{i}", $"127.0.0.1:{p}", weight)),
+            keyPolicy: policy);
 
     public async ValueTask DisposeAsync()
     {

@@ -53,6 +53,55 @@ public sealed class HandlerBodyTests
         Assert.Equal(body, received.Body);
     }
 
+    [Fact]
+    public async Task SendAsync_SeekableBodyRetriedByOuterHandler_SecondAttemptGoesToTheKeysOwnerToo()
+    {
+        // A retry policy outside the routing handler sends the same request through it again. The first send read the
+        // seekable body to its end; the second decision must still be made on the key, not on an empty body.
+        await using var server = await RecordingServer.StartAsync(3);
+        var map = server.Map(TestMaps.AllRules);
+        var key = Enumerable.Range(0, 100).Select(i => $"acct-{i}").First(k => map.OwnerOf(k.AsSpan())!.Name != "pod-2");
+        var owner = map.OwnerOf(key.AsSpan())!;
+        await using var router = ShardRouter.CreateStatic(server.Map(TestMaps.AllRules with { NoKey = NoKeyAction.FixedMember, FallbackMember = "pod-2" }));
+        using var invoker = new HttpMessageInvoker(new SendTwiceHandler(new ShardRoutingHandler(router,
+            new SocketsHttpHandler { UseProxy = false, UseCookies = false })));
+        var body = "{\"account\":{\"id\":\"" + key + "\"},\"n\":1}";
+        using var request = new HttpRequestMessage(HttpMethod.Post, "http://svc.example/counter")
+        {
+            Content = new StreamContent(new MemoryStream(Encoding.UTF8.GetBytes(body))),
+        };
+
+        using var response = await invoker.SendAsync(request, CancellationToken.None);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var received = server.Received.ToArray();
+        Assert.Equal(2, received.Length);
+        Assert.All(received, r => Assert.Equal((owner.Address, body), ($"127.0.0.1:{r.Port}", r.Body)));
+    }
+
+    [Fact]
+    public async Task SendAsync_RetriedByOuterHandlerAfterMapEmptied_SecondAttemptGoesToServiceAddress()
+    {
+        // The first attempt was rewritten to the owner; the map then lost every member. The retry must go where a request
+        // without an owner goes, the Service address the caller gave, not to the previous owner left in RequestUri.
+        await using var server = await RecordingServer.StartAsync(4);
+        var service = $"127.0.0.1:{server.Ports[3]}";
+        await using var router = ShardRouter.CreateStatic(server.Map(TestMaps.AllRules, members: 3));
+        using var invoker = new HttpMessageInvoker(new SendTwiceHandler(
+            new ShardRoutingHandler(router, new SocketsHttpHandler { UseProxy = false, UseCookies = false }),
+            between: () => router.TryPublish(server.Map(TestMaps.AllRules, generation: 2, members: 3, weight: 0))));
+        using var request = new HttpRequestMessage(HttpMethod.Get, $"http://{service}/counter?x=1");
+        request.Headers.TryAddWithoutValidation("x-shard-key", "k-1");
+
+        using var response = await invoker.SendAsync(request, CancellationToken.None);
+
+        var received = server.Received.ToArray();
+        Assert.Equal(2, received.Length);
+        Assert.NotEqual(server.Ports[3], received[0].Port);
+        Assert.Equal(server.Ports[3], received[1].Port);
+        Assert.Equal(service, received[1].Host);
+    }
+
     /// <summary>Answers 200 at once without reading the request body; records the authority.</summary>
     private sealed class HeadersOnlyHandler : HttpMessageHandler
     {
