@@ -270,9 +270,15 @@ public sealed partial class ShardRouter : IShardRouter, IAsyncDisposable, IDispo
         // Key rules compile once per policy, not per request; a new generation with the same policy keeps the extractor.
         var current = _snapshot;
         var extractor = ShardKeyExtractor.For(map.KeyPolicy, current?.Extractor);
+        var unroutable = RoutingSnapshot.FindUnroutable(map);
+        foreach (var member in unroutable ?? [])
+        {
+            Log.UnroutableAddress(_logger, Service, member.Name, member.Address, map.Generation);
+        }
+
         lock (_gate)
         {
-            _snapshot = new RoutingSnapshot(map, extractor);
+            _snapshot = new RoutingSnapshot(map, extractor, unroutable);
             SignalLocked();
         }
 
@@ -352,10 +358,53 @@ public sealed partial class ShardRouter : IShardRouter, IAsyncDisposable, IDispo
         [LoggerMessage(EventId = 1004, EventName = "SubscriptionLost", Level = LogLevel.Warning, Message = "Lost the shard-map subscription of service {Service} ({Reason}); routing with generation {Generation} while reconnecting")]
         public static partial void SubscriptionLost(ILogger logger, string service, string reason, long generation);
 
+        [LoggerMessage(EventId = 1006, EventName = "UnroutableAddress", Level = LogLevel.Warning, Message = "Member {Member} of service {Service} has the address '{Address}' in generation {Generation}, not host:port: requests for its keys go to the Service address")]
+        public static partial void UnroutableAddress(ILogger logger, string service, string member, string address, long generation);
+
         [LoggerMessage(EventId = 1005, EventName = "Connected", Level = LogLevel.Debug, Message = "Shard-map subscription of service {Service} connected to {ControlPlane}")]
         public static partial void Connected(ILogger logger, string service, Uri? controlPlane);
     }
 }
 
-/// <summary>What a request routes with: a map and its compiled key rules, swapped together.</summary>
-internal sealed record RoutingSnapshot(ShardMap Map, ShardKeyExtractor Extractor);
+/// <summary>What a request routes with: a map, its compiled key rules and its members whose address cannot be routed to.</summary>
+internal sealed record RoutingSnapshot(ShardMap Map, ShardKeyExtractor Extractor, HashSet<ShardMember>? Unroutable = null)
+{
+    private static readonly System.Buffers.SearchValues<char> NotInAuthority = System.Buffers.SearchValues.Create("/?#@\\ \t\r\n");
+
+    /// <summary>Whether a request can be sent to <paramref name="member"/>'s address (no allocation; null set when all can).</summary>
+    public bool CanRoute(ShardMember member) => Unroutable is not { } set || !set.Contains(member);
+
+    /// <summary>
+    /// The members whose address is not <c>host:port</c> with an explicit port (an IPv6 host in brackets), or null: spliced
+    /// into <c>scheme://address/path</c> such an address would fail to parse, replace the path, turn it into a query or a
+    /// fragment, or pick port 80.
+    /// </summary>
+    public static HashSet<ShardMember>? FindUnroutable(ShardMap map)
+    {
+        HashSet<ShardMember>? unroutable = null;
+        foreach (var member in map.Members)
+        {
+            if (!IsHostPort(member.Address))
+            {
+                (unroutable ??= new HashSet<ShardMember>(ReferenceEqualityComparer.Instance)).Add(member);
+            }
+        }
+
+        return unroutable;
+    }
+
+    internal static bool IsHostPort(string address)
+    {
+        if (address.Length == 0 || address.AsSpan().IndexOfAny(NotInAuthority) >= 0 || address.AsSpan().ContainsAnyInRange('\0', '\x1f'))
+        {
+            return false;
+        }
+
+        var colon = address.LastIndexOf(':');
+        return colon > 0 && colon < address.Length - 1
+            && Uri.TryCreate(string.Concat("http://", address, "/"), UriKind.Absolute, out var uri)
+            && uri.UserInfo.Length == 0 && uri.PathAndQuery == "/"
+            && int.TryParse(address.AsSpan(colon + 1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var port)
+            && port == uri.Port;
+    }
+}

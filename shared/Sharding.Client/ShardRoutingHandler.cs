@@ -84,15 +84,20 @@ public sealed partial class ShardRoutingHandler : DelegatingHandler
         }
 
         // 2. Rules over the request line and headers (a body key found by an earlier send of this request stands).
-        var decision = Decide(request, snapshot, bodyKey, out var owner);
+        var decision = Checked(Decide(request, snapshot, bodyKey, out var owner), snapshot, owner);
         return decision switch
         {
             Decision.Owner => Direct(request, owner!, bodyKey, cancellationToken),
             Decision.NeedsBody => SendWithBodyKeyAsync(request, snapshot, cancellationToken),
             Decision.BadKey => ViaService(request, ClientMetricNames.ReasonBadKey, cancellationToken),
+            Decision.BadAddress => ViaService(request, ClientMetricNames.ReasonBadAddress, cancellationToken),
             _ => ViaService(request, ClientMetricNames.ReasonNoKey, cancellationToken),
         };
     }
+
+    /// <summary>An owner whose address is not <c>host:port</c> is not sent to: the Service address's sidecar says what is wrong.</summary>
+    private static Decision Checked(Decision decision, RoutingSnapshot snapshot, ShardMember? owner) =>
+        decision == Decision.Owner && !snapshot.CanRoute(owner!) ? Decision.BadAddress : decision;
 
     /// <inheritdoc />
     protected override HttpResponseMessage Send(HttpRequestMessage request, CancellationToken cancellationToken)
@@ -107,7 +112,7 @@ public sealed partial class ShardRoutingHandler : DelegatingHandler
             return base.Send(request, cancellationToken);
         }
 
-        var decision = Decide(request, snapshot, bodyKey, out var owner);
+        var decision = Checked(Decide(request, snapshot, bodyKey, out var owner), snapshot, owner);
         if (decision == Decision.Owner)
         {
             Rewrite(request, owner!, bodyKey);
@@ -116,7 +121,12 @@ public sealed partial class ShardRoutingHandler : DelegatingHandler
         }
 
         // The synchronous path does not read bodies: the sidecar behind the Service address does.
-        _router.Metrics.ViaService(_router.Service, decision == Decision.BadKey ? ClientMetricNames.ReasonBadKey : ClientMetricNames.ReasonNoKey);
+        _router.Metrics.ViaService(_router.Service, decision switch
+        {
+            Decision.BadKey => ClientMetricNames.ReasonBadKey,
+            Decision.BadAddress => ClientMetricNames.ReasonBadAddress,
+            _ => ClientMetricNames.ReasonNoKey,
+        });
         return base.Send(request, cancellationToken);
     }
 
@@ -216,11 +226,12 @@ public sealed partial class ShardRoutingHandler : DelegatingHandler
     {
         // 3. A JSON body rule: read at most maxBodyBytes, keep the bytes for the send.
         var (decision, owner, key) = await DecideFromBodyAsync(request, snapshot, cancellationToken).ConfigureAwait(false);
-        return decision switch
+        return Checked(decision, snapshot, owner) switch
         {
             Decision.Owner => await Direct(request, owner!, key, cancellationToken).ConfigureAwait(false),
             Decision.BadKey => await ViaService(request, ClientMetricNames.ReasonBadKey, cancellationToken).ConfigureAwait(false),
             Decision.TooLarge => await ViaService(request, ClientMetricNames.ReasonBodyTooLarge, cancellationToken).ConfigureAwait(false),
+            Decision.BadAddress => await ViaService(request, ClientMetricNames.ReasonBadAddress, cancellationToken).ConfigureAwait(false),
             _ => await ViaService(request, ClientMetricNames.ReasonNoKey, cancellationToken).ConfigureAwait(false),
         };
     }
@@ -333,6 +344,7 @@ public sealed partial class ShardRoutingHandler : DelegatingHandler
         NeedsBody,
         BadKey,
         TooLarge,
+        BadAddress,
     }
 
     private static partial class Log

@@ -50,4 +50,7 @@ public static class ClientMetricNames
 
     /// <summary>The JSON body rule needed more than the policy's body limit: the sidecar answers 413.</summary>
     public const string ReasonBodyTooLarge = "body_too_large";
+
+    /// <summary>The owner's address in the map is not <c>host:port</c>: the Service's sidecar answers with the owner's name.</summary>
+    public const string ReasonBadAddress = "bad_address";
 }

@@ -213,3 +213,57 @@ public sealed class ShardRoutingHandlerTests
         }
     }
 }
+
+/// <summary>Member addresses that are not <c>host:port</c> (the membership file does not check them).</summary>
+public sealed class MemberAddressTests
+{
+    public static TheoryData<string> BadAddresses => new()
+    {
+        "fd00::1:15100",          // IPv6 without brackets: not a URI authority
+        "10.0.0.7:15100/admin",   // a path would replace the request's
+        "10.0.0.7:15100#",        // the request's path and query would become a fragment, never sent
+        "10.0.0.7:15100?x=",      // the request's path would become a query
+        "ops@10.0.0.7:15100",     // user info
+        "10.0.0.7",               // no port: would go to port 80, not to the sidecar
+    };
+
+    [Theory]
+    [MemberData(nameof(BadAddresses))]
+    public async Task SendAsync_OwnerAddressNotHostPort_GoesToServiceAddressNotElsewhere(string address)
+    {
+        var (key, router, inner) = RouteToMember(address);
+        using var invoker = new HttpMessageInvoker(new ShardRoutingHandler(router, inner));
+        using var request = new HttpRequestMessage(HttpMethod.Get, "http://svc.example:8080/counters/x?y=1");
+        request.Headers.TryAddWithoutValidation("x-shard-key", key);
+
+        using var response = await invoker.SendAsync(request, CancellationToken.None);
+
+        Assert.Equal("http://svc.example:8080/counters/x?y=1", inner.LastUri!.AbsoluteUri);
+        await router.DisposeAsync();
+    }
+
+    [Theory]
+    [InlineData("[fd00::1]:15100", "http://[fd00::1]:15100/counters/x?y=1")]
+    [InlineData("sharded-0.sharded.prod.svc:15100", "http://sharded-0.sharded.prod.svc:15100/counters/x?y=1")]
+    public async Task SendAsync_OwnerAddressHostPort_Direct(string address, string expected)
+    {
+        var (key, router, inner) = RouteToMember(address);
+        using var invoker = new HttpMessageInvoker(new ShardRoutingHandler(router, inner));
+        using var request = new HttpRequestMessage(HttpMethod.Get, "http://svc.example:8080/counters/x?y=1");
+        request.Headers.TryAddWithoutValidation("x-shard-key", key);
+
+        using var response = await invoker.SendAsync(request, CancellationToken.None);
+
+        Assert.Equal(expected, inner.LastUri!.AbsoluteUri);
+        Assert.Equal("svc.example:8080", inner.LastHost);
+        await router.DisposeAsync();
+    }
+
+    /// <summary>A router over pod-0 (at <paramref name="address"/>) and pod-1, and a key pod-0 owns.</summary>
+    private static (string Key, ShardRouter Router, RecordingHandler Inner) RouteToMember(string address)
+    {
+        var map = ShardMap.Create("svc", 1, [new ShardMember("pod-0", address), new ShardMember("pod-1", "127.0.0.1:15101")], keyPolicy: TestMaps.AllRules);
+        var key = Enumerable.Range(0, 100).Select(i => $"k-{i}").First(k => map.OwnerOf(k.AsSpan())!.Name == "pod-0");
+        return (key, ShardRouter.CreateStatic(map), new RecordingHandler());
+    }
+}
