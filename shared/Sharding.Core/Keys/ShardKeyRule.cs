@@ -52,6 +52,12 @@ public sealed record ShardKeyRule(ShardKeyRuleKind Kind, string Argument)
                 error = $"path rule '{text}' needs a template that starts with / and contains {{key}}, e.g. path:/docs/{{key}}";
                 return false;
             }
+
+            if (!KeyIsWholeSegment(argument))
+            {
+                error = $"path rule '{text}' needs {{key}} as a whole segment before any ... or ** (the extractor matches segments), e.g. path:/docs/{{key}}/edit";
+                return false;
+            }
         }
         else if (kindText.Equals("query", StringComparison.OrdinalIgnoreCase))
         {
@@ -87,6 +93,25 @@ public sealed record ShardKeyRule(ShardKeyRuleKind Kind, string Argument)
     /// <exception cref="FormatException">The text is not a valid rule.</exception>
     public static ShardKeyRule Parse(string text) =>
         TryParse(text, out var rule, out var error) ? rule : throw new FormatException(error);
+
+    /// <summary>Whether the extractor can ever find a key with this template: a <c>{key}</c> segment before any rest wildcard.</summary>
+    private static bool KeyIsWholeSegment(string template)
+    {
+        foreach (var segment in template.Split('/', StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (segment == "{key}")
+            {
+                return true;
+            }
+
+            if (segment is "..." or "**" || segment.Contains("{key}", StringComparison.Ordinal))
+            {
+                return false;
+            }
+        }
+
+        return false;
+    }
 
     private static string KindName(ShardKeyRuleKind kind) => kind switch
     {

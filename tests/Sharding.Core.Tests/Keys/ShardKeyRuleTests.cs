@@ -26,6 +26,9 @@ public sealed class ShardKeyRuleTests
     [InlineData("body:$.a", "unknown kind 'body'")]
     [InlineData("path:docs/{key}", "starts with /")]
     [InlineData("path:/docs/id", "{key}")]
+    [InlineData("path:/docs/doc-{key}", "whole segment")]      // the extractor compares whole segments: never a key
+    [InlineData("path:/docs/{key}.json", "whole segment")]
+    [InlineData("path:/docs/**/{key}", "whole segment")]       // a rest wildcard ends the template: never a key
     [InlineData("json:account.id", "$.account.id")]
     public void TryParse_InvalidText_SaysWhy(string text, string expected)
     {
