@@ -369,8 +369,6 @@ public sealed partial class ShardRouter : IShardRouter, IAsyncDisposable, IDispo
 /// <summary>What a request routes with: a map, its compiled key rules and its members whose address cannot be routed to.</summary>
 internal sealed record RoutingSnapshot(ShardMap Map, ShardKeyExtractor Extractor, HashSet<ShardMember>? Unroutable = null)
 {
-    private static readonly System.Buffers.SearchValues<char> NotInAuthority = System.Buffers.SearchValues.Create("/?#@\\ \t\r\n");
-
     /// <summary>Whether a request can be sent to <paramref name="member"/>'s address (no allocation; null set when all can).</summary>
     public bool CanRoute(ShardMember member) => Unroutable is not { } set || !set.Contains(member);
 
@@ -384,27 +382,12 @@ internal sealed record RoutingSnapshot(ShardMap Map, ShardKeyExtractor Extractor
         HashSet<ShardMember>? unroutable = null;
         foreach (var member in map.Members)
         {
-            if (!IsHostPort(member.Address))
+            if (!MemberAddress.IsHostPort(member.Address))
             {
                 (unroutable ??= new HashSet<ShardMember>(ReferenceEqualityComparer.Instance)).Add(member);
             }
         }
 
         return unroutable;
-    }
-
-    internal static bool IsHostPort(string address)
-    {
-        if (address.Length == 0 || address.AsSpan().IndexOfAny(NotInAuthority) >= 0 || address.AsSpan().ContainsAnyInRange('\0', '\x1f'))
-        {
-            return false;
-        }
-
-        var colon = address.LastIndexOf(':');
-        return colon > 0 && colon < address.Length - 1
-            && Uri.TryCreate(string.Concat("http://", address, "/"), UriKind.Absolute, out var uri)
-            && uri.UserInfo.Length == 0 && uri.PathAndQuery == "/"
-            && int.TryParse(address.AsSpan(colon + 1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var port)
-            && port == uri.Port;
     }
 }

@@ -141,6 +141,11 @@ internal static class MembershipFileParser
 
                 var memberName = String(member, "name", memberAt) ?? throw new FormatException($"{memberAt}.name is required (the stable member name, e.g. the pod name)");
                 var address = String(member, "address", memberAt) ?? throw new FormatException($"{memberAt}.address is required (the member's sidecar host:port)");
+                if (!MemberAddress.IsHostPort(address))
+                {
+                    throw new FormatException($"{memberAt}.address: '{address}' is not host:port of the member's sidecar (an IPv6 host in brackets, e.g. [fd00::1]:15100)");
+                }
+
                 if (!names.Add(memberName))
                 {
                     throw new FormatException($"{memberAt}.name: '{memberName}' is listed twice");

@@ -103,6 +103,12 @@ internal static class StaticMapFile
                     continue;
                 }
 
+                if (!MemberAddress.IsHostPort(m.Address.Trim()))
+                {
+                    problems.Add($"members[{i}].address '{m.Address.Trim()}' is not host:port of its sidecar (an IPv6 host in brackets, e.g. [fd00::1]:15100)");
+                    continue;
+                }
+
                 members.Add(new ShardMember(m.Name.Trim(), m.Address.Trim(), m.Weight ?? 1));
             }
         }

@@ -30,6 +30,16 @@ public sealed partial class MembershipFileParserTests
     }
 
     [Theory]
+    [InlineData("[fd00::1]:15100")]
+    [InlineData("sharded-svc-0.sharded-svc.shop.svc:15100")]
+    [InlineData("127.0.0.1:1")]
+    public void Parse_HostPortAddresses_AreTaken(string address)
+    {
+        var snapshot = MembershipFileParser.Parse($"services:\n  s: {{members: [{{name: a, address: '{address}'}}]}}\n", "membership.yaml");
+        Assert.Equal(address, snapshot.Services["s"].Members.Single().Address);
+    }
+
+    [Theory]
     [InlineData("noKey: serve-locally", NoKeyAction.ServeLocally)]
     [InlineData("noKey: serveLocally", NoKeyAction.ServeLocally)] // the sidecar map file's spelling
     [InlineData("noKey: SERVE-LOCALLY", NoKeyAction.ServeLocally)]
@@ -60,21 +70,23 @@ public sealed partial class MembershipFileParserTests
     }
 
     [Theory]
-    [InlineData("services:\n  s:\n    members: [{name: a, address: x}]\n    members: [{name: b, address: y}]\n", "membership.yaml", "Encountered duplicate key members")]
-    [InlineData("services:\n  s: {members: [{name: a, address: x}]}\n  s: {members: [{name: b, address: y}]}\n", "membership.yaml", "Encountered duplicate key s")]
+    [InlineData("services:\n  s:\n    members: [{name: a, address: 'h:1'}]\n    members: [{name: b, address: 'h:2'}]\n", "membership.yaml", "Encountered duplicate key members")]
+    [InlineData("services:\n  s: {members: [{name: a, address: 'h:1'}]}\n  s: {members: [{name: b, address: 'h:2'}]}\n", "membership.yaml", "Encountered duplicate key s")]
     [InlineData("{\"services\": {\"s\": {\"members\": [{\"name\": \"a\", \"address\": \"x\"}], \"members\": []}}}", "membership.json", "not valid JSON")]
-    [InlineData("services:\n  s: {members: [{name: a, address: x}, {name: a, address: y}]}\n", "membership.yaml", "services.s.members[1].name: 'a' is listed twice")]
-    [InlineData("services:\n  s: {members: [{address: x}]}\n", "membership.yaml", "services.s.members[0].name is required")]
+    [InlineData("services:\n  s: {members: [{name: a, address: 'h:1'}, {name: a, address: 'h:2'}]}\n", "membership.yaml", "services.s.members[1].name: 'a' is listed twice")]
+    [InlineData("services:\n  s: {members: [{address: 'h:1'}]}\n", "membership.yaml", "services.s.members[0].name is required")]
     [InlineData("members: []\n", "membership.yaml", "the file needs a top-level 'services' mapping")]
     [InlineData("services: [unclosed\n", "membership.yaml", "not valid YAML at line ")]
     [InlineData("{\"services\": {\"s\": {\"keyRules\": [7]}}}", "membership.json", "services.s.keyRules[0]: must be a string")]
+    [InlineData("services:\n  s: {members: [{name: a, address: '10.0.0.7:15100#x'}]}\n", "membership.yaml", "services.s.members[0].address: '10.0.0.7:15100#x' is not host:port")]
+    [InlineData("services:\n  s: {members: [{name: a, address: 'fd00::1:15100'}]}\n", "membership.yaml", "services.s.members[0].address: 'fd00::1:15100' is not host:port")]
     public void Parse_BadFile_NamesTheProblem(string text, string fileName, string expected)
     {
         var error = Assert.Throws<FormatException>(() => MembershipFileParser.Parse(text, fileName));
         Assert.Contains(expected, error.Message, StringComparison.Ordinal);
     }
 
-    private static string Service(string lines) => $"services:\n  s:\n    {lines}\n    members: [{{name: a, address: x}}]\n";
+    private static string Service(string lines) => $"services:\n  s:\n    {lines}\n    members: [{{name: a, address: 'h:1'}}]\n";
 
     private static string RepositoryRoot()
     {

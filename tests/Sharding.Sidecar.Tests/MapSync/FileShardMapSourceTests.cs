@@ -51,16 +51,20 @@ public sealed class FileShardMapSourceTests
 
     [Theory]
     [InlineData("members: []", "'service' is missing; 'members' is empty")]
-    [InlineData("service: s\nalgorithm: fancy\nmembers: [{name: a, address: x}]", "'algorithm: fancy' is unknown")]
+    [InlineData("service: s\nalgorithm: fancy\nmembers: [{name: a, address: 'h:1'}]", "'algorithm: fancy' is unknown")]
     [InlineData("service: s\nmembers: [{name: a}]", "members[0] needs a name and an address")]
-    [InlineData("service: s\nmembers: [{name: a, address: x}]\nkeys: {rules: [\"body:$.a\"]}", "keys.rules: key rule 'body:$.a' has unknown kind 'body'")]
-    [InlineData("service: s\nmembers: [{name: a, address: x}]\nkeys: {noKey: fixedMember}", "needs 'keys.fallbackMember'")]
+    [InlineData("service: s\nmembers: [{name: a, address: 'h:1'}]\nkeys: {rules: [\"body:$.a\"]}", "keys.rules: key rule 'body:$.a' has unknown kind 'body'")]
+    [InlineData("service: s\nmembers: [{name: a, address: 'h:1'}]\nkeys: {noKey: fixedMember}", "needs 'keys.fallbackMember'")]
     [InlineData("service: [unclosed", "not valid YAML/JSON at line 1")]
-    [InlineData("service: s\nmembers:\n  - { name: a, address: x }\n  -\n", "members[1] needs a name and an address")]
-    [InlineData("service: s\nmembers: [{name: a, address: x}]\nkeys:\n  rules:\n    - header:x-a\n    -\n", "keys.rules[1] is empty")]
-    [InlineData("service: s\nmembers: [{name: a, address: x}, {name: b, address: y}]\nkeys: {noKey: reject}\nmembers: [{name: a, address: x}]", "line 4, column 1: Encountered duplicate key members")]
+    [InlineData("service: s\nmembers:\n  - { name: a, address: 'h:1' }\n  -\n", "members[1] needs a name and an address")]
+    [InlineData("service: s\nmembers: [{name: a, address: 'h:1'}]\nkeys:\n  rules:\n    - header:x-a\n    -\n", "keys.rules[1] is empty")]
+    [InlineData("service: s\nmembers: [{name: a, address: 'h:1'}, {name: b, address: 'h:2'}]\nkeys: {noKey: reject}\nmembers: [{name: a, address: 'h:1'}]", "line 4, column 1: Encountered duplicate key members")]
     [InlineData("{\"service\":\"s\",\"members\":[{\"name\":\"a\",\"address\":\"x\",\"name\":\"b\"}]}", "Encountered duplicate key name")]
-    [InlineData("service: s\nmembers: [{name: a, address: x}]\nkeys: {maxBodyBytes: 16777217}", "'keys.maxBodyBytes: 16777217' must be 1..16777216")]
+    [InlineData("service: s\nmembers: [{name: a, address: 'h:1'}]\nkeys: {maxBodyBytes: 16777217}", "'keys.maxBodyBytes: 16777217' must be 1..16777216")]
+    [InlineData("service: s\nmembers: [{name: a, address: '10.0.0.7:15100/admin'}]", "members[0].address '10.0.0.7:15100/admin' is not host:port of its sidecar")]
+    [InlineData("service: s\nmembers: [{name: a, address: 'fd00::1:15100'}]", "members[0].address 'fd00::1:15100' is not host:port")]
+    [InlineData("service: s\nmembers: [{name: a, address: '10.0.0.7'}]", "members[0].address '10.0.0.7' is not host:port")]
+    [InlineData("service: s\nmembers: [{name: a, address: 'ops@10.0.0.7:15100'}]", "members[0].address 'ops@10.0.0.7:15100' is not host:port")]
     public void Parse_Bad_SaysWhat(string text, string expected)
     {
         Assert.False(StaticMapFile.TryParse(text, 1, out _, out var error));
@@ -79,7 +83,7 @@ public sealed class FileShardMapSourceTests
     [InlineData("keys: {noKey: -1}", "'keys.noKey: -1' is unknown: use reject, serveLocally or fixedMember")]
     public void Parse_EnumSettingGivenANumber_IsRejected(string line, string expected)
     {
-        var text = $"service: s\n{line}\nmembers: [{{name: a, address: x}}]";
+        var text = $"service: s\n{line}\nmembers: [{{name: a, address: 'h:1'}}]";
         Assert.False(StaticMapFile.TryParse(text, 1, out _, out var error));
         Assert.Equal(expected, error);
     }
@@ -92,7 +96,7 @@ public sealed class FileShardMapSourceTests
     [InlineData("keys: {noKey: fixed-member, fallbackMember: a}", HashKeySource.Name, NoKeyAction.FixedMember)]
     public void Parse_EnumSettingNames_AnyCase(string lines, HashKeySource hashKey, NoKeyAction noKey)
     {
-        Assert.True(StaticMapFile.TryParse($"service: s\n{lines}\nmembers: [{{name: a, address: x}}]", 1, out var map, out var error), error);
+        Assert.True(StaticMapFile.TryParse($"service: s\n{lines}\nmembers: [{{name: a, address: 'h:1'}}]", 1, out var map, out var error), error);
         Assert.Equal(hashKey, map!.HashKeySource);
         Assert.Equal(noKey, map.KeyPolicy.NoKey);
     }
@@ -103,14 +107,14 @@ public sealed class FileShardMapSourceTests
     [InlineData("-1")]
     public void Parse_GenerationOutOfRange_IsRejected(string generation)
     {
-        Assert.False(StaticMapFile.TryParse($"service: s\ngeneration: {generation}\nmembers: [{{name: a, address: x}}]", 1, out _, out var error));
+        Assert.False(StaticMapFile.TryParse($"service: s\ngeneration: {generation}\nmembers: [{{name: a, address: 'h:1'}}]", 1, out _, out var error));
         Assert.Equal($"'generation: {generation}' is out of range: use 0..9007199254740991 (2^53 - 1), or leave it out", error);
     }
 
     [Fact]
     public void Parse_GenerationAtTheBound_IsTaken()
     {
-        Assert.True(StaticMapFile.TryParse("service: s\ngeneration: 9007199254740991\nmembers: [{name: a, address: x}]", 1, out var map, out var error), error);
+        Assert.True(StaticMapFile.TryParse("service: s\ngeneration: 9007199254740991\nmembers: [{name: a, address: 'h:1'}]", 1, out var map, out var error), error);
         Assert.Equal(9_007_199_254_740_991L, map!.Generation);
     }
 
