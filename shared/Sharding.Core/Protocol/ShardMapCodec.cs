@@ -343,19 +343,22 @@ public static class ShardMapCodec
             _ => throw new ShardMapUpdateException(ShardMapUpdateError.Invalid, $"unknown algorithm {update.Algorithm}"),
         };
         var hashKeySource = update.HashKeySource == ProtoHashKeySource.Address ? Mapping.HashKeySource.Address : Mapping.HashKeySource.Name;
+        // Every string goes in with its length in front: names, addresses and rules are not validated here, and separators alone
+        // would let two different member lists (an address holding a tab and a newline) make the same key and share a map.
         var key = new StringBuilder(64 + (update.Members.Count * 40));
-        key.Append(update.Service).Append('\n').Append((int)algorithm).Append('\n').Append(update.MaglevTableSize).Append('\n')
-            .Append(update.MinRingSize).Append('\n').Append(update.MaxRingSize).Append('\n').Append((int)hashKeySource).Append('\n');
+        AppendField(key, update.Service).Append((int)algorithm).Append('\n').Append(update.MaglevTableSize).Append('\n')
+            .Append(update.MinRingSize).Append('\n').Append(update.MaxRingSize).Append('\n').Append((int)hashKeySource).Append('\n')
+            .Append(update.Members.Count).Append('\n');
         foreach (var member in update.Members)
         {
-            key.Append(member.Name).Append('\t').Append(member.Address).Append('\t').Append(member.Weight).Append('\n');
+            AppendField(AppendField(key, member.Name), member.Address).Append(member.Weight).Append('\n');
         }
 
         var policy = update.KeyPolicy ?? new ProtoKeyPolicy();
-        key.Append((int)policy.NoKey).Append('\t').Append(policy.FallbackMember).Append('\t').Append(policy.MaxBodyBytes);
+        AppendField(key.Append((int)policy.NoKey).Append('\t'), policy.FallbackMember).Append(policy.MaxBodyBytes).Append('\t').Append(policy.Rules.Count);
         foreach (var rule in policy.Rules)
         {
-            key.Append('\t').Append(rule);
+            AppendField(key.Append('\t'), rule);
         }
 
         var cacheKey = key.ToString();
@@ -412,6 +415,9 @@ public static class ShardMapCodec
             throw;
         }
     }
+
+    private static StringBuilder AppendField(StringBuilder key, string value) =>
+        key.Append(value.Length).Append(':').Append(value).Append('\t');
 
     private static ShardMap Create(ShardMapUpdate update, ProtoKeyPolicy policy, ShardAlgorithm algorithm, Mapping.HashKeySource hashKeySource, long generation)
     {

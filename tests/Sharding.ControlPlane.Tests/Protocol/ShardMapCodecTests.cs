@@ -88,4 +88,22 @@ public sealed class ShardMapCodecTests
 
     [Fact]
     public void ToDelta_TableSizeChanged_NullSoSnapshot() => Assert.Null(ShardMapCodec.ToDelta(Map(3, 1, 251), Map(3, 2, 257), 1, null, 0));
+
+    [Fact]
+    public void Apply_MembersWhoseFieldsOnlyConcatenateAlike_NotServedFromTheOtherMapsCache()
+    {
+        // Two different member lists whose fields, joined with the cache key's tab and newline separators, give the same text:
+        // the second update must not get the first one's cached map (same hash keys and checksum, other addresses).
+        var service = "collide-" + Guid.NewGuid().ToString("N");
+        ShardMap Create(string addressM, string addressN) =>
+            ShardMap.Create(service, 1, [new ShardMember("m", addressM), new ShardMember("n", addressN)], tableOptions: new() { MaglevTableSize = 251 });
+        var first = Create("a\t1\nn\tb", "c");
+        var second = Create("a", "b\t1\nn\tc");
+
+        var appliedFirst = ShardMapCodec.Apply(ShardMapCodec.ToSnapshot(first, 1, null, 0), null);
+        var appliedSecond = ShardMapCodec.Apply(ShardMapCodec.ToSnapshot(second, 1, null, 0), null);
+
+        Assert.Equal(["a\t1\nn\tb", "c"], appliedFirst.Members.Select(m => m.Address));
+        Assert.Equal(["a", "b\t1\nn\tc"], appliedSecond.Members.Select(m => m.Address));
+    }
 }
