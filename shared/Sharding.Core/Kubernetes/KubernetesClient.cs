@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Security;
@@ -33,12 +34,16 @@ public sealed class KubernetesWriteResult<T>
 /// <summary>
 /// A small typed Kubernetes REST client over <see cref="HttpClient"/> and source-generated JSON: Leases, Pods (list and
 /// watch), MutatingWebhookConfigurations (get, caBundle patch). Errors arrive as <see cref="KubernetesApiException"/>
-/// carrying the server's <see cref="Status"/>; 404 on get and 409 on writes are values, not exceptions.
+/// carrying the server's <see cref="Status"/>; 404 on get and 409 on writes are values, not exceptions. A 429 or 5xx with
+/// <c>Retry-After</c> is sent again after that delay, up to 10 times and within <see cref="RequestTimeout"/>, as client-go does.
 /// </summary>
 public sealed class KubernetesClient : IDisposable
 {
     private const string CoordinationGroup = "coordination.k8s.io";
     private const string AdmissionRegistrationGroup = "admissionregistration.k8s.io";
+
+    /// <summary>How many times a request answered 429 or 5xx with <c>Retry-After</c> is sent again: 10, as client-go.</summary>
+    private const int MaxRetries = 10;
     private static readonly MediaTypeHeaderValue JsonMediaType = new("application/json");
     private readonly HttpClient _http;
     private readonly KubernetesClientConfiguration _configuration;
@@ -349,7 +354,9 @@ public sealed class KubernetesClient : IDisposable
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(RequestTimeout);
-        for (var attempt = 0; ; attempt++)
+        var started = Stopwatch.GetTimestamp();
+        var reauthenticated = false;
+        for (var retries = 0; ; retries++)
         {
             using var request = CreateRequest(method, path, body, contentType);
             using var response = await _http.SendAsync(request, HttpCompletionOption.ResponseContentRead, timeout.Token).ConfigureAwait(false);
@@ -367,17 +374,34 @@ public sealed class KubernetesClient : IDisposable
                 return null;
             }
 
-            if (response.StatusCode == HttpStatusCode.Unauthorized && attempt == 0 && _configuration.Token is { } token)
+            if (response.StatusCode == HttpStatusCode.Unauthorized && !reauthenticated && _configuration.Token is { } token)
             {
                 // The token may have rotated under us: read the file again and retry once.
+                reauthenticated = true;
                 token.Invalidate();
                 continue;
             }
 
             var errorBody = await response.Content.ReadAsByteArrayAsync(timeout.Token).ConfigureAwait(false);
+            if (RetryDelay(response, retries) is { } delay && Stopwatch.GetElapsedTime(started) + delay < RequestTimeout)
+            {
+                await Task.Delay(delay, timeout.Token).ConfigureAwait(false);
+                continue;
+            }
+
             throw new KubernetesApiException(ParseStatus(response.StatusCode, errorBody), context.Verb, context.Resource, context.Group, context.Namespace);
         }
     }
+
+    /// <summary>
+    /// client-go's <c>checkWait</c>: a 429 or any 5xx that carries <c>Retry-After</c> (seconds) is sent again after that delay, at
+    /// most <see cref="MaxRetries"/> times (API Priority and Fairness sheds load with <c>429</c> + <c>Retry-After: 1</c>).
+    /// </summary>
+    private static TimeSpan? RetryDelay(HttpResponseMessage response, int retries) =>
+        retries < MaxRetries && (response.StatusCode == HttpStatusCode.TooManyRequests || (int)response.StatusCode >= 500)
+            && response.Headers.RetryAfter?.Delta is { } delay && delay >= TimeSpan.Zero
+            ? delay
+            : null;
 
     private async IAsyncEnumerable<WatchEvent<T>> WatchAsync<T>(
         string path, JsonTypeInfo<T> typeInfo, CallContext context, TimeSpan? deadline, [EnumeratorCancellation] CancellationToken callerToken)
@@ -393,7 +417,8 @@ public sealed class KubernetesClient : IDisposable
         var cancellationToken = expiry.Token;
         try
         {
-            for (var attempt = 0; ; attempt++)
+            var reauthenticated = false;
+            for (var retries = 0; ; retries++)
             {
                 using var request = CreateRequest(HttpMethod.Get, path, null, null);
                 response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken).ConfigureAwait(false);
@@ -404,11 +429,19 @@ public sealed class KubernetesClient : IDisposable
 
                 var errorBody = await response.Content.ReadAsByteArrayAsync(cancellationToken).ConfigureAwait(false);
                 var code = response.StatusCode;
+                var retryDelay = RetryDelay(response, retries);
                 response.Dispose();
                 response = null;
-                if (code == HttpStatusCode.Unauthorized && attempt == 0 && _configuration.Token is { } token)
+                if (code == HttpStatusCode.Unauthorized && !reauthenticated && _configuration.Token is { } token)
                 {
+                    reauthenticated = true;
                     token.Invalidate();
+                    continue;
+                }
+
+                if (retryDelay is { } delay)
+                {
+                    await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
                     continue;
                 }
 

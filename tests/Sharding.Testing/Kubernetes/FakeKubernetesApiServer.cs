@@ -36,7 +36,7 @@ public sealed partial class FakeKubernetesApiServer : IAsyncDisposable
     private readonly Dictionary<(string Resource, string? Namespace, string Name), JsonObject> _objects = [];
     private readonly List<(long Revision, ResourceType Type, string? Namespace, string EventType, JsonObject Item)> _history = [];
     private readonly List<Watcher> _watchers = [];
-    private readonly List<(int Remaining, int Code, string? PathContains, string? Method)> _faults = [];
+    private readonly List<(int Remaining, int Code, string? PathContains, string? Method, int? RetryAfterSeconds)> _faults = [];
     private readonly HashSet<(string Verb, string Resource)> _forbidden = [];
     private readonly List<string> _requests = [];
     private readonly TimeProvider _timeProvider;
@@ -131,12 +131,15 @@ public sealed partial class FakeKubernetesApiServer : IAsyncDisposable
 
     // ---------------------------------------------------------------- faults
 
-    /// <summary>The next <paramref name="count"/> matching requests get <paramref name="statusCode"/> with an InternalError Status.</summary>
-    public void FailNextRequests(int count, int statusCode = 500, string? pathContains = null, string? method = null)
+    /// <summary>
+    /// The next <paramref name="count"/> matching requests get <paramref name="statusCode"/> with an InternalError Status (429: the
+    /// apiserver's TooManyRequests Status), and a <c>Retry-After</c> header when <paramref name="retryAfterSeconds"/> is set.
+    /// </summary>
+    public void FailNextRequests(int count, int statusCode = 500, string? pathContains = null, string? method = null, int? retryAfterSeconds = null)
     {
         lock (_gate)
         {
-            _faults.Add((count, statusCode, pathContains, method));
+            _faults.Add((count, statusCode, pathContains, method, retryAfterSeconds));
         }
     }
 
@@ -298,9 +301,18 @@ public sealed partial class FakeKubernetesApiServer : IAsyncDisposable
             await before(request).ConfigureAwait(false);
         }
 
-        if (TakeFault(request) is { } faultCode)
+        if (TakeFault(request) is { } fault)
         {
-            await WriteAsync(context, faultCode, Status(faultCode, "InternalError", "Internal error occurred: injected fault", new JsonObject { ["causes"] = new JsonArray(new JsonObject { ["message"] = "injected fault" }) })).ConfigureAwait(false);
+            if (fault.RetryAfterSeconds is { } retryAfter)
+            {
+                context.Response.Headers.RetryAfter = retryAfter.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            }
+
+            // What API Priority and Fairness answers when it sheds a request (with Retry-After: 1).
+            var body = fault.Code == 429
+                ? Status(429, "TooManyRequests", "Too many requests, please try again later.", new JsonObject { ["retryAfterSeconds"] = fault.RetryAfterSeconds ?? 1 })
+                : Status(fault.Code, "InternalError", "Internal error occurred: injected fault", new JsonObject { ["causes"] = new JsonArray(new JsonObject { ["message"] = "injected fault" }) });
+            await WriteAsync(context, fault.Code, body).ConfigureAwait(false);
             return;
         }
 
@@ -901,7 +913,7 @@ public sealed partial class FakeKubernetesApiServer : IAsyncDisposable
 
     // ---------------------------------------------------------------- helpers
 
-    private int? TakeFault(HttpRequest request)
+    private (int Code, int? RetryAfterSeconds)? TakeFault(HttpRequest request)
     {
         lock (_gate)
         {
@@ -917,7 +929,7 @@ public sealed partial class FakeKubernetesApiServer : IAsyncDisposable
                         _faults.RemoveAt(i);
                     }
 
-                    return fault.Code;
+                    return (fault.Code, fault.RetryAfterSeconds);
                 }
             }
         }
