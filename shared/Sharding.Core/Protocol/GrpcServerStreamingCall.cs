@@ -155,15 +155,18 @@ public static class GrpcClient
             : await invoker.SendAsync(message, cancellationToken).ConfigureAwait(false);
         try
         {
-            if (response.StatusCode != HttpStatusCode.OK)
-            {
-                throw new GrpcCallException(GrpcServerStreamingCall<TResponse>.MapHttpStatus(response.StatusCode), $"HTTP status {(int)response.StatusCode} from {baseAddress}");
-            }
-
-            // Trailers-only response: the status arrives in the headers, there is no body.
+            // Trailers-only response: the status arrives in the headers, there is no body. A grpc-status there wins over the HTTP
+            // status (grpc/doc/http-grpc-status-mapping.md: the HTTP mapping is only for responses without grpc-status).
             if (response.Headers.TryGetValues(GrpcProtocol.StatusHeader, out var statusValues))
             {
                 GrpcServerStreamingCall<TResponse>.ThrowIfNotOk(statusValues.FirstOrDefault(), GrpcServerStreamingCall<TResponse>.HeaderValue(response.Headers, GrpcProtocol.MessageHeader), orEnded: true);
+            }
+
+            if (response.StatusCode != HttpStatusCode.OK)
+            {
+                throw new GrpcCallException(
+                    GrpcServerStreamingCall<TResponse>.MapHttpStatus(response.StatusCode),
+                    $"HTTP status {(int)response.StatusCode} from {baseAddress} without grpc-status (content type '{response.Content.Headers.ContentType?.ToString() ?? "none"}'): not a gRPC server, or a proxy's answer");
             }
 
             if (!GrpcProtocol.IsGrpcContentType(response.Content.Headers.ContentType?.MediaType))
