@@ -87,9 +87,17 @@ public sealed class ShardMap
 
         var sorted = members.OrderBy(static m => m.Name, StringComparer.Ordinal).ToImmutableArray();
         var byHashKey = new Dictionary<string, ShardMember>(sorted.Length, StringComparer.Ordinal);
-        foreach (var member in sorted)
+        for (var i = 0; i < sorted.Length; i++)
         {
+            var member = sorted[i];
             ArgumentException.ThrowIfNullOrEmpty(member.Name, nameof(members));
+
+            // Names identify members (a sidecar finds itself by its pod name) whatever the hash key is; sorted, so equal ones are adjacent.
+            if (i > 0 && string.Equals(sorted[i - 1].Name, member.Name, StringComparison.Ordinal))
+            {
+                throw new ArgumentException($"Member '{member.Name}' of service '{service}' is listed twice; member names must be unique.", nameof(members));
+            }
+
             var hashKey = hashKeySource == HashKeySource.Address ? member.Address : member.Name;
             if (!byHashKey.TryAdd(hashKey, member))
             {

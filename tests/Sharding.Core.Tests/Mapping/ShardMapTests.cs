@@ -81,6 +81,17 @@ public sealed class ShardMapTests
     }
 
     [Fact]
+    public void Create_DuplicateNameWhenHashingByAddress_Throws()
+    {
+        // Members are identified by name (a sidecar finds itself by its pod name, FindMember, x-sharding-owner): two pods of the
+        // same name in different namespaces must not both get keys just because their addresses differ.
+        var ex = Assert.Throws<ArgumentException>(() => ShardMap.Create("svc", 1,
+            [new ShardMember("svc-0", "10.0.0.1:15100"), new ShardMember("svc-0", "10.0.0.2:15100")], hashKeySource: HashKeySource.Address));
+
+        Assert.Contains("svc-0", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void OwnerOf_EmptyMap_ReturnsNull()
     {
         var map = ShardMap.Create("svc", 1, []);
