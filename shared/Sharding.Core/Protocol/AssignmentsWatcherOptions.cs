@@ -36,7 +36,7 @@ public sealed record AssignmentsWatcherOptions
     public TimeSpan MaxReconnectDelay { get; init; } = TimeSpan.FromSeconds(5);
 
     /// <summary>The largest update accepted (RESOURCE_EXHAUSTED above it).</summary>
-    /// <value>16 MiB: a Maglev snapshot at M = 65537 is about 70 KB; 2^24 entries need ~16 MB.</value>
+    /// <value>16 MiB: a Maglev snapshot at M = 65537 is about 70 KB; at the largest M (5,000,011) 5–15 MB.</value>
     public int MaxMessageBytes { get; init; } = 16 * 1024 * 1024;
 
     /// <summary>The clock for idle timeouts and backoff.</summary>

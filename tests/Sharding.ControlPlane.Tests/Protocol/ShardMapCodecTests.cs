@@ -1,4 +1,5 @@
 using Google.Protobuf;
+using Sharding.Hashing;
 using Sharding.Mapping;
 using Sharding.Protocol;
 using Sharding.Protocol.V1;
@@ -105,5 +106,22 @@ public sealed class ShardMapCodecTests
 
         Assert.Equal(["a\t1\nn\tb", "c"], appliedFirst.Members.Select(m => m.Address));
         Assert.Equal(["a", "b\t1\nn\tc"], appliedSecond.Members.Select(m => m.Address));
+    }
+
+    [Fact]
+    public void ToSnapshot_LargestAcceptedTableSize_FitsWhatSubscribersAccept()
+    {
+        // Every table size that membership validation accepts must reach the sidecars: a snapshot above the subscribers'
+        // MaxMessageBytes is refused with RESOURCE_EXHAUSTED on every (re)connect, and no sidecar ever gets the map.
+        var size = ShardTableOptions.MaxMaglevTableSize;
+        while (!Primes.IsPrime(size))
+        {
+            size--;
+        }
+
+        var map = ShardMap.Create("big", 1, Enumerable.Range(0, 200).Select(i => new ShardMember($"sharded-svc-{i}", $"10.0.{i / 250}.{i % 250}:15100")),
+            tableOptions: new() { MaglevTableSize = size });
+        var bytes = ShardMapCodec.ToSnapshot(map, 1, "leader", 0).CalculateSize();
+        Assert.True(bytes <= new AssignmentsWatcherOptions().MaxMessageBytes, $"snapshot of M = {size}: {bytes} bytes");
     }
 }

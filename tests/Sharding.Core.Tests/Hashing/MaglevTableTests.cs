@@ -101,7 +101,8 @@ public sealed class MaglevTableTests(ITestOutputHelper output)
     [InlineData(4)]
     [InlineData(9)]
     [InlineData(65536)]
-    [InlineData(16777259)] // prime, but above the 2^24 cap
+    [InlineData(16777259)] // prime, far above the cap
+    [InlineData(5000077)] // prime, but above Envoy's limit (maglev.proto table_size: "limited to 5000011")
     public void Constructor_SizeNotAPrimeInRange_ThrowsArgumentExceptionNamingTheSize(int size)
     {
         var ex = Assert.Throws<ArgumentException>(() => new MaglevTable(Pods(3), size));
