@@ -230,6 +230,7 @@ public sealed class BearerTokenSource
     private readonly Lock _gate = new();
     private string? _token;
     private long _readAt;
+    private bool _stale;
 
     private BearerTokenSource(string? token, string? path, TimeProvider timeProvider)
     {
@@ -260,7 +261,7 @@ public sealed class BearerTokenSource
 
         lock (_gate)
         {
-            if (_token is null || _timeProvider.GetElapsedTime(_readAt) >= RefreshInterval)
+            if (_token is null || _stale || _timeProvider.GetElapsedTime(_readAt) >= RefreshInterval)
             {
                 Reload();
             }
@@ -269,7 +270,10 @@ public sealed class BearerTokenSource
         }
     }
 
-    /// <summary>Forgets the cached token so the next call reads the file (after a 401).</summary>
+    /// <summary>
+    /// Makes the next call read the file again (after a 401). The last token is kept until a read succeeds: going out without one
+    /// would get 403 for <c>system:anonymous</c>, which reads as a missing RBAC rule rather than a token problem.
+    /// </summary>
     public void Invalidate()
     {
         if (_path is null)
@@ -279,7 +283,7 @@ public sealed class BearerTokenSource
 
         lock (_gate)
         {
-            _token = null;
+            _stale = true;
         }
     }
 
@@ -289,6 +293,7 @@ public sealed class BearerTokenSource
         {
             _token = File.ReadAllText(_path!).Trim();
             _readAt = _timeProvider.GetTimestamp();
+            _stale = false;
         }
         catch (IOException)
         {

@@ -1,4 +1,5 @@
 using Sharding.Kubernetes;
+using Sharding.Testing;
 using Sharding.Testing.Kubernetes;
 
 namespace Sharding.ControlPlane.Tests.Kubernetes;
@@ -97,5 +98,59 @@ public sealed class KubernetesClientTests : IAsyncLifetime
             Assert.True(waited.Elapsed < TimeSpan.FromSeconds(10), "condition not met within 10 s");
             await Task.Delay(20);
         }
+    }
+
+    [Fact]
+    public async Task ProjectedTokenFile_RotatedAndOldOneRejected_ReReadAndRetried()
+    {
+        using var folder = new TokenFolder("token-1");
+        using var client = new KubernetesClient(new KubernetesClientConfiguration
+        {
+            Server = _server.BaseAddress,
+            Token = BearerTokenSource.FromFile(folder.TokenPath, new ManualTimeProvider()),
+        })
+        { RequestTimeout = TimeSpan.FromSeconds(10) };
+        _server.RequiredToken = "token-1";
+        await client.ListPodsAsync("shop", null, CancellationToken.None);
+
+        // kubelet rotates the projected token; the apiserver stops accepting the old one before our minute is up.
+        folder.Write("token-2");
+        _server.RequiredToken = "token-2";
+        await client.ListPodsAsync("shop", null, CancellationToken.None);
+    }
+
+    [Fact]
+    public async Task ProjectedTokenFile_UnreadableWhenTheTokenIsRejected_FailsAs401NotAsAnonymous403()
+    {
+        // After a 401 the file is read again; if that read fails, the retry must not go out without a token: the apiserver would
+        // answer 403 "system:anonymous cannot list pods", reported (and logged) as a missing RBAC rule.
+        using var folder = new TokenFolder("token-1");
+        using var client = new KubernetesClient(new KubernetesClientConfiguration
+        {
+            Server = _server.BaseAddress,
+            Token = BearerTokenSource.FromFile(folder.TokenPath, new ManualTimeProvider()),
+        })
+        { RequestTimeout = TimeSpan.FromSeconds(10) };
+        _server.RequiredToken = "token-1";
+        await client.ListPodsAsync("shop", null, CancellationToken.None);
+
+        File.Delete(folder.TokenPath);
+        _server.RequiredToken = "token-2";
+        var ex = await Assert.ThrowsAsync<KubernetesApiException>(() => client.ListPodsAsync("shop", null, CancellationToken.None));
+        Assert.Equal(401, ex.Code);
+        Assert.False(ex.IsForbidden);
+    }
+
+    private sealed class TokenFolder : IDisposable
+    {
+        private readonly string _path = Directory.CreateTempSubdirectory("sa-token-").FullName;
+
+        public TokenFolder(string token) => Write(token);
+
+        public string TokenPath => Path.Combine(_path, "token");
+
+        public void Write(string token) => File.WriteAllText(TokenPath, token + "\n");
+
+        public void Dispose() => Directory.Delete(_path, recursive: true);
     }
 }
