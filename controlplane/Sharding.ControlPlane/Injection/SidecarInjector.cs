@@ -306,7 +306,7 @@ internal sealed class SidecarInjector(IOptions<SidecarInjectionOptions> options)
                     ? null : $"must be a number of bytes 1-{ShardKeyPolicy.MaxBodyBytesLimit}, e.g. 65536",
                 AlgorithmAnnotation => ShardAlgorithmNames.TryParse(value, out _) ? null : "use maglev, ring or modulo",
                 TableSizeAnnotation => int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var size) && size <= ShardTableOptions.MaxMaglevTableSize && Primes.IsPrime(size)
-                    ? null : "must be a prime at most 5000011 (Envoy's limit), e.g. 65537",
+                    ? null : $"must be a prime at most {ShardTableOptions.MaxMaglevTableSize} (Envoy's limit), e.g. 65537",
                 HashKeyAnnotation => HashKeySourceNames.TryParse(value, out _) ? null : "use name or address",
                 WeightAnnotation => uint.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out _) ? null : "must be a whole number (0 keeps the pod a member that owns no keys)",
                 _ => string.Empty,

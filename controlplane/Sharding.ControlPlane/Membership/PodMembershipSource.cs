@@ -306,7 +306,7 @@ internal sealed partial class PodMembershipSource : IMembershipSource
             }
             else
             {
-                Invalid(service, TableSizeAnnotation, sizeText, "must be a prime at most 16777216, e.g. 65537");
+                Invalid(service, TableSizeAnnotation, sizeText, $"must be a prime at most {ShardTableOptions.MaxMaglevTableSize} (Envoy's limit), e.g. 65537");
             }
         }
 
