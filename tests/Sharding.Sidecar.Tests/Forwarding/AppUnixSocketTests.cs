@@ -62,9 +62,11 @@ public sealed class AppUnixSocketTests
             }
 
             // The fast path served plain HTTP/1.1; the full path HTTP/2 and the chunked client's connection (handed over to
-            // Kestrel at its first request, for good). Either way one kept-alive connection to the app carried them all.
+            // Kestrel at its first request, for good). Kept-alive connections to the app carried them all: one, except that
+            // over HTTP/2 a POST's connection returns to the pool only once the client's END_STREAM was read, which can come
+            // just after the response, so the next request may open a second one (seen once in CI). Never one per request.
             await counters.WaitForAsync(c => c.Served == (http2 || chunked ? 0 : 4), "the fast path's share");
-            Assert.Single(connections);
+            Assert.InRange(connections.Count, 1, http2 ? 2 : 1);
         }
 
         await app.StopAsync();
