@@ -211,6 +211,7 @@ public sealed partial class AssignmentsWatcher : IAsyncDisposable
         var urls = _options.ControlPlaneUrls;
         var url = urls[(int)((uint)_urlIndex % (uint)urls.Count)];
         var delivered = false;
+        var deliveredAt = 0L;
         try
         {
             var request = new WatchRequest
@@ -272,6 +273,7 @@ public sealed partial class AssignmentsWatcher : IAsyncDisposable
                     if (!delivered)
                     {
                         delivered = true;
+                        deliveredAt = _options.TimeProvider.GetTimestamp();
                         UpdateStatus(s => s with { Connected = true, ControlPlane = url });
                         Log.Subscribed(_logger, url, _options.Service ?? "*");
                     }
@@ -286,7 +288,10 @@ public sealed partial class AssignmentsWatcher : IAsyncDisposable
             UpdateStatus(s => s with { Connected = false, LastError = ex.Message, LastErrorAt = _options.TimeProvider.GetUtcNow() });
             Log.StreamFailed(_logger, url, ex.Message, ex is GrpcCallException or ShardMapUpdateException ? null : ex);
             StreamFailed?.Invoke(ex);
-            if (!delivered || ex is ShardMapUpdateException)
+            // A stream counts as having worked (the backoff starts small again) once it lived twice the longest backoff: a
+            // replica or proxy that answers and then drops every stream at once gets backed-off reconnects, not a storm of
+            // them from every subscriber, each fetching a snapshot.
+            if (!delivered || ex is ShardMapUpdateException || _options.TimeProvider.GetElapsedTime(deliveredAt) < _options.MaxReconnectDelay * 2)
             {
                 throw;
             }

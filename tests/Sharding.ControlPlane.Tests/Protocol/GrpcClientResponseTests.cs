@@ -70,6 +70,39 @@ public sealed class GrpcClientResponseTests
         Assert.Null(await call.ReadAsync(CancellationToken.None));
     }
 
+    [Fact]
+    public async Task Watcher_StreamsThatDeliverThenEndAtOnce_AreReconnectedWithBackoff_NotInAStorm()
+    {
+        // A replica (or a proxy in front of it) that answers a snapshot and then drops every stream at once.
+        var snapshot = GrpcFrameWriter.Encode(ShardMapCodec.ToSnapshot(
+            Sharding.Mapping.ShardMap.Create("s", 1, [new Sharding.Mapping.ShardMember("a", "10.0.0.1:15100")]), 1, "cp-0", 0));
+        var requests = 0;
+        await using var server = await H2cServer.StartAsync(async context =>
+        {
+            Interlocked.Increment(ref requests);
+            context.Response.ContentType = GrpcProtocol.ContentType;
+            await context.Response.Body.WriteAsync(snapshot);
+            context.Response.AppendTrailer(GrpcProtocol.StatusHeader, "14");
+        });
+
+        await using var watcher = new AssignmentsWatcher(new AssignmentsWatcherOptions
+        {
+            ControlPlaneUrls = [server.Address],
+            Service = "s",
+            MinReconnectDelay = TimeSpan.FromMilliseconds(100),
+            MaxReconnectDelay = TimeSpan.FromSeconds(2),
+        });
+        watcher.Start();
+        Assert.True(await watcher.Store.WaitForGenerationAsync(1, TimeSpan.FromSeconds(10), CancellationToken.None));
+        var first = Volatile.Read(ref requests);
+        await Task.Delay(TimeSpan.FromSeconds(3));
+
+        // Backed off: 0.1, 0.2, 0.4, 0.8, 1.6 s (jittered) is about six attempts in 3 s; restarting at 0–100 ms after every
+        // stream made dozens.
+        var attempts = Volatile.Read(ref requests) - first;
+        Assert.InRange(attempts, 1, 10);
+    }
+
     private sealed class H2cServer : IAsyncDisposable
     {
         private readonly WebApplication _app;
