@@ -66,9 +66,12 @@ internal static class Http2PriorKnowledge
                 {
                     result = await input.ReadAsync(connection.ConnectionClosed).ConfigureAwait(false);
                 }
-                catch (OperationCanceledException)
+                catch (Exception ex) when (ex is OperationCanceledException or IOException)
                 {
-                    return; // includes ConnectionAbortedException
+                    // Gone before it said which protocol: aborted or timed out (ConnectionAbortedException), or reset by the
+                    // client (ConnectionResetException, an IOException). Kestrel logs a reset at debug; letting it escape
+                    // made Kestrel log "Unhandled exception while processing" at error for every client that reset early.
+                    return;
                 }
 
                 var buffer = result.Buffer;
