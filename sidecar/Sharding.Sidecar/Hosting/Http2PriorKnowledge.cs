@@ -22,9 +22,6 @@ internal static class Http2PriorKnowledge
 {
     private const string FeatureTypeName = "Microsoft.AspNetCore.Server.Kestrel.Core.Internal.HttpProtocolsFeature";
 
-    /// <summary>How long a connection may take to send enough bytes to tell the protocols apart.</summary>
-    internal static readonly TimeSpan DetectionTimeout = TimeSpan.FromSeconds(10);
-
     private static ReadOnlySpan<byte> Preface => "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8;
 
     private static readonly (Type? Type, object? Http2) Feature = CreateFeature();
@@ -47,15 +44,19 @@ internal static class Http2PriorKnowledge
 
         // The endpoint says HTTP/1.1 (so Kestrel does not warn that h2c needs TLS); the override below says HTTP/2 per connection.
         listenOptions.Protocols = HttpProtocols.Http1;
-        listenOptions.Use(next => connection => DetectAsync(connection, next, queueHttp2Output));
+        // How long a connection may take to send enough bytes to tell the protocols apart: what Kestrel itself lets a new
+        // connection wait for its first request (KeepAliveTimeout, read per connection as Kestrel does). A shorter bound of
+        // our own cut pre-connected clients with a reset that Kestrel would have served.
+        var limits = listenOptions.KestrelServerOptions.Limits;
+        listenOptions.Use(next => connection => DetectAsync(connection, next, queueHttp2Output, limits.KeepAliveTimeout));
         return listenOptions;
     }
 
-    private static async Task DetectAsync(ConnectionContext connection, ConnectionDelegate next, bool queueHttp2Output)
+    private static async Task DetectAsync(ConnectionContext connection, ConnectionDelegate next, bool queueHttp2Output, TimeSpan detectionTimeout)
     {
         var input = connection.Transport.Input;
         var isHttp2 = false;
-        using (var timeout = new CancellationTokenSource(DetectionTimeout))
+        using (var timeout = new CancellationTokenSource(detectionTimeout.TotalMilliseconds < uint.MaxValue - 1 ? detectionTimeout : Timeout.InfiniteTimeSpan))
         using (timeout.Token.UnsafeRegister(static state => ((ConnectionContext)state!).Abort(new ConnectionAbortedException("no request bytes in time")), connection))
         {
             // Bounded: each turn sees more bytes, and 24 bytes or one mismatch or the end decides.

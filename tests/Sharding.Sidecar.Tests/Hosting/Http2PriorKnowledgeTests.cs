@@ -44,6 +44,38 @@ public sealed class Http2PriorKnowledgeTests
         Assert.StartsWith("HTTP/1.1 200", head, StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// Kestrel lets a new connection wait <see cref="KestrelServerLimits.KeepAliveTimeout"/> for its first request (as it
+    /// lets a kept-alive one wait for its next); the detection must not cut it sooner (it used to at a fixed 10 s, with a
+    /// reset, so a pre-connected client's first request failed).
+    /// </summary>
+    [Fact]
+    public async Task AConnectionThatWaitsBeforeItsFirstRequest_IsHeldAsLongAsKestrelsKeepAliveTimeout()
+    {
+        await using var server = await Server.StartAsync();
+        using var socket = await server.ConnectAsync();
+        await Task.Delay(TimeSpan.FromSeconds(11));
+        await socket.SendAsync("GET / HTTP/1.1\r\nHost: a\r\n\r\n"u8.ToArray());
+        Assert.StartsWith("HTTP/1.1 200", Encoding.ASCII.GetString(await ReadAtLeastAsync(socket, 12)), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task AConnectionThatSendsNothing_IsClosedAfterKestrelsKeepAliveTimeout()
+    {
+        await using var server = await Server.StartAsync(k => k.Limits.KeepAliveTimeout = TimeSpan.FromSeconds(1));
+        using var socket = await server.ConnectAsync();
+        var buffer = new byte[16];
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        try
+        {
+            Assert.Equal(0, await socket.ReceiveAsync(buffer, SocketFlags.None, cts.Token));
+        }
+        catch (SocketException)
+        {
+            // reset: closed too
+        }
+    }
+
     [Fact]
     public async Task AClientThatResetsMidDetection_IsNotLoggedAsAnError()
     {
