@@ -67,7 +67,12 @@ internal static class SidecarHost
                 if (options.TlsCertificatePath is { } certificate)
                 {
                     listen.Protocols = HttpProtocols.Http1AndHttp2; // ALPN picks
-                    listen.UseHttps(certificate, options.TlsCertificatePassword);
+                    // Read again when the file changes (a renewed secret), not only at start; relative to the content root,
+                    // as UseHttps(path, password) resolved it.
+                    var file = new ReloadingCertificate(
+                        Path.Combine(kestrel.ApplicationServices.GetRequiredService<IHostEnvironment>().ContentRootPath, certificate),
+                        options.TlsCertificatePassword);
+                    listen.UseHttps(https => https.ServerCertificateSelector = (_, _) => file.Current);
                 }
                 else
                 {

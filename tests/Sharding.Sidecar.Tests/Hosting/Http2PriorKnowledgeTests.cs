@@ -162,6 +162,8 @@ public sealed class Http2PriorKnowledgeTests
             return server;
         }
 
+        public int Port => _listen.IPEndPoint!.Port;
+
         public async Task<Socket> ConnectAsync()
         {
             var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };

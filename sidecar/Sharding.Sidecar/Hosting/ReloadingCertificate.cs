@@ -1,0 +1,85 @@
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+
+namespace Sharding.Sidecar.Hosting;
+
+/// <summary>
+/// The data port's TLS certificate, read again from its file when the file changes (checked at most once a second, by a
+/// handshake): a renewed certificate (cert-manager rewriting a Kubernetes secret volume) is served to new connections without
+/// a restart, so a long-lived pod does not go on presenting one that has expired.
+/// </summary>
+/// <remarks>
+/// A file that does not load (a rotation half written, a wrong password) keeps the last good certificate and is tried again
+/// a second later. The first load happens at construction, so a bad file still fails the start as before. Replaced
+/// certificates are not disposed: a handshake may still hold one.
+/// </remarks>
+internal sealed class ReloadingCertificate
+{
+    private const long CheckIntervalMilliseconds = 1000;
+
+    private readonly string _path;
+    private readonly string? _password;
+    private readonly Lock _gate = new();
+    private X509Certificate2 _current;
+    private DateTime _writeTime;
+    private long _nextCheck;
+
+    public ReloadingCertificate(string path, string? password)
+    {
+        _path = path;
+        _password = password;
+        _writeTime = File.GetLastWriteTimeUtc(path);
+        _current = X509CertificateLoader.LoadPkcs12FromFile(path, password);
+        _nextCheck = Environment.TickCount64 + CheckIntervalMilliseconds;
+    }
+
+    /// <summary>The certificate to present now.</summary>
+    public X509Certificate2 Current
+    {
+        get
+        {
+            var now = Environment.TickCount64;
+            if (now >= Volatile.Read(ref _nextCheck))
+            {
+                Refresh(now);
+            }
+
+            return Volatile.Read(ref _current);
+        }
+    }
+
+    private void Refresh(long now)
+    {
+        if (!_gate.TryEnter())
+        {
+            return; // another handshake is checking: this one presents the current certificate
+        }
+
+        try
+        {
+            if (now < _nextCheck)
+            {
+                return;
+            }
+
+            Volatile.Write(ref _nextCheck, now + CheckIntervalMilliseconds);
+            var writeTime = File.GetLastWriteTimeUtc(_path);
+            if (writeTime == _writeTime)
+            {
+                return;
+            }
+
+            var loaded = X509CertificateLoader.LoadPkcs12FromFile(_path, _password);
+            _writeTime = writeTime;
+            Volatile.Write(ref _current, loaded);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or CryptographicException)
+        {
+            // Keep the last good certificate; the next check tries again.
+        }
+        finally
+        {
+            _gate.Exit();
+        }
+    }
+}
