@@ -124,7 +124,8 @@ internal sealed class SidecarOptions
     /// <value>True.</value>
     public bool EnableMultipleHttp2Connections { get; set; } = true;
 
-    /// <summary>A PFX certificate for TLS on the data-plane port (ALPN h2 and http/1.1); none = cleartext.</summary>
+    /// <summary>A PFX certificate for TLS on the data-plane port (ALPN h2 and http/1.1); none = cleartext. Read again when the
+    /// file changes (<see cref="ReloadingCertificate"/>).</summary>
     public string? TlsCertificatePath { get; set; }
 
     /// <summary>The PFX password.</summary>
