@@ -1,3 +1,4 @@
+using System.Net.Security;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 
@@ -6,7 +7,8 @@ namespace Sharding.Sidecar.Hosting;
 /// <summary>
 /// The data port's TLS certificate, read again from its file when the file changes (checked at most once a second, by a
 /// handshake): a renewed certificate (cert-manager rewriting a Kubernetes secret volume) is served to new connections without
-/// a restart, so a long-lived pod does not go on presenting one that has expired.
+/// a restart, so a long-lived pod does not go on presenting one that has expired. Handshakes get the options through
+/// Kestrel's TLS callback (<see cref="Options"/>), built once per load.
 /// </summary>
 /// <remarks>
 /// A file that does not load (a rotation half written, a wrong password) keeps the last good certificate and is tried again
@@ -20,7 +22,7 @@ internal sealed class ReloadingCertificate
     private readonly string _path;
     private readonly string? _password;
     private readonly Lock _gate = new();
-    private X509Certificate2 _current;
+    private SslServerAuthenticationOptions _options;
     private DateTime _writeTime;
     private long _nextCheck;
 
@@ -29,12 +31,13 @@ internal sealed class ReloadingCertificate
         _path = path;
         _password = password;
         _writeTime = File.GetLastWriteTimeUtc(path);
-        _current = X509CertificateLoader.LoadPkcs12FromFile(path, password);
+        _options = CreateOptions(X509CertificateLoader.LoadPkcs12FromFile(path, password));
         _nextCheck = Environment.TickCount64 + CheckIntervalMilliseconds;
     }
 
-    /// <summary>The certificate to present now.</summary>
-    public X509Certificate2 Current
+    /// <summary>The TLS options for a handshake now: the certificate with its chain built once per load (a per-handshake
+    /// certificate selector would build it on every handshake), ALPN h2 then http/1.1. Shared: SslStream copies them.</summary>
+    public SslServerAuthenticationOptions Options
     {
         get
         {
@@ -44,9 +47,17 @@ internal sealed class ReloadingCertificate
                 Refresh(now);
             }
 
-            return Volatile.Read(ref _current);
+            return Volatile.Read(ref _options);
         }
     }
+
+    private static SslServerAuthenticationOptions CreateOptions(X509Certificate2 certificate) => new()
+    {
+        ServerCertificateContext = SslStreamCertificateContext.Create(certificate, additionalCertificates: null),
+        ApplicationProtocols = [SslApplicationProtocol.Http2, SslApplicationProtocol.Http11],
+        ClientCertificateRequired = false,
+        CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
+    };
 
     private void Refresh(long now)
     {
@@ -70,8 +81,9 @@ internal sealed class ReloadingCertificate
             }
 
             var loaded = X509CertificateLoader.LoadPkcs12FromFile(_path, _password);
+            var options = CreateOptions(loaded);
             _writeTime = writeTime;
-            Volatile.Write(ref _current, loaded);
+            Volatile.Write(ref _options, options);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or CryptographicException)
         {

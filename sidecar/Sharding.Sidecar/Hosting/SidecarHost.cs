@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using Sharding.Mapping;
@@ -72,7 +73,11 @@ internal static class SidecarHost
                     var file = new ReloadingCertificate(
                         Path.Combine(kestrel.ApplicationServices.GetRequiredService<IHostEnvironment>().ContentRootPath, certificate),
                         options.TlsCertificatePassword);
-                    listen.UseHttps(https => https.ServerCertificateSelector = (_, _) => file.Current);
+                    listen.UseHttps(new TlsHandshakeCallbackOptions
+                    {
+                        OnConnection = static context => ValueTask.FromResult(((ReloadingCertificate)context.State!).Options),
+                        OnConnectionState = file,
+                    });
                 }
                 else
                 {
