@@ -17,7 +17,8 @@ namespace Sharding.ControlPlane.Distribution;
 /// <item>Unknown service once this replica is in sync → trailers-only NOT_FOUND naming the known services.</item>
 /// <item>Sends headers, then for every followed service whose generation is newer than what the subscriber holds: the shared delta
 ///   frame when the subscriber holds exactly its base (generation and checksum), otherwise the shared snapshot frame. An all-services
-///   subscriber gets one PING right after the first burst (its "in sync" marker).</item>
+///   subscriber gets one PING right after the first burst once this replica is in sync (its "in sync" marker), and no keep-alive
+///   PING before it.</item>
 /// <item>Waits for the next publication or the ping interval; pings keep dead streams detectable on both sides.</item>
 /// <item>Frames go into <see cref="HttpResponse.BodyWriter"/> (a copy of the shared bytes, no per-subscriber encoding), then one flush
 ///   per wake-up. Every subscriber has its own loop, so a slow one never delays the others; it only skips generations (it gets the
@@ -259,6 +260,11 @@ internal sealed partial class WatchHandler(
             try
             {
                 await changed.WaitAsync(pingInterval, timeProvider, token).ConfigureAwait(false);
+            }
+            catch (TimeoutException) when (all && first)
+            {
+                // No keep-alive before the in-sync PING: an all-services subscriber (a follower's relay) takes the first PING as
+                // "in sync", so a replica that has no complete view yet sends it nothing; the subscriber's idle timeout reconnects.
             }
             catch (TimeoutException)
             {

@@ -14,6 +14,29 @@ public sealed class LeaderRelayTests
     private static readonly TimeSpan Wait = TimeSpan.FromSeconds(20);
 
     [Fact]
+    public async Task LeaderWithoutMembershipYet_ItsKeepAlivePingsDoNotMarkTheFollowerInSync()
+    {
+        // No membership file yet: the leader has computed nothing, so it is not in sync and neither may its followers be.
+        using var cluster = new TempCluster();
+        await using var leader = await ControlPlaneReplica.StartAsync(cluster.Directory, "a");
+        Assert.True(await leader.WaitAsync(r => r.Elector.Current.IsLeader, Wait));
+        await using var follower = await ControlPlaneReplica.StartAsync(cluster.Directory, "b");
+        Assert.True(await follower.WaitAsync(r => r.Elector.Current.LeaderAddress is not null && !r.Elector.Current.IsLeader, Wait));
+
+        // Several ping intervals (0.5 s) of the relay stream.
+        await Task.Delay(TimeSpan.FromSeconds(1.5));
+        Assert.False(leader.Registry.IsSynced);
+        Assert.False(follower.Registry.IsSynced, "a keep-alive PING of an unsynced leader was taken for the in-sync marker");
+        using var http = new HttpClient();
+        using var ready = await http.GetAsync(new Uri(follower.HttpUrl, "/readyz"));
+        Assert.Equal(System.Net.HttpStatusCode.ServiceUnavailable, ready.StatusCode);
+
+        // Once the leader computes, the follower catches up and is ready.
+        cluster.Write(TempCluster.Yaml(3));
+        Assert.True(await follower.WaitAsync(r => r.Registry.IsSynced && r.Registry.TryGet("sharded-svc", out _), Wait));
+    }
+
+    [Fact]
     public async Task ClaimNotedWhileNoLeaderIsKnown_ReachesTheLeaderOnceTheFollowerLearnsIt_WhichRaisesItsEpochAboveIt()
     {
         using var cluster = new TempCluster();
