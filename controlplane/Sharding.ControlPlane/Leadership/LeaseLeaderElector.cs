@@ -43,6 +43,7 @@ internal sealed partial class LeaseLeaderElector : ILeaderElector, IDisposable
     private TaskCompletionSource? _delay;
     private long _epochFloor = -1;
     private long _lastSeenTransitions = -1;
+    private bool _raisePending;
     private volatile bool _idle;
 
     public LeaseLeaderElector(KubernetesClient client, IOptions<LeaseElectionOptions> options, TimeProvider timeProvider, ILogger<LeaseLeaderElector> logger)
@@ -119,6 +120,9 @@ internal sealed partial class LeaseLeaderElector : ILeaderElector, IDisposable
             LogRaising(Identity, _current.Epoch, epoch + 1);
             _epochFloor = epoch;
             delay = _delay;
+
+            // An attempt in flight may have built its write before this floor: the loop then renews again without waiting.
+            _raisePending = delay is null || delay.Task.IsCompleted;
         }
 
         // Renew now rather than at the next retry period: until the Lease carries the new epoch, sidecars ignore our maps.
@@ -400,6 +404,13 @@ internal sealed partial class LeaseLeaderElector : ILeaderElector, IDisposable
         lock (_gate)
         {
             _delay = done;
+            if (_raisePending)
+            {
+                // A raise arrived during the last attempt: once, no retry-period wait (no hot loop if that renewal fails).
+                _raisePending = false;
+                done.TrySetResult(); // so a raise during the attempt that follows sees it in flight too
+                return;
+            }
         }
 
         _idle = true;

@@ -356,6 +356,48 @@ public sealed class LeaseLeaderElectorTests : IAsyncLifetime
         Assert.Empty(_violations);
     }
 
+    [Fact]
+    public async Task RaiseEpochAbove_DuringARenewalAlreadyWritten_RenewsAgainAtOnceNotAfterTheRetryPeriod()
+    {
+        var a = Start("cp-a");
+        await SettleAsync();
+        Assert.True(a.Elector.Current.IsLeader);
+        Assert.Equal(0, a.Elector.Current.Epoch);
+
+        // The next renewal's PUT (built with epoch 0) is in flight when the claim arrives.
+        var putSeen = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var releasePut = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var inner = _server.BeforeRequest;
+        _server.BeforeRequest = async request =>
+        {
+            if (request.Method == "PUT" && !releasePut.Task.IsCompleted)
+            {
+                lock (_trackerGate)
+                {
+                    _held["cp-a"] = _held.GetValueOrDefault("cp-a") + 1;
+                }
+
+                putSeen.TrySetResult();
+                await releasePut.Task;
+                lock (_trackerGate)
+                {
+                    _held["cp-a"]--;
+                }
+            }
+
+            await inner!(request);
+        };
+        _time.Advance(TimeSpan.FromSeconds(2));
+        await putSeen.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.True(a.Elector.RaiseEpochAbove(6));
+        releasePut.TrySetResult();
+        await SettleAsync(); // no clock advance: the raise must not wait for the next retry period
+        await SettleAsync();
+
+        Assert.Equal(7, a.Elector.Current.Epoch);
+        Assert.Equal(7, (int?)_server.Get("leases", Namespace, LeaseName)!["spec"]!["leaseTransitions"]);
+    }
+
     [Theory]
     [InlineData(EpochRaise.MaxStep + 1)]
     [InlineData(int.MaxValue - 1L)]
