@@ -19,6 +19,8 @@ namespace Sharding.ControlPlane.Leadership;
 /// <item>It writes <c>&lt;lease&gt;.leader</c> (JSON: id, gRPC URL, epoch) so followers know whom to relay from.</item>
 /// <item>Followers retry the lock every <see cref="ControlPlaneOptions.LeaseRetryInterval"/> and re-read the leader file; a leader that
 ///   dies is replaced within one interval. On graceful stop the leader clears the leader file and releases the lock.</item>
+/// <item>The lock is on the file, not the path: a leader whose lease file was deleted or renamed over (another replica can then
+///   lock the new one) steps down within one interval (Linux; event 107).</item>
 /// </list>
 /// </remarks>
 internal sealed partial class FileLockLeaderElector(
@@ -60,6 +62,15 @@ internal sealed partial class FileLockLeaderElector(
                     }
 
                     Log.Acquired(logger, _options.ReplicaId, epoch, LeasePath);
+                }
+                else if (_lock is not null && !LockStillAtPath(out var where))
+                {
+                    // The lock is on the file's inode: a deleted or replaced lease file lets the next replica lock a new one.
+                    lock (_gate)
+                    {
+                        Log.LockLost(logger, _options.ReplicaId, Current.Epoch, LeasePath, where);
+                        ReleaseLocked();
+                    }
                 }
                 else if (_lock is null)
                 {
@@ -169,6 +180,37 @@ internal sealed partial class FileLockLeaderElector(
         Set(Current with { IsLeader = false, LeaderId = null, LeaderAddress = null });
     }
 
+    /// <summary>
+    /// Whether the file we hold locked is still linked (Linux: <c>/proc/self/fd</c> names the open file's path, with " (deleted)"
+    /// once it was deleted or replaced by a rename). Elsewhere, or when it cannot be told, assumed so.
+    /// </summary>
+    private bool LockStillAtPath(out string where)
+    {
+        where = LeasePath;
+        var handle = _lock?.SafeFileHandle;
+        if (handle is null || handle.IsInvalid || !OperatingSystem.IsLinux())
+        {
+            return true;
+        }
+
+        try
+        {
+            var target = new FileInfo("/proc/self/fd/" + handle.DangerousGetHandle().ToInt64().ToString(CultureInfo.InvariantCulture)).LinkTarget;
+            if (target is null)
+            {
+                return true;
+            }
+
+            // Only an unlinked file counts (deleted, or renamed over): the path may differ by symbolic links in its folders.
+            where = target;
+            return !target.EndsWith(" (deleted)", StringComparison.Ordinal);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return true;
+        }
+    }
+
     private long ReadEpoch()
     {
         try
@@ -224,6 +266,9 @@ internal sealed partial class FileLockLeaderElector(
 
         [LoggerMessage(EventId = 106, EventName = "LeaseEpochRaiseRefused", Level = LogLevel.Error, Message = "Replica {ReplicaId} leads at epoch {Epoch} and refuses to move above epoch {Claimed}, which a subscriber claims to hold: more than 2^20 above, or out of range (a forged or corrupt WatchRequest?)")]
         public static partial void RaiseRefused(ILogger logger, string replicaId, long epoch, long claimed);
+
+        [LoggerMessage(EventId = 107, EventName = "LeaseLockLost", Level = LogLevel.Error, Message = "Replica {ReplicaId} stops leading epoch {Epoch}: its locked lease file is no longer {LeaseFile} (now {Locked}); deleted or replaced, so another replica can lock the new one")]
+        public static partial void LockLost(ILogger logger, string replicaId, long epoch, string leaseFile, string locked);
 
         [LoggerMessage(EventId = 104, EventName = "LeaseFileError", Level = LogLevel.Error, Message = "Lease file {Path} cannot be used: {Reason}")]
         public static partial void LeaseFileError(ILogger logger, string path, string reason);

@@ -14,6 +14,26 @@ public sealed class LeaderRelayTests
     private static readonly TimeSpan Wait = TimeSpan.FromSeconds(20);
 
     [Fact]
+    public async Task LockFileDeleted_AnotherReplicaLocksTheNewFile_TheOldLeaderStepsDown()
+    {
+        // The lock lives on the file's inode: once the path is deleted (a cleanup of the folder), the next replica creates a new
+        // file and locks it while the old leader still holds the lock on the unlinked one. Two leaders, unless it notices.
+        using var cluster = new TempCluster();
+        cluster.Write(TempCluster.Yaml(3));
+        await using var a = await ControlPlaneReplica.StartAsync(cluster.Directory, "a");
+        Assert.True(await a.WaitAsync(r => r.Elector.Current.IsLeader && r.Registry.IsSynced, Wait));
+        await using var b = await ControlPlaneReplica.StartAsync(cluster.Directory, "b");
+        Assert.True(await b.WaitAsync(r => r.Registry.IsSynced && !r.Elector.Current.IsLeader, Wait));
+
+        File.Delete(Path.Combine(cluster.Directory, "leader.lock"));
+        Assert.True(await b.WaitAsync(r => r.Elector.Current.IsLeader || a.Elector.Current.LeaderId != "a", Wait));
+        Assert.True(
+            await a.WaitAsync(r => !(r.Elector.Current.IsLeader && b.Elector.Current.IsLeader), TimeSpan.FromSeconds(3)),
+            "both replicas lead after the lock file was deleted");
+        Assert.True(await a.WaitAsync(r => r.Elector.Current.IsLeader ^ b.Elector.Current.IsLeader, Wait));
+    }
+
+    [Fact]
     public async Task LeaderWithoutMembershipYet_ItsKeepAlivePingsDoNotMarkTheFollowerInSync()
     {
         // No membership file yet: the leader has computed nothing, so it is not in sync and neither may its followers be.
