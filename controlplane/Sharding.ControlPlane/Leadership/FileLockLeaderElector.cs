@@ -56,12 +56,25 @@ internal sealed partial class FileLockLeaderElector(
                 {
                     // Above the epoch this replica last observed too: a deleted epoch file must not restart the counter.
                     var epoch = Math.Max(ReadEpoch(), Current.Epoch) + 1;
-                    lock (_gate)
+                    try
                     {
-                        Lead(epoch);
-                    }
+                        lock (_gate)
+                        {
+                            Lead(epoch);
+                        }
 
-                    Log.Acquired(logger, _options.ReplicaId, epoch, LeasePath);
+                        Log.Acquired(logger, _options.ReplicaId, epoch, LeasePath);
+                    }
+                    catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                    {
+                        // Without its epoch recorded it must not lead: give the lock back and try again at the next interval.
+                        Log.LeaseFileError(logger, EpochPath, ex.Message);
+                        lock (_gate)
+                        {
+                            _lock?.Dispose();
+                            _lock = null;
+                        }
+                    }
                 }
                 else if (_lock is not null && !LockStillAtPath(out var where))
                 {
@@ -116,7 +129,16 @@ internal sealed partial class FileLockLeaderElector(
             }
 
             Log.Raising(logger, _options.ReplicaId, current.Epoch, epoch + 1);
-            Lead(epoch + 1);
+            try
+            {
+                Lead(epoch + 1);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                Log.LeaseFileError(logger, EpochPath, ex.Message);
+                return false;
+            }
+
             return true;
         }
     }
@@ -238,8 +260,16 @@ internal sealed partial class FileLockLeaderElector(
     private static void WriteAtomically(string path, string content)
     {
         var temporary = path + ".tmp-" + Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "-" + Environment.CurrentManagedThreadId.ToString(CultureInfo.InvariantCulture);
-        File.WriteAllText(temporary, content);
-        File.Move(temporary, path, overwrite: true);
+        try
+        {
+            File.WriteAllText(temporary, content);
+            File.Move(temporary, path, overwrite: true);
+        }
+        catch
+        {
+            File.Delete(temporary);
+            throw;
+        }
     }
 
     private void Set(LeadershipState state)

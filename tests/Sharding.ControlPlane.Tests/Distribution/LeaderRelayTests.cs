@@ -34,6 +34,23 @@ public sealed class LeaderRelayTests
     }
 
     [Fact]
+    public async Task EpochFileNotWritableAtFirst_ReplicaKeepsCompetingAndLeadsOnceItIs()
+    {
+        // A write error while taking the lock (here the epoch file's path is a folder) must not end the election loop for good.
+        using var cluster = new TempCluster();
+        cluster.Write(TempCluster.Yaml(3));
+        var blocker = Path.Combine(cluster.Directory, "leader.lock.epoch");
+        Directory.CreateDirectory(blocker);
+        await using var a = await ControlPlaneReplica.StartAsync(cluster.Directory, "a");
+        await Task.Delay(TimeSpan.FromSeconds(0.5));
+        Assert.False(a.Elector.Current.IsLeader);
+
+        Directory.Delete(blocker);
+        Assert.True(await a.WaitAsync(r => r.Elector.Current.IsLeader && r.Registry.IsSynced, TimeSpan.FromSeconds(5)), "the replica stopped competing");
+        Assert.Equal("1", File.ReadAllText(blocker).Trim());
+    }
+
+    [Fact]
     public async Task LeaderWithoutMembershipYet_ItsKeepAlivePingsDoNotMarkTheFollowerInSync()
     {
         // No membership file yet: the leader has computed nothing, so it is not in sync and neither may its followers be.
