@@ -197,9 +197,14 @@ internal sealed partial class LeaseLeaderElector : ILeaderElector, IDisposable
 
             Succeeded(replaced.Value!, start);
         }
-        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && attempt.IsCancellationRequested)
         {
             // The renew deadline cut the attempt short; the watchdog has stepped down already.
+        }
+        catch (OperationCanceledException ex) when (!cancellationToken.IsCancellationRequested)
+        {
+            // The client's request timeout: a failed attempt like any other (otherwise a hung API server would go unlogged).
+            LogAttemptFailed(ex, Identity);
         }
         catch (Exception ex) when (ex is HttpRequestException or IOException or KubernetesApiException or System.Text.Json.JsonException)
         {

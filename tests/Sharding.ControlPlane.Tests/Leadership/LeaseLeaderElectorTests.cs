@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 using Sharding.ControlPlane.Leadership;
@@ -357,6 +358,48 @@ public sealed class LeaseLeaderElectorTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task RunAsync_FollowerRequestTimesOut_LogsTheFailedAttempt()
+    {
+        // A request that hangs until the client's request timeout is a failed attempt like any other, not the silent
+        // "renew deadline cut it short" (which only a leader's watchdog does).
+        var a = Start("cp-a");
+        await SettleAsync();
+        var logger = new CollectingLogger();
+        using var client = new KubernetesClient(new KubernetesClientConfiguration
+        {
+            Server = _server.BaseAddress,
+            Namespace = "default",
+            Token = BearerTokenSource.FromValue("cp-b"),
+        })
+        { RequestTimeout = TimeSpan.FromMilliseconds(200) };
+        using var elector = new LeaseLeaderElector(
+            client,
+            Options.Create(new LeaseElectionOptions { Namespace = Namespace, LeaseName = LeaseName, Identity = "cp-b", LeaderUrl = "http://cp-b:8080" }),
+            _time,
+            logger);
+        Partition("cp-b");
+        await elector.TryAcquireOrRenewAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10));
+
+        Assert.False(elector.Current.IsLeader);
+        Assert.Contains(105, logger.EventIds);
+    }
+
+    private sealed class CollectingLogger : ILogger<LeaseLeaderElector>
+    {
+        private readonly System.Collections.Concurrent.ConcurrentQueue<int> _events = new();
+
+        public IEnumerable<int> EventIds => _events;
+
+        public IDisposable? BeginScope<TState>(TState state)
+            where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => true;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+            _events.Enqueue(eventId.Id);
+    }
+
+    [Fact]
     public async Task RaiseEpochAbove_DuringARenewalAlreadyWritten_RenewsAgainAtOnceNotAfterTheRetryPeriod()
     {
         var a = Start("cp-a");
@@ -391,7 +434,14 @@ public sealed class LeaseLeaderElectorTests : IAsyncLifetime
         await putSeen.Task.WaitAsync(TimeSpan.FromSeconds(10));
         Assert.True(a.Elector.RaiseEpochAbove(6));
         releasePut.TrySetResult();
-        await SettleAsync(); // no clock advance: the raise must not wait for the next retry period
+
+        // No clock advance: the raise must not wait for the next retry period (which cannot elapse on the manual clock).
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (a.Elector.Current.Epoch != 7 && clock.Elapsed < TimeSpan.FromSeconds(5))
+        {
+            await Task.Delay(10);
+        }
+
         await SettleAsync();
 
         Assert.Equal(7, a.Elector.Current.Epoch);
