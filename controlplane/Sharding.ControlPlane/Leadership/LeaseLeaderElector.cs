@@ -23,7 +23,8 @@ namespace Sharding.ControlPlane.Leadership;
 /// (<see cref="RaiseEpochAbove"/>: the Lease was deleted and recreated while the sidecars kept running) renews at once with
 /// <c>leaseTransitions</c> above that epoch, so its next generations are newer than what the fleet holds.</item>
 /// <item>On graceful shutdown a leader first publishes IsLeader=false, then writes the Lease with no holder and
-/// <c>leaseDurationSeconds: 1</c> (client-go's ReleaseOnCancel), so a follower takes over at its next attempt.</item>
+/// <c>leaseDurationSeconds: 1</c> (client-go's ReleaseOnCancel), so a follower takes over at its next attempt. A replica not
+/// leading releases it too when it still is exactly as this replica last wrote it (a write that came too late to lead on).</item>
 /// </list>
 /// <para>Changed is raised under the state lock so observers see transitions in order; handlers must be quick.</para>
 /// </remarks>
@@ -44,6 +45,7 @@ internal sealed partial class LeaseLeaderElector : ILeaderElector, IDisposable
     private long _epochFloor = -1;
     private long _lastSeenTransitions = -1;
     private bool _raisePending;
+    private string? _writtenVersion; // the resourceVersion of our last successful write (led on or not)
     private volatile bool _idle;
 
     public LeaseLeaderElector(KubernetesClient client, IOptions<LeaseElectionOptions> options, TimeProvider timeProvider, ILogger<LeaseLeaderElector> logger)
@@ -280,6 +282,7 @@ internal sealed partial class LeaseLeaderElector : ILeaderElector, IDisposable
         lock (_gate)
         {
             _observedVersion = stored.Metadata.ResourceVersion;
+            _writtenVersion = stored.Metadata.ResourceVersion;
             _observedAt = start;
             _lastSeenTransitions = Math.Max(_lastSeenTransitions, stored.Spec.LeaseTransitions ?? 0);
             if (_timeProvider.GetElapsedTime(start) >= _options.RenewDeadline)
@@ -356,21 +359,30 @@ internal sealed partial class LeaseLeaderElector : ILeaderElector, IDisposable
     // Step 6: release on graceful shutdown.
     private async Task ReleaseAsync()
     {
+        bool leading;
+        string? written;
         lock (_gate)
         {
-            if (!_current.IsLeader)
+            leading = _current.IsLeader;
+            written = _writtenVersion;
+            if (leading)
+            {
+                StepDownLocked("shutting down");
+            }
+            else if (written is null)
             {
                 return;
             }
-
-            StepDownLocked("shutting down");
         }
 
         try
         {
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
             var lease = await _client.GetLeaseAsync(_options.Namespace!, _options.LeaseName, timeout.Token).ConfigureAwait(false);
-            if (lease is null || lease.Spec.HolderIdentity != Identity)
+
+            // Not leading, the Lease may still name us from our own last write (one that came too late to lead on, or the last
+            // renewal before a step-down): released too, when nobody wrote it since, so followers need not wait it out.
+            if (lease is null || lease.Spec.HolderIdentity != Identity || (!leading && lease.Metadata.ResourceVersion != written))
             {
                 return;
             }

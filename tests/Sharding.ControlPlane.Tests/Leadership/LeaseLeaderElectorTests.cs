@@ -358,6 +358,51 @@ public sealed class LeaseLeaderElectorTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task RunAsync_StoppedAfterAWriteThatCameTooLateToLead_StillReleasesTheLease()
+    {
+        // The create naming cp-b succeeds only after the renew deadline: cp-b does not lead on it, but the Lease names it.
+        var seen = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var inner = _server.BeforeRequest;
+        _server.BeforeRequest = async request =>
+        {
+            if (request.Method == "POST" && !release.Task.IsCompleted)
+            {
+                lock (_trackerGate)
+                {
+                    _held["cp-b"] = _held.GetValueOrDefault("cp-b") + 1;
+                }
+
+                seen.TrySetResult();
+                await release.Task;
+                lock (_trackerGate)
+                {
+                    _held["cp-b"]--;
+                }
+            }
+
+            await inner!(request);
+        };
+        var b = Start("cp-b");
+        await seen.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        _time.Advance(TimeSpan.FromSeconds(11));
+        release.TrySetResult();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (_server.Get("leases", Namespace, LeaseName) is null && clock.Elapsed < TimeSpan.FromSeconds(5))
+        {
+            await Task.Delay(10);
+        }
+
+        await SettleAsync();
+        Assert.False(b.Elector.Current.IsLeader);
+        Assert.Equal("cp-b", (string?)_server.Get("leases", Namespace, LeaseName)!["spec"]!["holderIdentity"]);
+
+        // Shut down before the next attempt: the Lease must not keep naming cp-b for a whole lease duration.
+        await b.StopAsync();
+        Assert.Null((string?)_server.Get("leases", Namespace, LeaseName)!["spec"]!["holderIdentity"]);
+    }
+
+    [Fact]
     public async Task RunAsync_FollowerRequestTimesOut_LogsTheFailedAttempt()
     {
         // A request that hangs until the client's request timeout is a failed attempt like any other, not the silent
