@@ -4,10 +4,8 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Options;
 using Sharding.ControlPlane.Membership;
-using Sharding.Hashing;
 using Sharding.Keys;
 using Sharding.Kubernetes;
-using Sharding.Mapping;
 
 namespace Sharding.ControlPlane.Injection;
 
@@ -295,20 +293,17 @@ internal sealed class SidecarInjector(IOptions<SidecarInjectionOptions> options)
             }
 
             var value = Text(node) ?? string.Empty;
+            string? why = null;
             var problem = key switch
             {
                 InjectKey or ServiceKey or AppPortAnnotation or SidecarPortAnnotation or FallbackMemberAnnotation => null,
                 KeyAnnotation => KeyRulesProblem(value),
-                NoKeyAnnotation => !NoKeyActionNames.TryParse(value, out var noKey) ? "use reject, serve-locally or fixed-member"
-                    : noKey == NoKeyAction.FixedMember && annotations![FallbackMemberAnnotation] is null ? $"fixed-member needs {FallbackMemberAnnotation} naming the pod that serves key-less requests"
-                    : null,
-                MaxBodyBytesAnnotation => int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var max) && max is >= 1 and <= ShardKeyPolicy.MaxBodyBytesLimit
-                    ? null : $"must be a number of bytes 1-{ShardKeyPolicy.MaxBodyBytesLimit}, e.g. 65536",
-                AlgorithmAnnotation => ShardAlgorithmNames.TryParse(value, out _) ? null : "use maglev, ring or modulo",
-                TableSizeAnnotation => int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var size) && size <= ShardTableOptions.MaxMaglevTableSize && Primes.IsPrime(size)
-                    ? null : $"must be a prime at most {ShardTableOptions.MaxMaglevTableSize} (Envoy's limit), e.g. 65537",
-                HashKeyAnnotation => HashKeySourceNames.TryParse(value, out _) ? null : "use name or address",
-                WeightAnnotation => uint.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out _) ? null : "must be a whole number (0 keeps the pod a member that owns no keys)",
+                NoKeyAnnotation => PodMembershipSource.TryParseNoKey(value, annotations![FallbackMemberAnnotation] is not null, out _, out why) ? null : why,
+                MaxBodyBytesAnnotation => PodMembershipSource.TryParseMaxBodyBytes(value, out _, out why) ? null : why,
+                AlgorithmAnnotation => PodMembershipSource.TryParseAlgorithm(value, out _, out why) ? null : why,
+                TableSizeAnnotation => PodMembershipSource.TryParseTableSize(value, out _, out why) ? null : why,
+                HashKeyAnnotation => PodMembershipSource.TryParseHashKey(value, out _, out why) ? null : why,
+                WeightAnnotation => PodMembershipSource.TryParseWeight(value, out _, out why) ? null : why,
                 _ => string.Empty,
             };
             if (problem is null)

@@ -264,56 +264,52 @@ internal sealed partial class PodMembershipSource : IMembershipSource
 
         if (chosen.TryGetValue(NoKeyAnnotation, out var noKeyText))
         {
-            if (!NoKeyActionNames.TryParse(noKeyText, out var noKey))
+            if (TryParseNoKey(noKeyText, chosen.ContainsKey(FallbackMemberAnnotation), out var noKey, out var why))
             {
-                Invalid(service, NoKeyAnnotation, noKeyText, "use reject, serve-locally or fixed-member");
-            }
-            else if (noKey == NoKeyAction.FixedMember && !chosen.ContainsKey(FallbackMemberAnnotation))
-            {
-                Invalid(service, NoKeyAnnotation, noKeyText, $"fixed-member needs {FallbackMemberAnnotation} naming the pod that serves key-less requests");
+                policy = policy with { NoKey = noKey, FallbackMember = noKey == NoKeyAction.FixedMember ? chosen[FallbackMemberAnnotation] : null };
             }
             else
             {
-                policy = policy with { NoKey = noKey, FallbackMember = noKey == NoKeyAction.FixedMember ? chosen[FallbackMemberAnnotation] : null };
+                Invalid(service, NoKeyAnnotation, noKeyText, why);
             }
         }
 
         if (chosen.TryGetValue(MaxBodyBytesAnnotation, out var maxBodyText))
         {
-            if (int.TryParse(maxBodyText, NumberStyles.None, CultureInfo.InvariantCulture, out var maxBody) && maxBody is >= 1 and <= ShardKeyPolicy.MaxBodyBytesLimit)
+            if (TryParseMaxBodyBytes(maxBodyText, out var maxBody, out var why))
             {
                 policy = policy with { MaxBodyBytes = maxBody };
             }
             else
             {
-                Invalid(service, MaxBodyBytesAnnotation, maxBodyText, $"must be a number of bytes 1-{ShardKeyPolicy.MaxBodyBytesLimit}, e.g. 65536");
+                Invalid(service, MaxBodyBytesAnnotation, maxBodyText, why);
             }
         }
 
         var algorithm = ShardAlgorithm.Maglev;
-        if (chosen.TryGetValue(AlgorithmAnnotation, out var algorithmText) && !ShardAlgorithmNames.TryParse(algorithmText, out algorithm))
+        if (chosen.TryGetValue(AlgorithmAnnotation, out var algorithmText) && !TryParseAlgorithm(algorithmText, out algorithm, out var algorithmWhy))
         {
-            Invalid(service, AlgorithmAnnotation, algorithmText, "use maglev, ring or modulo");
+            Invalid(service, AlgorithmAnnotation, algorithmText, algorithmWhy);
             algorithm = ShardAlgorithm.Maglev;
         }
 
         var table = ShardTableOptions.Default;
         if (chosen.TryGetValue(TableSizeAnnotation, out var sizeText))
         {
-            if (int.TryParse(sizeText, NumberStyles.None, CultureInfo.InvariantCulture, out var size) && size <= ShardTableOptions.MaxMaglevTableSize && Primes.IsPrime(size))
+            if (TryParseTableSize(sizeText, out var size, out var why))
             {
                 table = table with { MaglevTableSize = size };
             }
             else
             {
-                Invalid(service, TableSizeAnnotation, sizeText, $"must be a prime at most {ShardTableOptions.MaxMaglevTableSize} (Envoy's limit), e.g. 65537");
+                Invalid(service, TableSizeAnnotation, sizeText, why);
             }
         }
 
         var hashKey = HashKeySource.Name;
-        if (chosen.TryGetValue(HashKeyAnnotation, out var hashKeyText) && !HashKeySourceNames.TryParse(hashKeyText, out hashKey))
+        if (chosen.TryGetValue(HashKeyAnnotation, out var hashKeyText) && !TryParseHashKey(hashKeyText, out hashKey, out var hashKeyWhy))
         {
-            Invalid(service, HashKeyAnnotation, hashKeyText, "use name or address");
+            Invalid(service, HashKeyAnnotation, hashKeyText, hashKeyWhy);
         }
 
         return new ServiceMembership(service, members, algorithm, table, policy, hashKey);
@@ -345,13 +341,57 @@ internal sealed partial class PodMembershipSource : IMembershipSource
             return 1;
         }
 
-        if (uint.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var weight))
+        if (TryParseWeight(text!, out var weight, out var why))
         {
             return weight;
         }
 
-        Invalid(service, WeightAnnotation, text!, "must be a whole number (0 keeps the pod a member that owns no keys)");
+        Invalid(service, WeightAnnotation, text!, why);
         return 1;
+    }
+
+    // The annotation values' parsers, shared with the webhook's warnings (SidecarInjector): false says why the value is ignored.
+    internal static bool TryParseNoKey(string text, bool hasFallbackMember, out NoKeyAction action, out string why)
+    {
+        why = !NoKeyActionNames.TryParse(text, out action) ? "use reject, serve-locally or fixed-member"
+            : action == NoKeyAction.FixedMember && !hasFallbackMember ? $"fixed-member needs {FallbackMemberAnnotation} naming the pod that serves key-less requests"
+            : string.Empty;
+        return why.Length == 0;
+    }
+
+    internal static bool TryParseMaxBodyBytes(string text, out int bytes, out string why)
+    {
+        var ok = int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out bytes) && bytes is >= 1 and <= ShardKeyPolicy.MaxBodyBytesLimit;
+        why = ok ? string.Empty : $"must be a number of bytes 1-{ShardKeyPolicy.MaxBodyBytesLimit}, e.g. 65536";
+        return ok;
+    }
+
+    internal static bool TryParseAlgorithm(string text, out ShardAlgorithm algorithm, out string why)
+    {
+        var ok = ShardAlgorithmNames.TryParse(text, out algorithm);
+        why = ok ? string.Empty : "use maglev, ring or modulo";
+        return ok;
+    }
+
+    internal static bool TryParseTableSize(string text, out int size, out string why)
+    {
+        var ok = int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out size) && size <= ShardTableOptions.MaxMaglevTableSize && Primes.IsPrime(size);
+        why = ok ? string.Empty : $"must be a prime at most {ShardTableOptions.MaxMaglevTableSize} (Envoy's limit), e.g. 65537";
+        return ok;
+    }
+
+    internal static bool TryParseHashKey(string text, out HashKeySource source, out string why)
+    {
+        var ok = HashKeySourceNames.TryParse(text, out source);
+        why = ok ? string.Empty : "use name or address";
+        return ok;
+    }
+
+    internal static bool TryParseWeight(string text, out uint weight, out string why)
+    {
+        var ok = uint.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out weight);
+        why = ok ? string.Empty : "must be a whole number (0 keeps the pod a member that owns no keys)";
+        return ok;
     }
 
     private void Invalid(string service, string annotation, string value, string why)
