@@ -90,6 +90,11 @@ public static class GrpcProtocol
     public static string EncodeMessage(string message)
     {
         ArgumentNullException.ThrowIfNull(message);
+        if (!message.AsSpan().ContainsAnyExceptInRange(' ', '~') && !message.Contains('%', StringComparison.Ordinal))
+        {
+            return message; // nothing to escape: no copy (the sidecar's error path)
+        }
+
         var bytes = Encoding.UTF8.GetBytes(message);
         var text = new StringBuilder(bytes.Length);
         foreach (var b in bytes)

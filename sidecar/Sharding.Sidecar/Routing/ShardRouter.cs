@@ -5,6 +5,7 @@ using Sharding.Hashing;
 using Sharding.Keys;
 using Sharding.Mapping;
 using Sharding.Metrics;
+using Sharding.Protocol;
 using Sharding.Sidecar.Draining;
 using Sharding.Sidecar.Forwarding;
 using Sharding.Sidecar.Hosting;
@@ -448,9 +449,9 @@ internal sealed partial class ShardRouter
             // A gRPC client reads a status, not an HTTP error page: a non-200 answer reaches it as "bad gRPC response" with
             // the reason lost (and a 400 as INTERNAL). Trailers-only (one HEADERS frame), as the drain's answer before headers.
             response.StatusCode = StatusCodes.Status200OK;
-            response.ContentType = "application/grpc";
-            response.Headers["grpc-status"] = GrpcStatusOf(status);
-            response.Headers["grpc-message"] = GrpcMessage.Encode(message);
+            response.ContentType = GrpcProtocol.ContentType;
+            response.Headers[GrpcProtocol.StatusHeader] = GrpcStatusOf(status);
+            response.Headers[GrpcProtocol.MessageHeader] = GrpcProtocol.EncodeMessage(message);
             return;
         }
 

@@ -86,9 +86,9 @@ public sealed class GrpcErrorTests
     [Fact]
     public void GrpcMessage_IsPercentEncoded()
     {
-        Assert.Equal("plain text", Sharding.Sidecar.Forwarding.GrpcMessage.Encode("plain text"));
-        Assert.Equal("100%25 caf%C3%A9%0A", Sharding.Sidecar.Forwarding.GrpcMessage.Encode("100% café\n"));
-        Assert.Equal("%F0%9F%98%80", Sharding.Sidecar.Forwarding.GrpcMessage.Encode("\U0001F600"));
+        Assert.Equal("plain text", Sharding.Protocol.GrpcProtocol.EncodeMessage("plain text"));
+        Assert.Equal("100%25 caf%C3%A9%0A", Sharding.Protocol.GrpcProtocol.EncodeMessage("100% café\n"));
+        Assert.Equal("%F0%9F%98%80", Sharding.Protocol.GrpcProtocol.EncodeMessage("\U0001F600"));
     }
 
     /// <summary>A gRPC body is length-prefixed protobuf, never a JSON document: the JSON body rules do not read it, so a call
