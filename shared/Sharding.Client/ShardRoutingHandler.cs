@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Sharding.Keys;
 using Sharding.Mapping;
 using Sharding.Metrics;
+using Sharding.Protocol;
 
 namespace Sharding.Client;
 
@@ -192,7 +193,7 @@ public sealed partial class ShardRoutingHandler : DelegatingHandler
     private static bool IsGrpc(HttpContent content) =>
         content.Headers.NonValidated.TryGetValues("Content-Type", out var values)
         && values.Count > 0
-        && values.ToString().StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase);
+        && GrpcProtocol.IsGrpc(values.ToString());
 
     private Task<HttpResponseMessage> Direct(HttpRequestMessage request, ShardMember owner, string? bodyKey, CancellationToken cancellationToken)
     {

@@ -9,6 +9,11 @@ public static class GrpcProtocol
     /// <summary>The request and response content type.</summary>
     public const string ContentType = "application/grpc";
 
+    /// <summary>Whether a content type is gRPC's: <c>application/grpc</c> and its variants (<c>+proto</c>, <c>+json</c>, …), any case.</summary>
+    /// <param name="contentType">The Content-Type value.</param>
+    /// <returns>Whether it is a gRPC call or answer.</returns>
+    public static bool IsGrpc(ReadOnlySpan<char> contentType) => contentType.StartsWith(ContentType, StringComparison.OrdinalIgnoreCase);
+
     /// <summary>Status trailer (or header, in a trailers-only response).</summary>
     public const string StatusHeader = "grpc-status";
 

@@ -1,3 +1,4 @@
+using Sharding.Protocol;
 using Sharding.Sidecar.Forwarding;
 using Sharding.Sidecar.Routing;
 
@@ -30,7 +31,7 @@ internal static class StreamEnder
         {
             // Trailers-only: one HEADERS frame with the status.
             response.StatusCode = StatusCodes.Status200OK;
-            response.ContentType = "application/grpc";
+            response.ContentType = GrpcProtocol.ContentType;
             response.Headers["grpc-status"] = GrpcUnavailable;
             response.Headers["grpc-message"] = order.Message;
             return;
@@ -103,6 +104,6 @@ internal static class StreamEnder
             return StreamKind.Sse;
         }
 
-        return mediaType.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase) ? StreamKind.Grpc : StreamKind.None;
+        return GrpcProtocol.IsGrpc(mediaType) ? StreamKind.Grpc : StreamKind.None;
     }
 }

@@ -2,6 +2,7 @@ using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Options;
 using Sharding.Mapping;
+using Sharding.Protocol;
 using Sharding.Sidecar.Forwarding;
 using Sharding.Sidecar.Hosting;
 using Sharding.Sidecar.Routing;
@@ -146,7 +147,7 @@ internal sealed partial class StreamRegistry : IHostedLifecycleService, IDisposa
     private static StreamKind KindOfRequest(HttpContext context)
     {
         var request = context.Request;
-        if (request.ContentType is { } type && type.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase))
+        if (GrpcProtocol.IsGrpc(request.ContentType))
         {
             return StreamKind.Grpc;
         }

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Text;
 using Sharding.Keys;
+using Sharding.Protocol;
 using Sharding.Sidecar.Forwarding;
 
 namespace Sharding.Sidecar.FastPath;
@@ -207,7 +208,7 @@ internal ref struct RequestHead
                 ConnectionIndex = index;
                 return ClassifyConnection(value);
             case 12 when name.Equals("content-type", StringComparison.OrdinalIgnoreCase):
-                return !value.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase);
+                return !GrpcProtocol.IsGrpc(value);
             case 14 when name.Equals("content-length", StringComparison.OrdinalIgnoreCase):
                 if (ContentLength >= 0 || value.IsEmpty || value.Length > 18)
                 {

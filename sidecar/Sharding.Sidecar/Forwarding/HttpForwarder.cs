@@ -5,6 +5,7 @@ using Microsoft.Extensions.Options;
 using Polly;
 using Polly.CircuitBreaker;
 using Sharding.Keys;
+using Sharding.Protocol;
 using Sharding.Sidecar.Draining;
 using Sharding.Sidecar.Hosting;
 using Sharding.Sidecar.Routing;
@@ -621,8 +622,7 @@ internal sealed partial class HttpForwarder : IDisposable
         };
     }
 
-    private static bool IsGrpc(HttpRequest request) =>
-        request.ContentType is { } type && type.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase);
+    private static bool IsGrpc(HttpRequest request) => GrpcProtocol.IsGrpc(request.ContentType);
 
     private static bool HasBody(HttpContext context)
     {

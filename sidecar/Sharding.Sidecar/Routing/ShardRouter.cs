@@ -459,8 +459,7 @@ internal sealed partial class ShardRouter
         await response.WriteAsync(string.Concat(message, "\n"), context.RequestAborted).ConfigureAwait(false);
     }
 
-    private static bool IsGrpc(HttpRequest request) =>
-        request.ContentType is { } type && type.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase);
+    private static bool IsGrpc(HttpRequest request) => GrpcProtocol.IsGrpc(request.ContentType);
 
     /// <summary>The gRPC status for the sidecar's own HTTP answer (gRPC's HTTP mapping, made precise where the sidecar knows why).</summary>
     private static string GrpcStatusOf(int status) => status switch
