@@ -18,6 +18,7 @@ using Sharding.Sidecar.Draining;
 using Sharding.Sidecar.Forwarding;
 using Sharding.Sidecar.Hosting;
 using Sharding.Sidecar.Routing;
+using Sharding.Sidecar.Transport;
 
 namespace Sharding.Sidecar.FastPath;
 
@@ -66,6 +67,7 @@ internal sealed partial class Http1FastPath : IDisposable
     private readonly MapViews _views;
     private readonly OwnerCircuitStates _circuits;
     private readonly OwnerResilience _resilience;
+    private readonly EpollLoops _loops;
 
     // Keep-alive connections to other sidecars, by address (null: not an IP endpoint, the full path resolves it).
     private readonly ConcurrentDictionary<string, UpstreamConnectionPool?> _peers = new(StringComparer.Ordinal);
@@ -74,8 +76,9 @@ internal sealed partial class Http1FastPath : IDisposable
 
     public Http1FastPath(
         ShardMapStore store, MapViews views, StreamRegistry streams, SidecarMetrics metrics, ForwardingProof proof, OwnerCircuitStates circuits,
-        OwnerResilience resilience, IOptions<SidecarOptions> options, TimeProvider time, ILogger<Http1FastPath> logger)
+        OwnerResilience resilience, EpollLoops loops, IOptions<SidecarOptions> options, TimeProvider time, ILogger<Http1FastPath> logger)
     {
+        _loops = loops;
         _views = views;
         _proof = proof;
         _circuits = circuits;
@@ -87,7 +90,7 @@ internal sealed partial class Http1FastPath : IDisposable
         _time = time;
         _logger = logger;
         _retryAfter = Encoding.ASCII.GetBytes(Math.Max(1, _options.RetryAfterSeconds).ToString(CultureInfo.InvariantCulture));
-        _appPool = new UpstreamConnectionPool(_options.AppEndPoint(), _options.ConnectTimeout, time);
+        _appPool = new UpstreamConnectionPool(_options.AppEndPoint(), _options.ConnectTimeout, time, loops);
         store.Changed += OnMapChanged;
     }
 
@@ -118,7 +121,7 @@ internal sealed partial class Http1FastPath : IDisposable
         _peers.TryGetValue(owner.Address, out var pool) ? pool : _peers.GetOrAdd(owner.Address, CreatePeerPool);
 
     private UpstreamConnectionPool? CreatePeerPool(string address) =>
-        IPEndPoint.TryParse(address, out var endPoint) && endPoint.Port > 0 ? new UpstreamConnectionPool(endPoint, _options.ConnectTimeout, _time) : null;
+        IPEndPoint.TryParse(address, out var endPoint) && endPoint.Port > 0 ? new UpstreamConnectionPool(endPoint, _options.ConnectTimeout, _time, _loops) : null;
 
     /// <summary>Members that left take their idle connections with them (on publication, not on a request's path).</summary>
     private void OnMapChanged(ShardMap map, ShardMap? previous)

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
+using Sharding.Sidecar.Transport;
 
 namespace Sharding.Sidecar.FastPath;
 
@@ -18,6 +19,15 @@ internal sealed class UpstreamConnection : IDisposable
         Socket = socket;
         Buffer = ArrayPool<byte>.Shared.Rent(InitialBufferSize);
     }
+
+    public UpstreamConnection(EpollSocket socket)
+        : this(socket.Socket)
+    {
+        _epoll = socket;
+    }
+
+    /// <summary>The connection's I/O when the epoll transport is on (<see cref="Socket"/> then only for poll and options).</summary>
+    private readonly EpollSocket? _epoll;
 
     public Socket Socket { get; }
 
@@ -71,13 +81,18 @@ internal sealed class UpstreamConnection : IDisposable
             throw new InvalidOperationException($"the app's response head is larger than {MaxHeadBytes} bytes");
         }
 
-        var read = await Socket.ReceiveAsync(Buffer.AsMemory(End), SocketFlags.None, cancellationToken).ConfigureAwait(false);
+        var read = _epoll is { } epoll
+            ? await epoll.ReceiveAsync(Buffer.AsMemory(End), cancellationToken).ConfigureAwait(false)
+            : await Socket.ReceiveAsync(Buffer.AsMemory(End), SocketFlags.None, cancellationToken).ConfigureAwait(false);
         End += read;
         return read;
     }
 
+    public ValueTask SendAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken) =>
+        _epoll is { } epoll ? epoll.SendAsync(data, cancellationToken) : SendOnSocketAsync(data, cancellationToken);
+
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    public async ValueTask SendAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+    private async ValueTask SendOnSocketAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
     {
         // Bounded by data: every turn sends at least one byte or throws.
         while (!data.IsEmpty)
@@ -88,16 +103,28 @@ internal sealed class UpstreamConnection : IDisposable
     }
 
     /// <summary>Closes the socket, failing a send or receive in progress; the buffer stays until <see cref="Dispose"/>.</summary>
-    public void Abort() => Socket.Dispose();
+    public void Abort() => Close();
 
     public void Dispose()
     {
-        Socket.Dispose();
+        Close();
         var buffer = Buffer;
         Buffer = [];
         if (buffer.Length > 0)
         {
             ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    private void Close()
+    {
+        if (_epoll is { } epoll)
+        {
+            epoll.Dispose();
+        }
+        else
+        {
+            Socket.Dispose();
         }
     }
 }
@@ -118,10 +145,12 @@ internal sealed class UpstreamConnectionPool : IDisposable
     private readonly EndPoint _endPoint;
     private readonly TimeSpan _connectTimeout;
     private readonly TimeProvider _time;
+    private readonly EpollLoops? _loops;
     private bool _disposed;
 
-    public UpstreamConnectionPool(EndPoint endPoint, TimeSpan connectTimeout, TimeProvider time)
+    public UpstreamConnectionPool(EndPoint endPoint, TimeSpan connectTimeout, TimeProvider time, EpollLoops? loops = null)
     {
+        _loops = loops is { Enabled: true } ? loops : null;
         _endPoint = endPoint;
         _connectTimeout = connectTimeout;
         _time = time;
@@ -151,6 +180,13 @@ internal sealed class UpstreamConnectionPool : IDisposable
     /// <summary>A new connection (a retry after a stale keep-alive one failed).</summary>
     public async ValueTask<UpstreamConnection> ConnectAsync(CancellationToken cancellationToken)
     {
+        if (_loops is not null)
+        {
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            linked.CancelAfter(_connectTimeout);
+            return new UpstreamConnection(await EpollSocket.ConnectAsync(_endPoint, _loops.Next(), linked.Token).ConfigureAwait(false));
+        }
+
         var socket = _endPoint is UnixDomainSocketEndPoint
             ? new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified)
             : new Socket(_endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };

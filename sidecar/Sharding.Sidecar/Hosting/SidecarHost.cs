@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text;
+using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.AspNetCore.Server.Kestrel.Https;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -11,6 +12,7 @@ using Sharding.Sidecar.FastPath;
 using Sharding.Sidecar.Forwarding;
 using Sharding.Sidecar.MapSync;
 using Sharding.Sidecar.Routing;
+using Sharding.Sidecar.Transport;
 
 namespace Sharding.Sidecar.Hosting;
 
@@ -131,6 +133,8 @@ internal static class SidecarHost
         services.TryAddSingleton(TimeProvider.System);
         services.AddMetrics();
         services.AddSingleton<SidecarEndpoints>();
+        services.AddSingleton<EpollLoops>();
+        services.AddSingleton<IConnectionListenerFactory, EpollTransportFactory>(); // after Kestrel's: asked first, binds IP endpoints
         services.AddSingleton<ShardMapStore>();
         services.AddSingleton<MapViews>();
         services.AddSingleton<SidecarMetrics>();

@@ -138,6 +138,17 @@ internal sealed class SidecarOptions
     /// needs about a quarter less CPU per request (docs/benchmarks.md).</value>
     public bool InlineSocketCompletions { get; set; } = true;
 
+    /// <summary>Serve the sidecar's TCP listeners and the fast path's app and peer connections with the sidecar's own epoll
+    /// event loops (Transport/EpollLoop) instead of the runtime's sockets: a receive that drained the socket waits for the
+    /// next edge instead of trying again and finding nothing. Linux only; elsewhere the runtime's sockets are used.</summary>
+    /// <value>True.</value>
+    public bool EpollTransport { get; set; } = true;
+
+    /// <summary>Event loops (threads) of the epoll transport; connections are spread over them round robin.</summary>
+    /// <value>0: one per processor the process may use.</value>
+    [Range(0, 256)]
+    public int IoThreads { get; set; }
+
     /// <summary>Serve plain HTTP/1.1 requests for keys this pod owns on the connection-level fast path (FastPath/Http1FastPath)
     /// instead of Kestrel plus an HTTP client. Applies on a cleartext data port with <see cref="AppProtocol"/> Http1; requests
     /// it does not take (forwards, upgrades, chunked uploads, JSON-body keys, event streams) use the full path as before.</summary>

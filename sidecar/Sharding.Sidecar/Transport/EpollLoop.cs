@@ -1,0 +1,104 @@
+using System.Collections.Concurrent;
+using System.Runtime.InteropServices;
+
+namespace Sharding.Sidecar.Transport;
+
+/// <summary>
+/// One edge-triggered epoll set and the thread that waits on it: it tells each registered <see cref="EpollSocket"/> when it
+/// may read or write again. Continuations of the socket's waiters run on this thread when <c>inline</c> (nginx's model: one
+/// event loop that parses and relays), else on the thread pool.
+/// </summary>
+/// <remarks>
+/// Why not the runtime's sockets: they try every receive first and wait for epoll only after EAGAIN, so each request costs
+/// one receive that finds nothing on each side of the relay. A socket here remembers whether its last receive drained the
+/// kernel buffer (fewer bytes than asked for) and then waits for the next edge without trying.
+/// </remarks>
+internal sealed unsafe class EpollLoop : IDisposable
+{
+    private const int MaxEvents = 256;
+    private const ulong WakeId = 0;
+
+    private readonly int _epoll;
+    private readonly int _wake;
+    private readonly Thread _thread;
+    private readonly ConcurrentDictionary<ulong, EpollSocket> _sockets = new();
+    private long _nextId;
+    private volatile bool _stopping;
+
+    public EpollLoop(string name, bool inline)
+    {
+        Inline = inline;
+        _epoll = Native.EpollCreate();
+        _wake = Native.EventFdCreate();
+        Native.EpollAdd(_epoll, _wake, Native.EPOLLIN | Native.EPOLLET, WakeId);
+        _thread = new Thread(Run) { IsBackground = true, Name = name };
+        _thread.UnsafeStart();
+    }
+
+    /// <summary>Whether waiters' continuations run on the loop thread.</summary>
+    public bool Inline { get; }
+
+    public int Count => _sockets.Count;
+
+    /// <summary>Adds a socket for read and write edges (both start as ready: the first attempt tells).</summary>
+    public ulong Register(EpollSocket socket, int fd)
+    {
+        var id = (ulong)Interlocked.Increment(ref _nextId);
+        _sockets[id] = socket;
+        Native.EpollAdd(_epoll, fd, Native.EPOLLIN | Native.EPOLLOUT | Native.EPOLLRDHUP | Native.EPOLLET, id);
+        return id;
+    }
+
+    /// <summary>Forgets a socket whose fd is about to be closed (closing the fd removes it from the epoll set).</summary>
+    public void Unregister(ulong id) => _sockets.TryRemove(id, out _);
+
+    public void Dispose()
+    {
+        _stopping = true;
+        Native.EventFdSignal(_wake);
+        if (Thread.CurrentThread != _thread)
+        {
+            _thread.Join();
+        }
+    }
+
+    private void Run()
+    {
+        var events = (byte*)NativeMemory.Alloc((nuint)(MaxEvents * Native.EpollEventSize));
+        try
+        {
+            while (!_stopping)
+            {
+                var count = Native.EpollWait(_epoll, events, MaxEvents);
+                if (count < 0)
+                {
+                    if (Native.LastError == Native.EINTR)
+                    {
+                        continue;
+                    }
+
+                    throw Native.SocketError(Native.LastError);
+                }
+
+                for (var i = 0; i < count; i++)
+                {
+                    var id = Native.EventId(events, i);
+                    if (id == WakeId)
+                    {
+                        Native.EventFdDrain(_wake);
+                    }
+                    else if (_sockets.TryGetValue(id, out var socket))
+                    {
+                        socket.OnEvents(Native.EventMask(events, i));
+                    }
+                }
+            }
+        }
+        finally
+        {
+            NativeMemory.Free(events);
+            Native.Close(_wake);
+            Native.Close(_epoll);
+        }
+    }
+}

@@ -1,0 +1,150 @@
+using System.Buffers;
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
+using Microsoft.Extensions.Options;
+using Sharding.Sidecar.Hosting;
+
+namespace Sharding.Sidecar.Transport;
+
+/// <summary>
+/// The sidecar's event loops (<see cref="EpollLoop"/>), shared by Kestrel's listeners and the fast path's upstream
+/// connections, so a relayed request's two sockets are usually served by one thread. Null loops: the runtime's sockets.
+/// </summary>
+internal sealed class EpollLoops : IDisposable
+{
+    private readonly EpollLoop[] _loops;
+    private int _next;
+
+    public EpollLoops(IOptions<SidecarOptions> options)
+    {
+        var value = options.Value;
+        if (!value.EpollTransport || !Native.IsSupported)
+        {
+            _loops = [];
+            return;
+        }
+
+        var count = value.IoThreads > 0 ? value.IoThreads : Environment.ProcessorCount;
+        _loops = new EpollLoop[count];
+        for (var i = 0; i < count; i++)
+        {
+            _loops[i] = new EpollLoop($"sharding-io-{i}", value.InlineSocketCompletions);
+        }
+    }
+
+    public bool Enabled => _loops.Length > 0;
+
+    /// <summary>Sockets registered on all loops now.</summary>
+    public int Sockets
+    {
+        get
+        {
+            var count = 0;
+            foreach (var loop in _loops)
+            {
+                count += loop.Count;
+            }
+
+            return count;
+        }
+    }
+
+    /// <summary>The loop for a new connection (round robin).</summary>
+    public EpollLoop Next() => _loops[(int)((uint)Interlocked.Increment(ref _next) % (uint)_loops.Length)];
+
+    public void Dispose()
+    {
+        foreach (var loop in _loops)
+        {
+            loop.Dispose();
+        }
+    }
+}
+
+/// <summary>Kestrel's transport for the sidecar's IP endpoints when <see cref="EpollLoops.Enabled"/>.</summary>
+internal sealed class EpollTransportFactory(
+    EpollLoops loops, IOptions<SocketTransportOptions> options, IMemoryPoolFactory<byte> pools, ILogger<EpollConnection> logger)
+    : IConnectionListenerFactory, IConnectionListenerFactorySelector
+{
+    private readonly EpollLoops _loops = loops;
+    private readonly IOptions<SocketTransportOptions> _options = options;
+    private readonly IMemoryPoolFactory<byte> _pools = pools;
+    private readonly ILogger<EpollConnection> _logger = logger;
+
+    public bool CanBind(EndPoint endpoint) => _loops.Enabled && endpoint is IPEndPoint;
+
+    public ValueTask<IConnectionListener> BindAsync(EndPoint endpoint, CancellationToken cancellationToken = default)
+    {
+        var socket = SocketTransportOptions.CreateDefaultBoundListenSocket(endpoint);
+        try
+        {
+            socket.Listen(_options.Value.Backlog);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+
+        return ValueTask.FromResult<IConnectionListener>(new Listener(socket, this));
+    }
+
+    private sealed class Listener(Socket socket, EpollTransportFactory factory) : IConnectionListener
+    {
+        private readonly MemoryPool<byte> _pool = factory._pools.Create();
+
+        public EndPoint EndPoint { get; } = socket.LocalEndPoint!;
+
+        public async ValueTask<ConnectionContext?> AcceptAsync(CancellationToken cancellationToken = default)
+        {
+            // Bounded by the listen socket: ends when it is closed; a connection reset before accept is skipped.
+            while (true)
+            {
+                Socket accepted;
+                try
+                {
+                    accepted = await socket.AcceptAsync(cancellationToken).ConfigureAwait(false);
+                }
+                catch (ObjectDisposedException)
+                {
+                    return null;
+                }
+                catch (SocketException ex) when (ex.SocketErrorCode == SocketError.OperationAborted)
+                {
+                    return null;
+                }
+                catch (SocketException ex) when (ex.SocketErrorCode == SocketError.ConnectionReset)
+                {
+                    continue;
+                }
+
+                var options = factory._options.Value;
+                if (accepted.LocalEndPoint is IPEndPoint)
+                {
+                    accepted.NoDelay = options.NoDelay;
+                }
+
+                var connection = new EpollConnection(
+                    EpollSocket.Attach(accepted, factory._loops.Next()), _pool, options.MaxReadBufferSize ?? 0, options.MaxWriteBufferSize ?? 0,
+                    factory._logger);
+                connection.Start();
+                return connection;
+            }
+        }
+
+        public ValueTask UnbindAsync(CancellationToken cancellationToken = default)
+        {
+            socket.Dispose();
+            return default;
+        }
+
+        public ValueTask DisposeAsync()
+        {
+            socket.Dispose();
+            _pool.Dispose();
+            return default;
+        }
+    }
+}
