@@ -20,11 +20,15 @@ internal sealed class UpstreamConnection : IDisposable
         Buffer = ArrayPool<byte>.Shared.Rent(InitialBufferSize);
     }
 
-    public UpstreamConnection(EpollSocket socket)
+    public UpstreamConnection(EpollSocket socket, int idleStack)
         : this(socket.Socket)
     {
         _epoll = socket;
+        IdleStack = idleStack;
     }
+
+    /// <summary>The pool's idle stack this connection goes back to: its event loop's (0 without the epoll transport).</summary>
+    public int IdleStack { get; }
 
     /// <summary>The connection's I/O when the epoll transport is on (<see cref="Socket"/> then only for poll and options).</summary>
     private readonly EpollSocket? _epoll;
@@ -132,7 +136,8 @@ internal sealed class UpstreamConnection : IDisposable
 /// <summary>
 /// Idle keep-alive connections to one upstream (this pod's app, or one other sidecar) for the HTTP/1.1 fast path. A client
 /// connection keeps the connection it leased while its requests go to the same upstream, so the pool is touched about once
-/// per client connection, not per request.
+/// per client connection, not per request. With the epoll transport, idle connections are kept per event loop and a
+/// client connection rents from (or connects on) the loop it runs on, so a relayed request stays on one thread.
 /// </summary>
 internal sealed class UpstreamConnectionPool : IDisposable
 {
@@ -141,7 +146,8 @@ internal sealed class UpstreamConnectionPool : IDisposable
 
     private const int MaxIdle = 256;
 
-    private readonly Stack<UpstreamConnection> _idle = new();
+    private readonly Lock _lock = new();
+    private readonly Stack<UpstreamConnection>[] _idle;
     private readonly EndPoint _endPoint;
     private readonly TimeSpan _connectTimeout;
     private readonly TimeProvider _time;
@@ -151,6 +157,12 @@ internal sealed class UpstreamConnectionPool : IDisposable
     public UpstreamConnectionPool(EndPoint endPoint, TimeSpan connectTimeout, TimeProvider time, EpollLoops? loops = null)
     {
         _loops = loops is { Enabled: true } ? loops : null;
+        _idle = new Stack<UpstreamConnection>[Math.Max(1, _loops?.Count ?? 1)];
+        for (var i = 0; i < _idle.Length; i++)
+        {
+            _idle[i] = new Stack<UpstreamConnection>();
+        }
+
         _endPoint = endPoint;
         _connectTimeout = connectTimeout;
         _time = time;
@@ -163,7 +175,8 @@ internal sealed class UpstreamConnectionPool : IDisposable
     public ValueTask<UpstreamConnection> RentAsync(CancellationToken cancellationToken, TimeSpan uncheckedIdle = default)
     {
         // Bounded by the idle stack.
-        while (TryPop(out var connection))
+        var loop = _loops?.ForThisThread();
+        while (TryPop(loop?.Index ?? 0, out var connection))
         {
             var idle = _time.GetElapsedTime(connection.IdleSince);
             if (idle < IdleTimeout && (idle < uncheckedIdle || IsOpen(connection)))
@@ -174,17 +187,19 @@ internal sealed class UpstreamConnectionPool : IDisposable
             connection.Dispose();
         }
 
-        return ConnectAsync(cancellationToken);
+        return ConnectAsync(loop, cancellationToken);
     }
 
     /// <summary>A new connection (a retry after a stale keep-alive one failed).</summary>
-    public async ValueTask<UpstreamConnection> ConnectAsync(CancellationToken cancellationToken)
+    public ValueTask<UpstreamConnection> ConnectAsync(CancellationToken cancellationToken) => ConnectAsync(_loops?.ForThisThread(), cancellationToken);
+
+    private async ValueTask<UpstreamConnection> ConnectAsync(EpollLoop? loop, CancellationToken cancellationToken)
     {
-        if (_loops is not null)
+        if (loop is not null)
         {
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             linked.CancelAfter(_connectTimeout);
-            return new UpstreamConnection(await EpollSocket.ConnectAsync(_endPoint, _loops.Next(), linked.Token).ConfigureAwait(false));
+            return new UpstreamConnection(await EpollSocket.ConnectAsync(_endPoint, loop, linked.Token).ConfigureAwait(false), loop.Index);
         }
 
         var socket = _endPoint is UnixDomainSocketEndPoint
@@ -208,12 +223,13 @@ internal sealed class UpstreamConnectionPool : IDisposable
     public void Return(UpstreamConnection connection)
     {
         connection.IdleSince = _time.GetTimestamp();
-        lock (_idle)
+        lock (_lock)
         {
-            if (!_disposed && _idle.Count < MaxIdle && connection.Start == connection.End)
+            var idle = _idle[connection.IdleStack];
+            if (!_disposed && idle.Count < MaxIdle && connection.Start == connection.End)
             {
                 connection.Start = connection.End = 0;
-                _idle.Push(connection);
+                idle.Push(connection);
                 return;
             }
         }
@@ -221,11 +237,11 @@ internal sealed class UpstreamConnectionPool : IDisposable
         connection.Dispose();
     }
 
-    private bool TryPop(out UpstreamConnection connection)
+    private bool TryPop(int stack, out UpstreamConnection connection)
     {
-        lock (_idle)
+        lock (_lock)
         {
-            return _idle.TryPop(out connection!);
+            return _idle[stack].TryPop(out connection!);
         }
     }
 
@@ -244,12 +260,15 @@ internal sealed class UpstreamConnectionPool : IDisposable
 
     public void Dispose()
     {
-        lock (_idle)
+        lock (_lock)
         {
             _disposed = true;
-            while (_idle.TryPop(out var connection))
+            foreach (var idle in _idle)
             {
-                connection.Dispose();
+                while (idle.TryPop(out var connection))
+                {
+                    connection.Dispose();
+                }
             }
         }
     }

@@ -25,8 +25,12 @@ internal sealed unsafe class EpollLoop : IDisposable
     private long _nextId;
     private volatile bool _stopping;
 
-    public EpollLoop(string name, bool inline)
+    [ThreadStatic]
+    private static EpollLoop? t_current;
+
+    public EpollLoop(string name, int index, bool inline)
     {
+        Index = index;
         Inline = inline;
         _epoll = Native.EpollCreate();
         _wake = Native.EventFdCreate();
@@ -34,6 +38,12 @@ internal sealed unsafe class EpollLoop : IDisposable
         _thread = new Thread(Run) { IsBackground = true, Name = name };
         _thread.UnsafeStart();
     }
+
+    /// <summary>The loop whose thread is running the caller, if any.</summary>
+    public static EpollLoop? Current => t_current;
+
+    /// <summary>Position among its <see cref="EpollLoops"/>.</summary>
+    public int Index { get; }
 
     /// <summary>Whether waiters' continuations run on the loop thread.</summary>
     public bool Inline { get; }
@@ -64,6 +74,7 @@ internal sealed unsafe class EpollLoop : IDisposable
 
     private void Run()
     {
+        t_current = this;
         var events = (byte*)NativeMemory.Alloc((nuint)(MaxEvents * Native.EpollEventSize));
         try
         {

@@ -30,11 +30,13 @@ internal sealed class EpollLoops : IDisposable
         _loops = new EpollLoop[count];
         for (var i = 0; i < count; i++)
         {
-            _loops[i] = new EpollLoop($"sharding-io-{i}", value.InlineSocketCompletions);
+            _loops[i] = new EpollLoop($"sharding-io-{i}", i, value.InlineSocketCompletions);
         }
     }
 
     public bool Enabled => _loops.Length > 0;
+
+    public int Count => _loops.Length;
 
     /// <summary>Sockets registered on all loops now.</summary>
     public int Sockets
@@ -53,6 +55,11 @@ internal sealed class EpollLoops : IDisposable
 
     /// <summary>The loop for a new connection (round robin).</summary>
     public EpollLoop Next() => _loops[(int)((uint)Interlocked.Increment(ref _next) % (uint)_loops.Length)];
+
+    /// <summary>The loop running the caller (one of these), else the next one: an upstream connection opened for a client
+    /// connection then wakes the thread that serves that client.</summary>
+    public EpollLoop ForThisThread() =>
+        EpollLoop.Current is { } current && current.Index < _loops.Length && ReferenceEquals(_loops[current.Index], current) ? current : Next();
 
     public void Dispose()
     {

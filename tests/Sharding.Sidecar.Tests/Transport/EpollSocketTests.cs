@@ -11,7 +11,7 @@ public sealed class EpollSocketTests : IDisposable
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(10);
 
-    private readonly EpollLoop _loop = new("test-io", inline: false);
+    private readonly EpollLoop _loop = new("test-io", 0, inline: false);
     private readonly Socket _listener = new(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
 
     public EpollSocketTests()
