@@ -243,6 +243,9 @@ internal sealed partial class EpollConnection : ConnectionContext, IConnectionId
     [LoggerMessage(1, LogLevel.Error, "Unexpected error on the epoll transport's connection {ConnectionId}")]
     private static partial void LogUnexpected(ILogger logger, Exception exception, string connectionId);
 
+    [LoggerMessage(2, LogLevel.Warning, "A connection was closed at accept: the epoll transport could not watch it")]
+    internal static partial void LogRefused(ILogger logger, Exception exception);
+
     private sealed class DuplexPipe(PipeReader input, PipeWriter output) : IDuplexPipe
     {
         public PipeReader Input { get; } = input;

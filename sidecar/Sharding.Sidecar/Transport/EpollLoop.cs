@@ -54,8 +54,17 @@ internal sealed unsafe class EpollLoop : IDisposable
     public ulong Register(EpollSocket socket, int fd)
     {
         var id = (ulong)Interlocked.Increment(ref _nextId);
-        _sockets[id] = socket;
-        Native.EpollAdd(_epoll, fd, Native.EPOLLIN | Native.EPOLLOUT | Native.EPOLLRDHUP | Native.EPOLLET, id);
+        _sockets[id] = socket; // before the add: its first edge may come at once
+        try
+        {
+            Native.EpollAdd(_epoll, fd, Native.EPOLLIN | Native.EPOLLOUT | Native.EPOLLRDHUP | Native.EPOLLET, id);
+        }
+        catch
+        {
+            _sockets.TryRemove(id, out _);
+            throw;
+        }
+
         return id;
     }
 

@@ -133,9 +133,20 @@ internal sealed class EpollTransportFactory(
                     accepted.NoDelay = options.NoDelay;
                 }
 
-                var connection = new EpollConnection(
-                    EpollSocket.Attach(accepted, factory._loops.Next()), _pool, options.MaxReadBufferSize ?? 0, options.MaxWriteBufferSize ?? 0,
-                    factory._logger);
+                EpollSocket attached;
+                try
+                {
+                    attached = EpollSocket.Attach(accepted, factory._loops.Next());
+                }
+                catch (SocketException ex)
+                {
+                    // Out of epoll watches or memory: this connection is refused, the listener goes on.
+                    accepted.Dispose();
+                    EpollConnection.LogRefused(factory._logger, ex);
+                    continue;
+                }
+
+                var connection = new EpollConnection(attached, _pool, options.MaxReadBufferSize ?? 0, options.MaxWriteBufferSize ?? 0, factory._logger);
                 connection.Start();
                 return connection;
             }

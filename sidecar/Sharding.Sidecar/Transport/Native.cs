@@ -17,7 +17,7 @@ internal static unsafe partial class Native
     public const uint EPOLLRDHUP = 0x2000;
     public const uint EPOLLET = 1u << 31;
 
-    public const int EPOLL_CTL_ADD = 1;
+    private const int EPOLL_CTL_ADD = 1;
     private const int EPOLL_CLOEXEC = 0x80000;
     private const int EFD_CLOEXEC = 0x80000;
     private const int EFD_NONBLOCK = 0x800;
@@ -120,7 +120,7 @@ internal static unsafe partial class Native
     }));
 
     private static int Check(int result) =>
-        result >= 0 ? result : throw new InvalidOperationException($"epoll transport: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
+        result >= 0 ? result : throw new SocketException((int)System.Net.Sockets.SocketError.SocketError, $"epoll transport: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial int epoll_create1(int flags);
