@@ -202,9 +202,7 @@ internal sealed class UpstreamConnectionPool : IDisposable
             return new UpstreamConnection(await EpollSocket.ConnectAsync(_endPoint, loop, linked.Token).ConfigureAwait(false), loop.Index);
         }
 
-        var socket = _endPoint is UnixDomainSocketEndPoint
-            ? new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified)
-            : new Socket(_endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        var socket = EpollSocket.NewStreamSocket(_endPoint);
         try
         {
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);

@@ -67,7 +67,7 @@ internal sealed partial class EpollConnection : ConnectionContext, IConnectionId
 
     public override IDictionary<object, object?> Items
     {
-        get => _items ??= new ConnectionItems();
+        get => _items ??= new Dictionary<object, object?>();
         set => _items = value;
     }
 
@@ -252,6 +252,4 @@ internal sealed partial class EpollConnection : ConnectionContext, IConnectionId
 
         public PipeWriter Output { get; } = output;
     }
-
-    private sealed class ConnectionItems : Dictionary<object, object?>;
 }

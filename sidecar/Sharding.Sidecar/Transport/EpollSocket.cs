@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Threading.Tasks.Sources;
 
 namespace Sharding.Sidecar.Transport;
@@ -45,9 +46,7 @@ internal sealed class EpollSocket : IDisposable
     /// <summary>Connects a new socket to <paramref name="endPoint"/>; cancelling the token (a timeout) closes it.</summary>
     public static async ValueTask<EpollSocket> ConnectAsync(EndPoint endPoint, EpollLoop loop, CancellationToken cancellationToken)
     {
-        var socket = endPoint is UnixDomainSocketEndPoint
-            ? new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified)
-            : new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        var socket = NewStreamSocket(endPoint);
         EpollSocket? connection = null;
         try
         {
@@ -92,6 +91,11 @@ internal sealed class EpollSocket : IDisposable
         }
     }
 
+    /// <summary>An unconnected stream socket for <paramref name="endPoint"/>: Unix, or TCP without Nagle's delay.</summary>
+    public static Socket NewStreamSocket(EndPoint endPoint) => endPoint is UnixDomainSocketEndPoint
+        ? new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified)
+        : new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+
     /// <summary>Receives into <paramref name="buffer"/>; 0 at the end of the stream.</summary>
     public ValueTask<int> ReceiveAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
@@ -128,40 +132,28 @@ internal sealed class EpollSocket : IDisposable
     /// <summary>One recv: the count, or -1 when nothing is there yet (EAGAIN); other errors throw.</summary>
     private unsafe int TryReceive(Span<byte> buffer)
     {
-        var handle = Socket.SafeHandle;
-        var added = false;
-        try
+        using var fd = new FdLease(Socket.SafeHandle);
+        _read.Clear();
+        nint received;
+        fixed (byte* pointer = buffer)
         {
-            handle.DangerousAddRef(ref added);
-            _read.Clear();
-            nint received;
-            fixed (byte* pointer = buffer)
-            {
-                received = Native.Receive(handle.DangerousGetHandle(), pointer, buffer.Length);
-            }
-
-            if (received < 0)
-            {
-                var error = Native.LastError;
-                return error is Native.EAGAIN or Native.EINTR ? -1 : throw Native.SocketError(error);
-            }
-
-            // A full buffer: more may be queued. A hang-up the loop saw: its one edge may have come before this receive,
-            // which then took the last bytes but not the end, so the next receive must try rather than wait for another.
-            if (received == buffer.Length || received == 0 || Volatile.Read(ref _hangUp))
-            {
-                _read.MarkReady();
-            }
-
-            return (int)received;
+            received = Native.Receive(fd.Value, pointer, buffer.Length);
         }
-        finally
+
+        if (received < 0)
         {
-            if (added)
-            {
-                handle.DangerousRelease();
-            }
+            var error = Native.LastError;
+            return error is Native.EAGAIN or Native.EINTR ? -1 : throw Native.SocketError(error);
         }
+
+        // A full buffer: more may be queued. A hang-up the loop saw: its one edge may have come before this receive,
+        // which then took the last bytes but not the end, so the next receive must try rather than wait for another.
+        if (received == buffer.Length || received == 0 || Volatile.Read(ref _hangUp))
+        {
+            _read.MarkReady();
+        }
+
+        return (int)received;
     }
 
     /// <summary>Sends all of <paramref name="data"/>.</summary>
@@ -207,27 +199,15 @@ internal sealed class EpollSocket : IDisposable
     /// <summary>One send: the bytes taken (0 when the kernel's buffer is full); errors throw.</summary>
     private unsafe int TrySend(ReadOnlySpan<byte> data)
     {
-        var handle = Socket.SafeHandle;
-        var added = false;
-        try
+        using var fd = new FdLease(Socket.SafeHandle);
+        _write.Clear();
+        nint sent;
+        fixed (byte* pointer = data)
         {
-            handle.DangerousAddRef(ref added);
-            _write.Clear();
-            nint sent;
-            fixed (byte* pointer = data)
-            {
-                sent = Native.Send(handle.DangerousGetHandle(), pointer, data.Length);
-            }
+            sent = Native.Send(fd.Value, pointer, data.Length);
+        }
 
-            return SendResult(sent);
-        }
-        finally
-        {
-            if (added)
-            {
-                handle.DangerousRelease();
-            }
-        }
+        return SendResult(sent);
     }
 
     private unsafe long TrySend(in ReadOnlySequence<byte> data)
@@ -236,8 +216,6 @@ internal sealed class EpollSocket : IDisposable
         var vectors = stackalloc Native.IoVector[MaxVectors];
         var pins = default(Pins);
         var count = 0;
-        var handle = Socket.SafeHandle;
-        var added = false;
         try
         {
             foreach (var segment in data)
@@ -255,17 +233,12 @@ internal sealed class EpollSocket : IDisposable
                 }
             }
 
-            handle.DangerousAddRef(ref added);
+            using var fd = new FdLease(Socket.SafeHandle);
             _write.Clear();
-            return SendResult(Native.SendVector(handle.DangerousGetHandle(), vectors, count));
+            return SendResult(Native.SendVector(fd.Value, vectors, count));
         }
         finally
         {
-            if (added)
-            {
-                handle.DangerousRelease();
-            }
-
             for (var i = 0; i < count; i++)
             {
                 pins[i].Dispose();
@@ -391,6 +364,27 @@ internal sealed class EpollSocket : IDisposable
 
         void IValueTaskSource.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
             _core.OnCompleted(continuation, state, token, flags);
+    }
+
+    /// <summary>
+    /// The fd, held open for one syscall: a concurrent <see cref="Dispose"/> cannot close it (and the number cannot be reused
+    /// for another socket) until the call returns; after a dispose, taking the lease throws <see cref="ObjectDisposedException"/>.
+    /// </summary>
+    private readonly ref struct FdLease
+    {
+        private readonly SafeHandle _handle;
+
+        public FdLease(SafeHandle handle)
+        {
+            var added = false;
+            handle.DangerousAddRef(ref added);
+            _handle = handle;
+            Value = handle.DangerousGetHandle();
+        }
+
+        public nint Value { get; }
+
+        public void Dispose() => _handle.DangerousRelease();
     }
 
     [InlineArray(Length)]
