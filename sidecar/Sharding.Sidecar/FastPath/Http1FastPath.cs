@@ -17,6 +17,7 @@ using Sharding.Metrics;
 using Sharding.Sidecar.Draining;
 using Sharding.Sidecar.Forwarding;
 using Sharding.Sidecar.Hosting;
+using Sharding.Sidecar.PeerLink;
 using Sharding.Sidecar.Routing;
 using Sharding.Sidecar.Transport;
 
@@ -72,6 +73,7 @@ internal sealed partial class Http1FastPath : IDisposable
     // Keep-alive connections to other sidecars, by address (null: not an IP endpoint, the full path resolves it).
     private readonly ConcurrentDictionary<string, UpstreamConnectionPool?> _peers = new(StringComparer.Ordinal);
     private KestrelServerLimits _limits = new();
+    private ConnectionDelegate _kestrel = static _ => Task.CompletedTask;
     private readonly byte[] _retryAfter;
 
     public Http1FastPath(
@@ -103,7 +105,42 @@ internal sealed partial class Http1FastPath : IDisposable
     public Func<ConnectionDelegate, ConnectionDelegate> Middleware(KestrelServerLimits limits)
     {
         _limits = limits;
-        return next => connection => RunAsync(connection, next);
+        return next =>
+        {
+            _kestrel = next;
+            return connection => RunAsync(connection, next);
+        };
+    }
+
+    /// <summary>
+    /// Serves a peer link another sidecar opened (its preface and first SETTINGS unread in <paramref name="connection"/>):
+    /// each stream is a client connection for a session, and for Kestrel when the session hands it over.
+    /// </summary>
+    public async Task ServePeerLinkAsync(ConnectionContext connection)
+    {
+        var loop = connection is EpollConnection epoll ? epoll.Loop : null;
+        var link = LinkConnection.Accept(connection, loop, stream => _ = RunLinkStreamAsync(new LinkStreamConnection(stream, connection)), _logger);
+
+        // Shutdown, max age: no new streams; those under way end after their response (their lifetime is the link's).
+        using var closing = connection.Features.Get<IConnectionLifetimeNotificationFeature>()?.ConnectionClosedRequested
+            .UnsafeRegister(static state => ((LinkConnection)state!).GoAway(), link);
+        await link.Closed.ConfigureAwait(false);
+    }
+
+    private async Task RunLinkStreamAsync(LinkStreamConnection connection)
+    {
+        try
+        {
+            await RunAsync(connection, _kestrel).ConfigureAwait(false); // runs inline up to its first wait
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            Log.LinkStreamFailed(_logger, ex);
+        }
+        finally
+        {
+            await connection.DisposeAsync().ConfigureAwait(false);
+        }
     }
 
     public void Dispose()
@@ -121,7 +158,10 @@ internal sealed partial class Http1FastPath : IDisposable
         _peers.TryGetValue(owner.Address, out var pool) ? pool : _peers.GetOrAdd(owner.Address, CreatePeerPool);
 
     private UpstreamConnectionPool? CreatePeerPool(string address) =>
-        IPEndPoint.TryParse(address, out var endPoint) && endPoint.Port > 0 ? new UpstreamConnectionPool(endPoint, _options.ConnectTimeout, _time, _loops) : null;
+        IPEndPoint.TryParse(address, out var endPoint) && endPoint.Port > 0
+            ? new UpstreamConnectionPool(endPoint, _options.ConnectTimeout, _time, _loops,
+                _options.PeerLink && _loops.Enabled ? new PeerLinks(endPoint, _loops.Count, _options.ConnectTimeout, _time, _logger) : null)
+            : null;
 
     /// <summary>Members that left take their idle connections with them (on publication, not on a request's path).</summary>
     private void OnMapChanged(ShardMap map, ShardMap? previous)
@@ -1568,6 +1608,9 @@ internal sealed partial class Http1FastPath : IDisposable
     {
         [LoggerMessage(EventId = 900, EventName = "FastPathRelayFailed", Level = LogLevel.Warning, Message = "Fast-path relay failed: {Failure}")]
         public static partial void RelayFailed(ILogger logger, Failure failure, Exception? exception);
+
+        [LoggerMessage(EventId = 902, EventName = "PeerLinkStreamFailed", Level = LogLevel.Warning, Message = "A peer link stream failed")]
+        public static partial void LinkStreamFailed(ILogger logger, Exception exception);
 
         [LoggerMessage(EventId = 901, EventName = "FastPathResponseTooSlow", Level = LogLevel.Information,
             Message = "A client read its response slower than the minimum data rate ({BytesPerSecond} bytes/s): connection closed")]

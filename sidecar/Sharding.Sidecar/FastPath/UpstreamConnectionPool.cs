@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
+using Sharding.Sidecar.PeerLink;
 using Sharding.Sidecar.Transport;
 
 namespace Sharding.Sidecar.FastPath;
@@ -27,13 +28,28 @@ internal sealed class UpstreamConnection : IDisposable
         IdleStack = idleStack;
     }
 
+    /// <summary>A tunnel on a peer link to another sidecar, instead of a connection of its own.</summary>
+    public UpstreamConnection(LinkStream stream, int idleStack)
+    {
+        _link = stream;
+        IdleStack = idleStack;
+        Buffer = ArrayPool<byte>.Shared.Rent(InitialBufferSize);
+    }
+
     /// <summary>The pool's idle stack this connection goes back to: its event loop's (0 without the epoll transport).</summary>
     public int IdleStack { get; }
 
     /// <summary>The connection's I/O when the epoll transport is on (<see cref="Socket"/> then only for poll and options).</summary>
     private readonly EpollSocket? _epoll;
 
-    public Socket Socket { get; }
+    /// <summary>The connection's I/O when it is a peer link's tunnel (then there is no <see cref="Socket"/>).</summary>
+    private readonly LinkStream? _link;
+
+    /// <summary>The socket, except for a peer link's tunnel (null).</summary>
+    public Socket? Socket { get; }
+
+    /// <summary>Whether this is a tunnel on a peer link.</summary>
+    public bool IsLinkStream => _link is not null;
 
     /// <summary>Received bytes not yet handled are <c>Buffer[Start..End]</c>.</summary>
     public byte[] Buffer { get; private set; }
@@ -85,15 +101,35 @@ internal sealed class UpstreamConnection : IDisposable
             throw new InvalidOperationException($"the app's response head is larger than {MaxHeadBytes} bytes");
         }
 
-        var read = _epoll is { } epoll
-            ? await epoll.ReceiveAsync(Buffer.AsMemory(End), cancellationToken).ConfigureAwait(false)
-            : await Socket.ReceiveAsync(Buffer.AsMemory(End), SocketFlags.None, cancellationToken).ConfigureAwait(false);
+        var read = _epoll is { } epoll ? await epoll.ReceiveAsync(Buffer.AsMemory(End), cancellationToken).ConfigureAwait(false)
+            : _link is { } link ? await link.ReceiveAsync(Buffer.AsMemory(End), cancellationToken).ConfigureAwait(false)
+            : await Socket!.ReceiveAsync(Buffer.AsMemory(End), SocketFlags.None, cancellationToken).ConfigureAwait(false);
         End += read;
         return read;
     }
 
     public ValueTask SendAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken) =>
-        _epoll is { } epoll ? epoll.SendAsync(data, cancellationToken) : SendOnSocketAsync(data, cancellationToken);
+        _epoll is { } epoll ? epoll.SendAsync(data, cancellationToken)
+        : _link is { } link ? link.SendAsync(data, cancellationToken)
+        : SendOnSocketAsync(data, cancellationToken);
+
+    /// <summary>An idle connection with something to read has been closed (or sent garbage): it must not be reused.</summary>
+    public bool IsOpen()
+    {
+        if (_link is { } link)
+        {
+            return link.IsIdleAndOpen();
+        }
+
+        try
+        {
+            return !Socket!.Poll(0, SelectMode.SelectRead);
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        {
+            return false;
+        }
+    }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask SendOnSocketAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
@@ -101,7 +137,7 @@ internal sealed class UpstreamConnection : IDisposable
         // Bounded by data: every turn sends at least one byte or throws.
         while (!data.IsEmpty)
         {
-            var sent = await Socket.SendAsync(data, SocketFlags.None, cancellationToken).ConfigureAwait(false);
+            var sent = await Socket!.SendAsync(data, SocketFlags.None, cancellationToken).ConfigureAwait(false);
             data = data[sent..];
         }
     }
@@ -112,6 +148,7 @@ internal sealed class UpstreamConnection : IDisposable
     public void Dispose()
     {
         Close();
+        _link?.Input.Complete(); // nobody reads it any more: its buffered bytes go back to the pool
         var buffer = Buffer;
         Buffer = [];
         if (buffer.Length > 0)
@@ -126,9 +163,13 @@ internal sealed class UpstreamConnection : IDisposable
         {
             epoll.Dispose();
         }
+        else if (_link is { } link)
+        {
+            link.Release();
+        }
         else
         {
-            Socket.Dispose();
+            Socket!.Dispose();
         }
     }
 }
@@ -152,10 +193,17 @@ internal sealed class UpstreamConnectionPool : IDisposable
     private readonly TimeSpan _connectTimeout;
     private readonly TimeProvider _time;
     private readonly EpollLoops? _loops;
+    private readonly PeerLinks? _links;
     private bool _disposed;
 
-    public UpstreamConnectionPool(EndPoint endPoint, TimeSpan connectTimeout, TimeProvider time, EpollLoops? loops = null)
+    /// <param name="endPoint">The app's or the other sidecar's address.</param>
+    /// <param name="connectTimeout">How long a connect may take.</param>
+    /// <param name="time">The clock for idle times.</param>
+    /// <param name="loops">The epoll transport's loops, when it is on.</param>
+    /// <param name="links">For another sidecar: tunnels on peer links instead of connections of their own (needs loops).</param>
+    public UpstreamConnectionPool(EndPoint endPoint, TimeSpan connectTimeout, TimeProvider time, EpollLoops? loops = null, PeerLinks? links = null)
     {
+        _links = links;
         _loops = loops is { Enabled: true } ? loops : null;
         _idle = new Stack<UpstreamConnection>[Math.Max(1, _loops?.Count ?? 1)];
         for (var i = 0; i < _idle.Length; i++)
@@ -179,7 +227,8 @@ internal sealed class UpstreamConnectionPool : IDisposable
         while (TryPop(loop?.Index ?? 0, out var connection))
         {
             var idle = _time.GetElapsedTime(connection.IdleSince);
-            if (idle < IdleTimeout && (idle < uncheckedIdle || IsOpen(connection)))
+            // A tunnel's check costs no syscall: always made.
+            if (idle < IdleTimeout && (connection.IsLinkStream ? connection.IsOpen() : idle < uncheckedIdle || IsOpen(connection)))
             {
                 return ValueTask.FromResult(connection);
             }
@@ -195,6 +244,11 @@ internal sealed class UpstreamConnectionPool : IDisposable
 
     private async ValueTask<UpstreamConnection> ConnectAsync(EpollLoop? loop, CancellationToken cancellationToken)
     {
+        if (loop is not null && _links is not null && await _links.OpenStreamAsync(loop, cancellationToken).ConfigureAwait(false) is { } stream)
+        {
+            return new UpstreamConnection(stream, loop.Index);
+        }
+
         if (loop is not null)
         {
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -244,20 +298,11 @@ internal sealed class UpstreamConnectionPool : IDisposable
     }
 
     /// <summary>An idle connection with something to read has been closed (or sent garbage): do not reuse it.</summary>
-    public static bool IsOpen(UpstreamConnection connection)
-    {
-        try
-        {
-            return !connection.Socket.Poll(0, SelectMode.SelectRead);
-        }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
-        {
-            return false;
-        }
-    }
+    public static bool IsOpen(UpstreamConnection connection) => connection.IsOpen();
 
     public void Dispose()
     {
+        _links?.Dispose();
         lock (_lock)
         {
             _disposed = true;

@@ -611,7 +611,7 @@ internal sealed class DuplexHttp1Handler : HttpMessageHandler
                     // A zero-byte read waits for data without a buffer (StreamCopier's idle wait).
                     if (Connection.Pending.IsEmpty)
                     {
-                        await Connection.Socket.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None, cancellationToken).ConfigureAwait(false);
+                        await Connection.Socket!.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None, cancellationToken).ConfigureAwait(false);
                     }
 
                     return 0;
@@ -668,7 +668,7 @@ internal sealed class DuplexHttp1Handler : HttpMessageHandler
                 return take;
             }
 
-            return await connection.Socket.ReceiveAsync(buffer, SocketFlags.None, cancellationToken).ConfigureAwait(false);
+            return await connection.Socket!.ReceiveAsync(buffer, SocketFlags.None, cancellationToken).ConfigureAwait(false);
         }
 
         /// <summary>One step of the chunked decoding; returns data bytes, or 0 after consuming framing (or at the end).</summary>

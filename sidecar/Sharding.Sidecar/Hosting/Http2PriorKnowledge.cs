@@ -3,6 +3,7 @@ using System.IO.Pipelines;
 using System.Reflection;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Sharding.Sidecar.PeerLink;
 
 namespace Sharding.Sidecar.Hosting;
 
@@ -33,7 +34,9 @@ internal static class Http2PriorKnowledge
     /// <param name="listenOptions">The endpoint.</param>
     /// <param name="queueHttp2Output">Send HTTP/2 connections' output from a queue (<see cref="QueuedOutput"/>): for a
     /// transport with inline scheduling.</param>
-    public static ListenOptions UseHttp1AndHttp2PriorKnowledge(this ListenOptions listenOptions, bool queueHttp2Output = false)
+    /// <param name="peerLink">Serves a peer link (an HTTP/2 connection whose first SETTINGS carry
+    /// <see cref="LinkFrames.SettingPeerLink"/>) instead of Kestrel; null: every HTTP/2 connection is Kestrel's.</param>
+    public static ListenOptions UseHttp1AndHttp2PriorKnowledge(this ListenOptions listenOptions, bool queueHttp2Output = false, Func<ConnectionContext, Task>? peerLink = null)
     {
         ArgumentNullException.ThrowIfNull(listenOptions);
         if (!IsSupported)
@@ -48,14 +51,16 @@ internal static class Http2PriorKnowledge
         // connection wait for its first request (KeepAliveTimeout, read per connection as Kestrel does). A shorter bound of
         // our own cut pre-connected clients with a reset that Kestrel would have served.
         var limits = listenOptions.KestrelServerOptions.Limits;
-        listenOptions.Use(next => connection => DetectAsync(connection, next, queueHttp2Output, limits.KeepAliveTimeout));
+        listenOptions.Use(next => connection => DetectAsync(connection, next, queueHttp2Output, limits.KeepAliveTimeout, peerLink));
         return listenOptions;
     }
 
-    private static async Task DetectAsync(ConnectionContext connection, ConnectionDelegate next, bool queueHttp2Output, TimeSpan detectionTimeout)
+    private static async Task DetectAsync(
+        ConnectionContext connection, ConnectionDelegate next, bool queueHttp2Output, TimeSpan detectionTimeout, Func<ConnectionContext, Task>? peerLink)
     {
         var input = connection.Transport.Input;
         var isHttp2 = false;
+        var isPeerLink = false;
         using (var timeout = new CancellationTokenSource(detectionTimeout.TotalMilliseconds < uint.MaxValue - 1 ? detectionTimeout : Timeout.InfiniteTimeSpan))
         using (timeout.Token.UnsafeRegister(static state => ((ConnectionContext)state!).Abort(new ConnectionAbortedException("no request bytes in time")), connection))
         {
@@ -77,15 +82,25 @@ internal static class Http2PriorKnowledge
 
                 var buffer = result.Buffer;
                 var decision = Compare(buffer);
-                if (decision != 0 || result.IsCompleted || result.IsCanceled)
+
+                // After an HTTP/2 preface, a peer link says so in its first SETTINGS (waited for only when links are served).
+                var link = decision > 0 && peerLink is not null ? LinkFrames.IsPeerLink(buffer) : -1;
+                if ((decision != 0 && link != 0) || result.IsCompleted || result.IsCanceled)
                 {
                     isHttp2 = decision > 0;
+                    isPeerLink = link > 0;
                     input.AdvanceTo(buffer.Start); // consume nothing: Kestrel parses from the first byte
                     break;
                 }
 
                 input.AdvanceTo(buffer.Start, buffer.End); // all examined: wait for more
             }
+        }
+
+        if (isPeerLink)
+        {
+            await peerLink!(connection).ConfigureAwait(false);
+            return;
         }
 
         if (!isHttp2)

@@ -83,10 +83,12 @@ internal static class SidecarHost
                 }
                 else
                 {
-                    listen.UseHttp1AndHttp2PriorKnowledge(queueHttp2Output: options.InlineSocketCompletions);
-                    if (Http1FastPath.AppliesTo(options))
+                    // The fast path also serves peer links (always: a forwarding sidecar may have them on while this one has not).
+                    var fastPath = Http1FastPath.AppliesTo(options) ? kestrel.ApplicationServices.GetRequiredService<Http1FastPath>() : null;
+                    listen.UseHttp1AndHttp2PriorKnowledge(queueHttp2Output: options.InlineSocketCompletions, peerLink: fastPath is null ? null : fastPath.ServePeerLinkAsync);
+                    if (fastPath is not null)
                     {
-                        listen.Use(kestrel.ApplicationServices.GetRequiredService<Http1FastPath>().Middleware(kestrel.Limits));
+                        listen.Use(fastPath.Middleware(kestrel.Limits));
                     }
                 }
 

@@ -149,6 +149,13 @@ internal sealed class SidecarOptions
     [Range(0, 256)]
     public int IoThreads { get; set; }
 
+    /// <summary>The fast path forwards to another sidecar over a multiplexed link (PeerLink/): one HTTP/2 connection per event
+    /// loop and peer, each stream a tunnel for one kept-alive HTTP/1.1 connection, whose frames from all the requests of an
+    /// event-loop turn leave in one send. Needs <see cref="EpollTransport"/>; a peer that does not answer as a link (an older
+    /// version) is reached over plain HTTP/1.1 connections instead.</summary>
+    /// <value>True.</value>
+    public bool PeerLink { get; set; } = true;
+
     /// <summary>Serve plain HTTP/1.1 requests for keys this pod owns on the connection-level fast path (FastPath/Http1FastPath)
     /// instead of Kestrel plus an HTTP client. Applies on a cleartext data port with <see cref="AppProtocol"/> Http1; requests
     /// it does not take (forwards, upgrades, chunked uploads, JSON-body keys, event streams) use the full path as before.</summary>

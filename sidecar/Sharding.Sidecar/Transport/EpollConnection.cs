@@ -81,6 +81,9 @@ internal sealed partial class EpollConnection : ConnectionContext, IConnectionId
 
     public override EndPoint? RemoteEndPoint { get; set; }
 
+    /// <summary>The loop that serves the connection.</summary>
+    public EpollLoop Loop => _socket.Loop;
+
     public void Start() => _processing = RunAsync();
 
     public override void Abort(ConnectionAbortedException abortReason)

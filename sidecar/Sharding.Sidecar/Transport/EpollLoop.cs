@@ -25,6 +25,11 @@ internal sealed unsafe class EpollLoop : IDisposable
     private long _nextId;
     private volatile bool _stopping;
 
+    // Work to run once the current batch of events is handled (loop thread only): a multiplexed connection's frames from
+    // every request of the batch then leave in one send, as Envoy flushes once per event-loop turn.
+    private List<IEndOfBatch> _deferred = [];
+    private List<IEndOfBatch> _running = [];
+
     [ThreadStatic]
     private static EpollLoop? t_current;
 
@@ -68,6 +73,16 @@ internal sealed unsafe class EpollLoop : IDisposable
         return id;
     }
 
+    /// <summary>
+    /// Runs <paramref name="work"/> after the events of the current batch are handled. Only from this loop's thread (see
+    /// <see cref="Current"/>); the caller makes sure it defers each piece of work once.
+    /// </summary>
+    public void Defer(IEndOfBatch work)
+    {
+        System.Diagnostics.Debug.Assert(t_current == this, "deferred from another thread");
+        _deferred.Add(work);
+    }
+
     /// <summary>Forgets a socket whose fd is about to be closed (closing the fd removes it from the epoll set).</summary>
     public void Unregister(ulong id) => _sockets.TryRemove(id, out _);
 
@@ -78,6 +93,35 @@ internal sealed unsafe class EpollLoop : IDisposable
         if (Thread.CurrentThread != _thread)
         {
             _thread.Join();
+        }
+    }
+
+    private void RunDeferred()
+    {
+        // Bounded: deferred work that defers more (a flush whose send completed inline and woke a writer) runs in the next
+        // round, and each round's work was added by the round before.
+        for (var round = 0; _deferred.Count > 0 && round < 8; round++)
+        {
+            (_running, _deferred) = (_deferred, _running);
+            foreach (var work in _running)
+            {
+                try
+                {
+                    work.RunAtEndOfBatch();
+                }
+                catch (Exception ex)
+                {
+                    // Deferred work handles its own failures; one that escapes must not end the loop (and the process).
+                    System.Diagnostics.Trace.TraceError($"Deferred work failed on {_thread.Name}: {ex}");
+                }
+            }
+
+            _running.Clear();
+        }
+
+        if (_deferred.Count > 0)
+        {
+            Native.EventFdSignal(_wake); // the rest runs after the next epoll_wait, which this makes return at once
         }
     }
 
@@ -112,6 +156,8 @@ internal sealed unsafe class EpollLoop : IDisposable
                         socket.OnEvents(Native.EventMask(events, i));
                     }
                 }
+
+                RunDeferred();
             }
         }
         finally
@@ -121,4 +167,10 @@ internal sealed unsafe class EpollLoop : IDisposable
             Native.Close(_epoll);
         }
     }
+}
+
+/// <summary>Work an <see cref="EpollLoop"/> runs after it handled a batch of events.</summary>
+internal interface IEndOfBatch
+{
+    void RunAtEndOfBatch();
 }

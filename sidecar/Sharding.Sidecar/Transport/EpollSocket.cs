@@ -33,6 +33,9 @@ internal sealed class EpollSocket : IDisposable
     /// <summary>The runtime socket that owns the fd (options, addresses, shutdown, poll); never used for I/O.</summary>
     public Socket Socket { get; }
 
+    /// <summary>The loop that watches it.</summary>
+    public EpollLoop Loop => _loop;
+
     /// <summary>Whether continuations after a wait run on the loop thread.</summary>
     public bool Inline => _loop.Inline;
 

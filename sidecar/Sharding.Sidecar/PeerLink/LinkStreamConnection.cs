@@ -1,0 +1,306 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Net.Sockets;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Http.Features;
+using Sharding.Sidecar.Draining;
+
+namespace Sharding.Sidecar.PeerLink;
+
+/// <summary>
+/// On the owner's side, one link stream seen as a client connection: the fast path's session reads requests from it and
+/// writes responses to it as on any connection, and Kestrel serves it the same way when the session hands it over.
+/// </summary>
+/// <remarks>
+/// Its features fall back to the link's (its lifetime notification: shutdown and max age close the streams with the link),
+/// except its own <see cref="ConnectionState"/> (a drain of one stream's key must not close the whole link) and no
+/// heartbeat (Kestrel registers a heartbeat callback per connection and never removes it; on a link that lives for hours
+/// that would keep every handed-over stream alive). A handed-over stream therefore has no Kestrel timeouts: the forwarding
+/// sidecar closes it with its idle pool (60 s).
+/// </remarks>
+internal sealed class LinkStreamConnection : ConnectionContext, IDuplexPipe
+{
+    private readonly StreamInput _input;
+    private readonly StreamOutput _output;
+    private readonly StreamLifetime _lifetime;
+
+    public LinkStreamConnection(LinkStream stream, ConnectionContext link)
+    {
+        Stream = stream;
+        ConnectionId = string.Concat(link.ConnectionId, ":", stream.Id.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        RemoteEndPoint = link.RemoteEndPoint;
+        LocalEndPoint = link.LocalEndPoint;
+        Features = new FeatureCollection(link.Features);
+        _lifetime = new StreamLifetime(link.Features.Get<IConnectionLifetimeNotificationFeature>());
+        Features.Set<IConnectionLifetimeNotificationFeature>(_lifetime);
+        Features.Set(new ConnectionState(_lifetime, System.Diagnostics.Stopwatch.GetTimestamp()));
+        Features.Set<IConnectionHeartbeatFeature>(NoHeartbeat.Instance);
+        _input = new StreamInput(stream);
+        _output = new StreamOutput(stream);
+    }
+
+    public LinkStream Stream { get; }
+
+    public override string ConnectionId { get; set; }
+
+    public override IFeatureCollection Features { get; }
+
+    public override IDictionary<object, object?> Items { get; set; } = new Dictionary<object, object?>();
+
+    public override IDuplexPipe Transport
+    {
+        get => this;
+        set => throw new NotSupportedException("a link stream's transport is the stream");
+    }
+
+    public override CancellationToken ConnectionClosed
+    {
+        get => Stream.Aborted;
+        set => throw new NotSupportedException();
+    }
+
+    public PipeReader Input => _input;
+
+    public PipeWriter Output => _output;
+
+    public override void Abort(ConnectionAbortedException abortReason) => Stream.Release();
+
+    /// <summary>After the session (or Kestrel): a clean end sends END_STREAM after the response, anything else resets.</summary>
+    public override async ValueTask DisposeAsync()
+    {
+        await _output.CompleteAsync().ConfigureAwait(false);
+        await _input.CompleteAsync().ConfigureAwait(false);
+        Stream.Release();
+        _lifetime.Dispose();
+        await base.DisposeAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>A graceful close of this stream alone (a drain of its key), or of all of them with the link (shutdown, max age).</summary>
+    private sealed class StreamLifetime : IConnectionLifetimeNotificationFeature, IDisposable
+    {
+        private readonly CancellationTokenSource _requested = new();
+        private readonly CancellationTokenRegistration _link;
+
+        public StreamLifetime(IConnectionLifetimeNotificationFeature? link)
+        {
+            ConnectionClosedRequested = _requested.Token;
+            if (link is not null)
+            {
+                _link = link.ConnectionClosedRequested.UnsafeRegister(static state => ((StreamLifetime)state!).RequestClose(), this);
+            }
+        }
+
+        public CancellationToken ConnectionClosedRequested { get; set; }
+
+        public void RequestClose()
+        {
+            try
+            {
+                _requested.Cancel();
+            }
+            catch (ObjectDisposedException)
+            {
+                // The stream is over.
+            }
+        }
+
+        public void Dispose()
+        {
+            _link.Dispose();
+            _requested.Dispose();
+        }
+    }
+
+    private sealed class NoHeartbeat : IConnectionHeartbeatFeature
+    {
+        public static readonly NoHeartbeat Instance = new();
+
+        public void OnHeartbeat(Action<object> action, object state)
+        {
+        }
+    }
+
+    /// <summary>The stream's input, crediting the other side's window with what the reader consumes.</summary>
+    private sealed class StreamInput(LinkStream stream) : PipeReader
+    {
+        private readonly PipeReader _inner = stream.Input;
+        private ReadOnlySequence<byte> _last;
+
+        public override bool TryRead(out ReadResult result)
+        {
+            if (_inner.TryRead(out result))
+            {
+                _last = result.Buffer;
+                return true;
+            }
+
+            return false;
+        }
+
+        public override ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)
+        {
+            var read = _inner.ReadAsync(cancellationToken);
+            if (read.IsCompletedSuccessfully)
+            {
+                var result = read.Result;
+                _last = result.Buffer;
+                return new ValueTask<ReadResult>(result);
+            }
+
+            return AwaitAsync(read);
+        }
+
+        private async ValueTask<ReadResult> AwaitAsync(ValueTask<ReadResult> read)
+        {
+            var result = await read.ConfigureAwait(false);
+            _last = result.Buffer;
+            return result;
+        }
+
+        public override void AdvanceTo(SequencePosition consumed) => AdvanceTo(consumed, consumed);
+
+        public override void AdvanceTo(SequencePosition consumed, SequencePosition examined)
+        {
+            var bytes = _last.Slice(_last.Start, consumed).Length;
+            _last = default;
+            _inner.AdvanceTo(consumed, examined);
+            stream.Consumed((int)bytes);
+        }
+
+        public override void CancelPendingRead() => _inner.CancelPendingRead();
+
+        public override void Complete(Exception? exception = null) => _inner.Complete(exception);
+    }
+
+    /// <summary>The response as the session or Kestrel writes it: buffered until a flush, which sends it as DATA.</summary>
+    private sealed class StreamOutput(LinkStream stream) : PipeWriter
+    {
+        private byte[] _buffer = ArrayPool<byte>.Shared.Rent(8192);
+        private int _written;
+        private bool _completed;
+
+        public override bool CanGetUnflushedBytes => true;
+
+        public override long UnflushedBytes => _written;
+
+        public override Memory<byte> GetMemory(int sizeHint = 0)
+        {
+            Reserve(sizeHint);
+            return _buffer.AsMemory(_written);
+        }
+
+        public override Span<byte> GetSpan(int sizeHint = 0)
+        {
+            Reserve(sizeHint);
+            return _buffer.AsSpan(_written);
+        }
+
+        public override void Advance(int bytes) => _written += bytes;
+
+        public override ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default)
+        {
+            if (_written == 0 || _completed)
+            {
+                return ValueTask.FromResult(new FlushResult(isCanceled: false, isCompleted: stream.IsReset));
+            }
+
+            ValueTask send;
+            try
+            {
+                send = stream.SendAsync(_buffer.AsMemory(0, _written), cancellationToken);
+            }
+            catch (SocketException)
+            {
+                _written = 0;
+                return ValueTask.FromResult(new FlushResult(isCanceled: false, isCompleted: true)); // the forwarding side is gone
+            }
+
+            if (send.IsCompletedSuccessfully)
+            {
+                _written = 0;
+                return ValueTask.FromResult(new FlushResult(isCanceled: false, isCompleted: false));
+            }
+
+            return AwaitAsync(send);
+        }
+
+        private async ValueTask<FlushResult> AwaitAsync(ValueTask send)
+        {
+            try
+            {
+                await send.ConfigureAwait(false);
+                return new FlushResult(isCanceled: false, isCompleted: false);
+            }
+            catch (SocketException)
+            {
+                return new FlushResult(isCanceled: false, isCompleted: true);
+            }
+            finally
+            {
+                _written = 0;
+            }
+        }
+
+        public override void CancelPendingFlush()
+        {
+        }
+
+        public override void Complete(Exception? exception = null)
+        {
+            var completing = CompleteAsync(exception);
+            if (!completing.IsCompleted)
+            {
+                completing.AsTask().GetAwaiter().GetResult();
+            }
+        }
+
+        public override async ValueTask CompleteAsync(Exception? exception = null)
+        {
+            if (_completed)
+            {
+                return;
+            }
+
+            try
+            {
+                if (exception is null && !stream.IsReset)
+                {
+                    await FlushAsync().ConfigureAwait(false);
+                    _completed = true;
+                    await stream.EndAsync().ConfigureAwait(false);
+                }
+                else
+                {
+                    _completed = true;
+                    stream.Release();
+                }
+            }
+            catch (Exception ex) when (ex is SocketException or OperationCanceledException)
+            {
+                stream.Release();
+            }
+            finally
+            {
+                _completed = true;
+                var buffer = Interlocked.Exchange(ref _buffer, []);
+                if (buffer.Length > 0)
+                {
+                    ArrayPool<byte>.Shared.Return(buffer);
+                }
+            }
+        }
+
+        private void Reserve(int sizeHint)
+        {
+            var needed = _written + Math.Max(sizeHint, 256);
+            if (needed > _buffer.Length)
+            {
+                var larger = ArrayPool<byte>.Shared.Rent(Math.Max(needed, _buffer.Length * 2));
+                _buffer.AsSpan(0, _written).CopyTo(larger);
+                ArrayPool<byte>.Shared.Return(_buffer);
+                _buffer = larger;
+            }
+        }
+    }
+}
