@@ -44,6 +44,17 @@ public static class SidecarMetricNames
     /// (one of the <c>Handover…</c> values).</summary>
     public const string FastPathHandovers = "sharding.sidecar.fast_path.handovers";
 
+    /// <summary>Counter of peer links this sidecar opened to others, tagged <see cref="ResultTag"/>: <c>linked</c>,
+    /// <c>unsupported</c> (the other sidecar answered as a plain HTTP/2 server: an older version), <c>failed</c> (no answer).</summary>
+    public const string PeerLinksOpened = "sharding.sidecar.peer_links.opened";
+
+    /// <summary>Up-down counter of open peer-link streams, tagged <see cref="DirectionTag"/>: <c>out</c> (opened here to forward),
+    /// <c>in</c> (opened by another sidecar, served here).</summary>
+    public const string PeerLinkStreams = "sharding.sidecar.peer_link.streams";
+
+    /// <summary>Tag: which side opened a peer-link stream.</summary>
+    public const string DirectionTag = "direction";
+
     /// <summary>Handover reason: not a plain HTTP/1.1 request (HTTP/2, upgrade, chunked upload, Expect, event stream, unusual head).</summary>
     public const string HandoverProtocol = "protocol";
 

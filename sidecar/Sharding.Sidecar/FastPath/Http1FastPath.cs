@@ -119,7 +119,7 @@ internal sealed partial class Http1FastPath : IDisposable
     public async Task ServePeerLinkAsync(ConnectionContext connection)
     {
         var loop = connection is EpollConnection epoll ? epoll.Loop : null;
-        var link = LinkConnection.Accept(connection, loop, stream => _ = RunLinkStreamAsync(new LinkStreamConnection(stream, connection)), _logger);
+        var link = LinkConnection.Accept(connection, loop, stream => _ = RunLinkStreamAsync(new LinkStreamConnection(stream, connection)), _metrics, _logger);
 
         // Shutdown, max age: no new streams; those under way end after their response (their lifetime is the link's).
         using var closing = connection.Features.Get<IConnectionLifetimeNotificationFeature>()?.ConnectionClosedRequested
@@ -160,7 +160,7 @@ internal sealed partial class Http1FastPath : IDisposable
     private UpstreamConnectionPool? CreatePeerPool(string address) =>
         IPEndPoint.TryParse(address, out var endPoint) && endPoint.Port > 0
             ? new UpstreamConnectionPool(endPoint, _options.ConnectTimeout, _time, _loops,
-                _options.PeerLink && _loops.Enabled ? new PeerLinks(endPoint, _loops.Count, _options.ConnectTimeout, _time, _logger) : null)
+                _options.PeerLink && _loops.Enabled ? new PeerLinks(endPoint, _loops.Count, _options.ConnectTimeout, _time, _metrics, _logger) : null)
             : null;
 
     /// <summary>Members that left take their idle connections with them (on publication, not on a request's path).</summary>

@@ -27,6 +27,8 @@ internal sealed class SidecarMetrics
     private readonly Counter<long> _skewWaits;
     private readonly Counter<long> _fastPathRequests;
     private readonly Counter<long> _fastPathHandovers;
+    private readonly Counter<long> _peerLinksOpened;
+    private readonly UpDownCounter<long> _peerLinkStreams;
 
     public SidecarMetrics(IMeterFactory meterFactory, ShardMapStore store, OwnerCircuitStates circuits)
     {
@@ -49,6 +51,8 @@ internal sealed class SidecarMetrics
         _skewWaits = meter.CreateCounter<long>(SidecarMetricNames.SkewWaits, "{wait}", "Forwarded requests that waited for a newer map, by result");
         _fastPathRequests = meter.CreateCounter<long>(SidecarMetricNames.FastPathRequests, "{request}", "Requests relayed by the HTTP/1.1 fast path");
         _fastPathHandovers = meter.CreateCounter<long>(SidecarMetricNames.FastPathHandovers, "{connection}", "Connections the HTTP/1.1 fast path handed to the full path, by reason");
+        _peerLinksOpened = meter.CreateCounter<long>(SidecarMetricNames.PeerLinksOpened, "{link}", "Peer links opened to other sidecars, by result");
+        _peerLinkStreams = meter.CreateUpDownCounter<long>(SidecarMetricNames.PeerLinkStreams, "{stream}", "Open peer-link streams, by direction");
         meter.CreateObservableGauge(SidecarMetricNames.MapGeneration, () => store.Generation, "{generation}", "Current shard-map generation");
         meter.CreateObservableGauge(SidecarMetricNames.CircuitState, circuits.Observe, "1", "Circuit-breaker state by owner: 0 closed, 1 open, 2 half-open, 3 isolated");
     }
@@ -108,6 +112,11 @@ internal sealed class SidecarMetrics
     public void FastPathServed() => _fastPathRequests.Add(1);
 
     public void FastPathHandover(string reason) => _fastPathHandovers.Add(1, new KeyValuePair<string, object?>(SidecarMetricNames.ReasonTag, reason));
+
+    public void PeerLinkOpened(string result) => _peerLinksOpened.Add(1, new KeyValuePair<string, object?>(SidecarMetricNames.ResultTag, result));
+
+    public void PeerLinkStreams(bool outgoing, int delta) =>
+        _peerLinkStreams.Add(delta, new KeyValuePair<string, object?>(SidecarMetricNames.DirectionTag, outgoing ? "out" : "in"));
 
     public void SkewWait(bool caughtUp) =>
         _skewWaits.Add(1, new KeyValuePair<string, object?>(SidecarMetricNames.ResultTag, caughtUp ? SidecarMetricNames.SkewCaughtUp : SidecarMetricNames.SkewTimedOut));

@@ -4,6 +4,7 @@ using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.AspNetCore.Connections;
+using Sharding.Sidecar.Hosting;
 using Sharding.Sidecar.Transport;
 
 namespace Sharding.Sidecar.PeerLink;
@@ -39,6 +40,7 @@ internal sealed partial class LinkConnection : IEndOfBatch
     private readonly bool _isClient;
     private readonly Action<LinkStream>? _onStream;
     private readonly ILogger _logger;
+    private readonly SidecarMetrics? _metrics;
     private readonly Lock _lock = new();
     private readonly Dictionary<int, LinkStream> _streams = [];
     private readonly TaskCompletionSource<bool> _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -53,8 +55,9 @@ internal sealed partial class LinkConnection : IEndOfBatch
     private bool _goingAway;
     private bool _isClosed;
 
-    private LinkConnection(ConnectionContext connection, EpollLoop? loop, bool isClient, Action<LinkStream>? onStream, ILogger logger)
+    private LinkConnection(ConnectionContext connection, EpollLoop? loop, bool isClient, Action<LinkStream>? onStream, SidecarMetrics? metrics, ILogger logger)
     {
+        _metrics = metrics;
         _connection = connection;
         _input = connection.Transport.Input;
         _output = connection.Transport.Output;
@@ -98,14 +101,15 @@ internal sealed partial class LinkConnection : IEndOfBatch
     /// Connects to another sidecar on <paramref name="loop"/> and waits for its first SETTINGS: null when it does not
     /// speak the link (an older version, which answered as a plain HTTP/2 server).
     /// </summary>
-    public static async Task<LinkConnection?> ConnectAsync(EndPoint endPoint, EpollLoop loop, TimeSpan timeout, ILogger logger, CancellationToken cancellationToken)
+    public static async Task<LinkConnection?> ConnectAsync(
+        EndPoint endPoint, EpollLoop loop, TimeSpan timeout, SidecarMetrics? metrics, ILogger logger, CancellationToken cancellationToken)
     {
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         linked.CancelAfter(timeout);
         var socket = await EpollSocket.ConnectAsync(endPoint, loop, linked.Token).ConfigureAwait(false);
         var connection = new EpollConnection(socket, MemoryPool<byte>.Shared, maxReadBufferSize: 1 << 20, maxWriteBufferSize: 1 << 20, logger);
         connection.Start();
-        var link = new LinkConnection(connection, loop, isClient: true, onStream: null, logger);
+        var link = new LinkConnection(connection, loop, isClient: true, onStream: null, metrics, logger);
         link.Start();
         bool speaksLink;
         try
@@ -133,9 +137,9 @@ internal sealed partial class LinkConnection : IEndOfBatch
     /// Serves a link another sidecar opened on <paramref name="connection"/> (its preface and first SETTINGS unread):
     /// <paramref name="onStream"/> gets each new stream, on the reading thread.
     /// </summary>
-    public static LinkConnection Accept(ConnectionContext connection, EpollLoop? loop, Action<LinkStream> onStream, ILogger logger)
+    public static LinkConnection Accept(ConnectionContext connection, EpollLoop? loop, Action<LinkStream> onStream, SidecarMetrics? metrics, ILogger logger)
     {
-        var link = new LinkConnection(connection, loop, isClient: false, onStream, logger);
+        var link = new LinkConnection(connection, loop, isClient: false, onStream, metrics, logger);
         link.Start();
         return link;
     }
@@ -155,6 +159,7 @@ internal sealed partial class LinkConnection : IEndOfBatch
             stream = new LinkStream(this, _nextStreamId, _peerInitialWindow, _loop?.Inline ?? false);
             _nextStreamId += 2;
             _streams.Add(stream.Id, stream);
+            _metrics?.PeerLinkStreams(outgoing: true, 1);
             var block = LinkFrames.ConnectHeaderBlock;
             block.CopyTo(BeginFrame(block.Length, LinkFrames.Headers, LinkFrames.FlagEndHeaders, stream.Id));
             _output.Advance(LinkFrames.HeaderLength + block.Length);
@@ -210,6 +215,7 @@ internal sealed partial class LinkConnection : IEndOfBatch
             _isClosed = true;
             streams = [.. _streams.Values];
             _streams.Clear();
+            _metrics?.PeerLinkStreams(_isClient, -streams.Length);
         }
 
         var reason = error ?? new ConnectionAbortedException("the peer link closed");
@@ -467,6 +473,7 @@ internal sealed partial class LinkConnection : IEndOfBatch
 
             stream = new LinkStream(this, streamId, _peerInitialWindow, _loop?.Inline ?? false);
             _streams.Add(streamId, stream);
+            _metrics?.PeerLinkStreams(outgoing: false, 1);
         }
 
         _onStream!(stream);
@@ -712,7 +719,10 @@ internal sealed partial class LinkConnection : IEndOfBatch
         LinkStream? stream;
         lock (_lock)
         {
-            _streams.Remove(streamId, out stream);
+            if (_streams.Remove(streamId, out stream))
+            {
+                _metrics?.PeerLinkStreams(_isClient, -1);
+            }
         }
 
         if (stream is not null)

@@ -1,4 +1,5 @@
 using System.Net;
+using Sharding.Sidecar.Hosting;
 using Sharding.Sidecar.Transport;
 
 namespace Sharding.Sidecar.PeerLink;
@@ -18,11 +19,13 @@ internal sealed partial class PeerLinks : IDisposable
     private readonly TimeSpan _connectTimeout;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
+    private readonly SidecarMetrics? _metrics;
     private long _unsupportedSince = long.MinValue;
     private bool _disposed;
 
-    public PeerLinks(EndPoint endPoint, int loops, TimeSpan connectTimeout, TimeProvider time, ILogger logger)
+    public PeerLinks(EndPoint endPoint, int loops, TimeSpan connectTimeout, TimeProvider time, SidecarMetrics? metrics, ILogger logger)
     {
+        _metrics = metrics;
         _links = new Task<LinkConnection?>?[loops];
         _endPoint = endPoint;
         _connectTimeout = connectTimeout;
@@ -47,7 +50,7 @@ internal sealed partial class PeerLinks : IDisposable
                     return null;
                 }
 
-                pending = _links[loop.Index] ??= LinkConnection.ConnectAsync(_endPoint, loop, _connectTimeout, _logger, CancellationToken.None);
+                pending = _links[loop.Index] ??= ConnectAsync(loop);
             }
 
             LinkConnection? link;
@@ -87,6 +90,21 @@ internal sealed partial class PeerLinks : IDisposable
         }
 
         return null;
+    }
+
+    private async Task<LinkConnection?> ConnectAsync(EpollLoop loop)
+    {
+        try
+        {
+            var link = await LinkConnection.ConnectAsync(_endPoint, loop, _connectTimeout, _metrics, _logger, CancellationToken.None).ConfigureAwait(false);
+            _metrics?.PeerLinkOpened(link is null ? "unsupported" : "linked");
+            return link;
+        }
+        catch
+        {
+            _metrics?.PeerLinkOpened("failed");
+            throw;
+        }
     }
 
     private void Forget(EpollLoop loop, Task<LinkConnection?> link)
