@@ -34,6 +34,7 @@ public sealed class PrometheusExporter : IDisposable
 
     private readonly string _meterNamePrefix;
     private readonly bool _includeRuntime;
+    private readonly object? _scope;
     private readonly MeterListener _listener;
     private readonly object _instrumentsGate = new();
     private readonly object _collectGate = new();
@@ -44,8 +45,12 @@ public sealed class PrometheusExporter : IDisposable
     /// <param name="meterNamePrefix">E.g. <c>Sharding</c> for <c>Sharding.Sidecar</c> and <c>Sharding.ControlPlane</c>.</param>
     /// <param name="includeRuntime">Also export the <see cref="RuntimeMeterName"/> meter, e.g.
     /// <c>dotnet_process_cpu_time_seconds_total{cpu_mode="user"}</c> and <c>dotnet_gc_collections_total{gc_heap_generation="gen0"}</c>.</param>
-    public PrometheusExporter(string meterNamePrefix = "Sharding", bool includeRuntime = false)
+    /// <param name="scope">Only the prefixed meters of this scope (a host's <c>IMeterFactory</c>, which a meter it creates
+    /// names as its <see cref="Meter.Scope"/>): a process with several hosts (tests) then exports each host's own counts.
+    /// Null: every prefixed meter in the process.</param>
+    public PrometheusExporter(string meterNamePrefix = "Sharding", bool includeRuntime = false, object? scope = null)
     {
+        _scope = scope;
         _meterNamePrefix = meterNamePrefix;
         _includeRuntime = includeRuntime;
         _listener = new MeterListener
@@ -177,8 +182,9 @@ public sealed class PrometheusExporter : IDisposable
 
     private void OnInstrumentPublished(Instrument instrument, MeterListener listener)
     {
-        if (!instrument.Meter.Name.StartsWith(_meterNamePrefix, StringComparison.Ordinal)
-            && !(_includeRuntime && string.Equals(instrument.Meter.Name, RuntimeMeterName, StringComparison.Ordinal)))
+        var prefixed = instrument.Meter.Name.StartsWith(_meterNamePrefix, StringComparison.Ordinal);
+        if ((!prefixed && !(_includeRuntime && string.Equals(instrument.Meter.Name, RuntimeMeterName, StringComparison.Ordinal)))
+            || (prefixed && _scope is not null && !ReferenceEquals(instrument.Meter.Scope, _scope)))
         {
             return;
         }

@@ -774,7 +774,7 @@ internal sealed partial class Http1FastPath : IDisposable
 
                 if (read == 0)
                 {
-                    exchange.Failure = app.Requests > 0 && app.Pending.IsEmpty && exchange.CanRetry ? Failure.Stale : Failure.AppError;
+                    exchange.Failure = (app.Requests > 0 || app.WasRefused) && app.Pending.IsEmpty && exchange.CanRetry ? Failure.Stale : Failure.AppError;
                     return;
                 }
             }
@@ -872,7 +872,7 @@ internal sealed partial class Http1FastPath : IDisposable
                 }
                 catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
                 {
-                    var used = _upstream.Requests > 0;
+                    var used = _upstream.Requests > 0 || _upstream.WasRefused; // a refused tunnel never took the request either
                     DropUpstream();
                     if (!used || attempt > 0)
                     {

@@ -51,6 +51,9 @@ internal sealed class UpstreamConnection : IDisposable
     /// <summary>Whether this is a tunnel on a peer link.</summary>
     public bool IsLinkStream => _link is not null;
 
+    /// <summary>A peer link's tunnel the other sidecar refused (GOAWAY, full): a request on it was never seen, and may go again.</summary>
+    public bool WasRefused => _link is { Refused: true };
+
     /// <summary>Received bytes not yet handled are <c>Buffer[Start..End]</c>.</summary>
     public byte[] Buffer { get; private set; }
 

@@ -159,7 +159,8 @@ internal static class SidecarHost
         services.AddSingleton<ShardRouter>();
         services.AddSingleton<OwnershipApi>();
         services.AddSingleton<AdminEndpoints>();
-        services.AddSingleton(static _ => new PrometheusExporter(meterNamePrefix: "Sharding", includeRuntime: true));
+        services.AddSingleton(static services => new PrometheusExporter(
+            meterNamePrefix: "Sharding", includeRuntime: true, scope: services.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>()));
         services.TryAddSingleton<IShardMapSource>(static sp => sp.GetRequiredService<IOptions<SidecarOptions>>().Value.ControlPlaneUrls.Length > 0
             ? ActivatorUtilities.CreateInstance<ControlPlaneMapSource>(sp)
             : ActivatorUtilities.CreateInstance<FileShardMapSource>(sp));

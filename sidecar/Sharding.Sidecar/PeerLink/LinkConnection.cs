@@ -201,7 +201,10 @@ internal sealed partial class LinkConnection : IEndOfBatch
         CloseIfIdleAndGoingAway();
     }
 
-    /// <summary>Ends the link: every stream is reset and the connection closed.</summary>
+    /// <summary>
+    /// Ends the link: every stream is reset. Without an error the close is graceful: what was written is still sent, then
+    /// the connection's FIN; with one, the connection is aborted. <see cref="Closed"/> completes once the reader has stopped.
+    /// </summary>
     public void Close(Exception? error)
     {
         LinkStream[] streams;
@@ -216,24 +219,40 @@ internal sealed partial class LinkConnection : IEndOfBatch
             streams = [.. _streams.Values];
             _streams.Clear();
             _metrics?.PeerLinkStreams(_isClient, -streams.Length);
+            if (error is null)
+            {
+                try
+                {
+                    _output.Complete(); // commits what is unflushed; the send loop sends it, then shuts the socket down
+                }
+                catch (InvalidOperationException)
+                {
+                    // Already completed by the transport.
+                }
+            }
         }
 
         var reason = error ?? new ConnectionAbortedException("the peer link closed");
         foreach (var stream in streams)
         {
-            stream.OnReset(reason);
+            stream.OnReset(reason, refused: false);
         }
 
         _ready.TrySetResult(false);
-        _connection.Abort(error is null ? new ConnectionAbortedException("the peer link closed") : new ConnectionAbortedException("the peer link closed", error));
-        _ = FinishAsync();
+        if (error is not null)
+        {
+            _connection.Abort(new ConnectionAbortedException("the peer link closed", error));
+        }
+
+        _input.CancelPendingRead(); // the reader stops, and it alone finishes the connection (it may be using its input)
     }
 
+    /// <summary>After the reader stopped: the input is done with, the forwarding side's own connection is disposed.</summary>
     private async Task FinishAsync()
     {
         try
         {
-            await _output.CompleteAsync().ConfigureAwait(false);
+            await _input.CompleteAsync().ConfigureAwait(false);
             if (_isClient)
             {
                 await _connection.DisposeAsync().ConfigureAwait(false); // the accepted side's connection is Kestrel's to dispose
@@ -297,7 +316,8 @@ internal sealed partial class LinkConnection : IEndOfBatch
                 }
             }
         }
-        catch (Exception ex) when (ex is IOException or InvalidDataException or OperationCanceledException or ObjectDisposedException or SocketException)
+        catch (Exception ex) when (ex is IOException or InvalidDataException or OperationCanceledException or ObjectDisposedException or SocketException
+            or InvalidOperationException)
         {
             error = ex;
             if (ex is InvalidDataException)
@@ -308,6 +328,7 @@ internal sealed partial class LinkConnection : IEndOfBatch
         finally
         {
             Close(error);
+            await FinishAsync().ConfigureAwait(false);
         }
     }
 
@@ -389,10 +410,11 @@ internal sealed partial class LinkConnection : IEndOfBatch
             case LinkFrames.Headers:
                 OnHeaders(flags, streamId);
                 break;
-            case LinkFrames.RstStream:
+            case LinkFrames.RstStream when payload.Length == 4:
                 if (Remove(streamId) is { } reset)
                 {
-                    reset.OnReset(new ConnectionResetException("the other sidecar reset the link stream"));
+                    var refused = BinaryPrimitives.ReadUInt32BigEndian(payload) == LinkFrames.RefusedStream;
+                    reset.OnReset(new ConnectionResetException("the other sidecar reset the link stream"), refused);
                 }
 
                 break;
@@ -420,6 +442,8 @@ internal sealed partial class LinkConnection : IEndOfBatch
 
     private void OnData(byte flags, int streamId, ReadOnlySpan<byte> payload)
     {
+        // Flow control counts the whole payload, padding included (RFC 9113 §6.9.1).
+        var frameLength = payload.Length;
         if ((flags & LinkFrames.FlagPadded) != 0)
         {
             if (payload.IsEmpty || payload[0] >= payload.Length)
@@ -431,7 +455,7 @@ internal sealed partial class LinkConnection : IEndOfBatch
         }
 
         // The connection's window is replenished on receipt: the streams' windows bound what is held.
-        ReplenishConnectionWindow(payload.Length);
+        ReplenishConnectionWindow(frameLength);
         LinkStream? stream;
         lock (_lock)
         {
@@ -443,7 +467,7 @@ internal sealed partial class LinkConnection : IEndOfBatch
             return; // a stream this side has reset or finished: its frames in flight are dropped
         }
 
-        if (!stream.OnData(payload, (flags & LinkFrames.FlagEndStream) != 0))
+        if (!stream.OnData(payload, frameLength - payload.Length, (flags & LinkFrames.FlagEndStream) != 0))
         {
             ResetStream(stream, LinkFrames.FlowControlError);
         }
@@ -451,6 +475,7 @@ internal sealed partial class LinkConnection : IEndOfBatch
 
     private void OnHeaders(byte flags, int streamId)
     {
+        bool refused;
         if (_isClient)
         {
             return; // the owner's side never sends HEADERS
@@ -462,21 +487,45 @@ internal sealed partial class LinkConnection : IEndOfBatch
         }
 
         LinkStream stream;
+        bool flushNow;
         lock (_lock)
         {
             _lastPeerStreamId = streamId;
-            if (_isClosed || _goingAway || _streams.Count >= MaxStreams)
-            {
-                WriteRstStream(streamId, LinkFrames.RefusedStream);
-                return;
-            }
 
-            stream = new LinkStream(this, streamId, _peerInitialWindow, _loop?.Inline ?? false);
-            _streams.Add(streamId, stream);
-            _metrics?.PeerLinkStreams(outgoing: false, 1);
+            // Twice the forwarding side's own limit: it forgets a stream when it sends RST_STREAM, this side when that
+            // arrives. A refused stream is tried again on a new link by the forwarding side.
+            if (_isClosed || _goingAway || _streams.Count >= 2 * MaxStreams)
+            {
+                flushNow = !_isClosed && WriteRstStreamAndSchedule(streamId, LinkFrames.RefusedStream);
+                refused = true;
+                stream = null!;
+            }
+            else
+            {
+                flushNow = false;
+                refused = false;
+
+                stream = new LinkStream(this, streamId, _peerInitialWindow, _loop?.Inline ?? false);
+                _streams.Add(streamId, stream);
+                _metrics?.PeerLinkStreams(outgoing: false, 1);
+            }
         }
 
-        _onStream!(stream);
+        if (flushNow)
+        {
+            Flush();
+        }
+
+        if (!refused)
+        {
+            _onStream!(stream);
+        }
+    }
+
+    private bool WriteRstStreamAndSchedule(int streamId, uint errorCode)
+    {
+        WriteRstStream(streamId, errorCode);
+        return ScheduleFlush();
     }
 
     private void OnSettings(byte flags, ReadOnlySpan<byte> payload)
@@ -519,7 +568,10 @@ internal sealed partial class LinkConnection : IEndOfBatch
                 }
             }
 
-            WriteControlLocked(LinkFrames.Settings, LinkFrames.FlagAck, 0, []);
+            if (!_isClosed)
+            {
+                WriteControlLocked(LinkFrames.Settings, LinkFrames.FlagAck, 0, []);
+            }
         }
 
         ScheduleOrFlush();
@@ -597,7 +649,8 @@ internal sealed partial class LinkConnection : IEndOfBatch
         bool flushNow;
         lock (_lock)
         {
-            if (_isClosed || stream.IsReset)
+            // A stream no longer in the table was reset (its OnReset may not have run yet): a waiter made now would never wake.
+            if (_isClosed || stream.IsReset || !_streams.TryGetValue(stream.Id, out var open) || !ReferenceEquals(open, stream))
             {
                 throw new SocketException((int)SocketError.ConnectionReset);
             }
@@ -687,7 +740,7 @@ internal sealed partial class LinkConnection : IEndOfBatch
             return;
         }
 
-        stream.OnReset(new ConnectionAbortedException("the link stream was released"));
+        stream.OnReset(new ConnectionAbortedException("the link stream was released"), refused: false);
     }
 
     private void ResetStream(LinkStream stream, uint errorCode)
@@ -702,13 +755,17 @@ internal sealed partial class LinkConnection : IEndOfBatch
         }
 
         ScheduleOrFlush();
-        stream.OnReset(new ConnectionAbortedException("the link stream was reset"));
+        stream.OnReset(new ConnectionAbortedException("the link stream was reset"), refused: false);
     }
 
-    /// <summary>A stream whose both directions ended is forgotten.</summary>
+    /// <summary>
+    /// The other side ended its direction. The owner's side forgets a stream once both ended; the forwarding side at once:
+    /// its tunnel, like a kept-alive connection the app closed, is done (a request sent on it after this fails and goes
+    /// again on a new one), and the owner's side resets its end when its session is over.
+    /// </summary>
     internal void OnRemoteEnded(LinkStream stream)
     {
-        if (stream.LocalEnded)
+        if (stream.LocalEnded || _isClient)
         {
             Remove(stream.Id);
         }

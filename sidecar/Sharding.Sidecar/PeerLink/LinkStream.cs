@@ -56,6 +56,10 @@ internal sealed class LinkStream
 
     public bool IsReset => Volatile.Read(ref _reset) != 0;
 
+    /// <summary>The other side refused the stream (RST_STREAM REFUSED_STREAM): nothing sent on it was processed, so a
+    /// request on it may be sent again elsewhere. Its input then ends cleanly, as a closed kept-alive connection's would.</summary>
+    public bool Refused { get; private set; }
+
     /// <summary>Cancelled when the stream is reset or the link closes (off the reading thread).</summary>
     public CancellationToken Aborted
     {
@@ -181,7 +185,10 @@ internal sealed class LinkStream
     }
 
     /// <summary>DATA from the other side (on the reading thread); false when it is more than the window allowed.</summary>
-    internal bool OnData(ReadOnlySpan<byte> payload, bool endStream)
+    /// <param name="payload">The data.</param>
+    /// <param name="padding">Padding bytes the frame also carried: counted against the window and credited back at once.</param>
+    /// <param name="endStream">The frame ended the other side's direction.</param>
+    internal bool OnData(ReadOnlySpan<byte> payload, int padding, bool endStream)
     {
         // Under the stream's lock, as a reset from another thread completes the same writer (the lock is re-entrant: an
         // inline reader that releases the stream comes back here).
@@ -192,7 +199,7 @@ internal sealed class LinkStream
                 return true; // in flight when this side gave up on it
             }
 
-            if (Interlocked.Add(ref _receiveWindow, -payload.Length) < 0)
+            if (Interlocked.Add(ref _receiveWindow, -(payload.Length + padding)) < 0)
             {
                 return false;
             }
@@ -221,6 +228,10 @@ internal sealed class LinkStream
         {
             _link.OnRemoteEnded(this);
         }
+        else
+        {
+            Consumed(padding);
+        }
 
         return true;
     }
@@ -238,7 +249,7 @@ internal sealed class LinkStream
     }
 
     /// <summary>Reset by either side, or the link closed: the reader sees the error after what arrived, a sender fails.</summary>
-    internal void OnReset(Exception reason)
+    internal void OnReset(Exception reason, bool refused)
     {
         if (Interlocked.Exchange(ref _reset, 1) != 0)
         {
@@ -247,9 +258,10 @@ internal sealed class LinkStream
 
         lock (_lock)
         {
+            Refused = refused;
             if (!RemoteEnded)
             {
-                _input.Writer.Complete(reason as IOException ?? new ConnectionResetException(reason.Message, reason));
+                _input.Writer.Complete(refused ? null : reason as IOException ?? new ConnectionResetException(reason.Message, reason));
             }
         }
 

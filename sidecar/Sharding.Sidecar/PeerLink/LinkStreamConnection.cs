@@ -248,10 +248,11 @@ internal sealed class LinkStreamConnection : ConnectionContext, IDuplexPipe
 
         public override void Complete(Exception? exception = null)
         {
+            // Never blocks: on the loop thread, a send waiting for window would wait for a WINDOW_UPDATE only this thread reads.
             var completing = CompleteAsync(exception);
             if (!completing.IsCompleted)
             {
-                completing.AsTask().GetAwaiter().GetResult();
+                _ = completing.AsTask();
             }
         }
 

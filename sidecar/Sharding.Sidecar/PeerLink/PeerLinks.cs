@@ -118,6 +118,7 @@ internal sealed partial class PeerLinks : IDisposable
         }
     }
 
+    /// <summary>The member left the map: no new streams; those under way finish, then each link closes (GOAWAY).</summary>
     public void Dispose()
     {
         lock (_lock)
@@ -125,10 +126,11 @@ internal sealed partial class PeerLinks : IDisposable
             _disposed = true;
             foreach (var link in _links)
             {
-                if (link is { IsCompletedSuccessfully: true, Result: { } open })
-                {
-                    open.Close(null);
-                }
+                link?.ContinueWith(
+                    static connecting => connecting.Result?.GoAway(),
+                    CancellationToken.None,
+                    TaskContinuationOptions.OnlyOnRanToCompletion | TaskContinuationOptions.ExecuteSynchronously,
+                    TaskScheduler.Default);
             }
         }
     }

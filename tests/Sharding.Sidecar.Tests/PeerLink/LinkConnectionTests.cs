@@ -71,6 +71,7 @@ public sealed class LinkConnectionTests : IAsyncLifetime
             Assert.Equal($"request {i};", await ReadTextAsync(server.Input, $"request {i};".Length));
             await server.SendAsync(System.Text.Encoding.ASCII.GetBytes($"response {i}"));
             await server.EndAsync();
+            server.Release(); // the owner's session is over (as LinkStreamConnection does when it is disposed)
 
             var received = new byte[64];
             var length = 0;
@@ -84,7 +85,7 @@ public sealed class LinkConnectionTests : IAsyncLifetime
             client.Release();
         }
 
-        // Both directions ended (client released after the server's end): every stream is forgotten on both sides.
+        // Ended and released on both sides: every stream is forgotten on both sides.
         await WaitUntilAsync(() => _client.StreamCount == 0 && _server.StreamCount == 0);
     }
 
@@ -170,12 +171,13 @@ public sealed class LinkConnectionTests : IAsyncLifetime
         Assert.Equal("before", await ReadTextAsync(server.Input, 6));
         await server.SendAsync("answer"u8.ToArray());
         await server.EndAsync();
+        server.Release();
         var buffer = new byte[16];
         Assert.Equal(6, await client.ReceiveAsync(buffer, CancellationToken.None).AsTask().WaitAsync(Timeout));
         Assert.Equal(0, await client.ReceiveAsync(buffer, CancellationToken.None).AsTask().WaitAsync(Timeout));
-        await client.EndAsync();
+        client.Release();
 
-        // Its last stream ended both ways: the link closes.
+        // Its last stream is over: the link closes, and what was written before (the answer, its end) was not lost.
         await _client.Closed.WaitAsync(Timeout);
     }
 
