@@ -196,6 +196,62 @@ public sealed class LinkConnectionTests : IAsyncLifetime
         Assert.Null(link);
     }
 
+    [Fact]
+    public async Task A_stream_the_other_side_refuses_ends_cleanly_and_says_it_was_refused()
+    {
+        // A peer written frame by frame: it answers the link's SETTINGS as a link, then refuses the first stream (as an
+        // owner does for a stream that crossed its GOAWAY): nothing sent on it was seen, so the request may go again.
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen();
+        var peer = Task.Run(async () =>
+        {
+            using var socket = await listener.AcceptAsync();
+            var settings = new byte[LinkFrames.HeaderLength + 6];
+            LinkFrames.WriteHeader(settings, 6, LinkFrames.Settings, 0, 0);
+            settings[LinkFrames.HeaderLength] = 0xf5;
+            settings[LinkFrames.HeaderLength + 1] = 0xa1;
+            settings[LinkFrames.HeaderLength + 5] = 1;
+            await socket.SendAsync(settings);
+
+            // Bounded by the timeout: reads frames until the first HEADERS.
+            var received = new List<byte>();
+            var buffer = new byte[4096];
+            var offset = LinkFrames.Preface.Length;
+            while (true)
+            {
+                var read = await socket.ReceiveAsync(buffer, SocketFlags.None).WaitAsync(Timeout);
+                Assert.True(read > 0, "the link closed before opening a stream");
+                received.AddRange(buffer.AsSpan(0, read));
+                while (received.Count >= offset + LinkFrames.HeaderLength)
+                {
+                    LinkFrames.ReadHeader(received.ToArray().AsSpan(offset), out var length, out var type, out _, out var streamId);
+                    if (type == LinkFrames.Headers)
+                    {
+                        var reset = new byte[LinkFrames.HeaderLength + 4];
+                        LinkFrames.WriteHeader(reset, 4, LinkFrames.RstStream, 0, streamId);
+                        reset[^1] = (byte)LinkFrames.RefusedStream;
+                        await socket.SendAsync(reset);
+                        await Task.Delay(Timeout); // keeps the link open while the test looks
+                        return;
+                    }
+
+                    offset += LinkFrames.HeaderLength + length;
+                }
+            }
+        });
+
+        var link = await LinkConnection.ConnectAsync(listener.LocalEndPoint!, _loop, Timeout, metrics: null, NullLogger.Instance, CancellationToken.None);
+        Assert.NotNull(link);
+        var stream = link.TryOpenStream()!;
+        Assert.Equal(0, await stream.ReceiveAsync(new byte[16], CancellationToken.None).AsTask().WaitAsync(Timeout));
+        Assert.True(stream.Refused);
+        await Assert.ThrowsAsync<SocketException>(async () => await stream.SendAsync("GET / HTTP/1.1\r\n\r\n"u8.ToArray()));
+        link.Close(null);
+        await link.Closed.WaitAsync(Timeout);
+        Assert.False(peer.IsFaulted, peer.Exception?.ToString());
+    }
+
     [Theory]
     [InlineData(true, 1)]
     [InlineData(false, -1)]
