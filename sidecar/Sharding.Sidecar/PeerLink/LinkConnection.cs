@@ -94,9 +94,6 @@ internal sealed partial class LinkConnection : IEndOfBatch
         }
     }
 
-    /// <summary>The loop whose batches the link's writes wait for (null: each write is flushed at once).</summary>
-    internal EpollLoop? Loop => _loop;
-
     /// <summary>
     /// Connects to another sidecar on <paramref name="loop"/> and waits for its first SETTINGS: null when it does not
     /// speak the link (an older version, which answered as a plain HTTP/2 server).

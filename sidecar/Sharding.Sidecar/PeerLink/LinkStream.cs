@@ -236,7 +236,7 @@ internal sealed class LinkStream
         return true;
     }
 
-    /// <summary>The window may have grown: a sender waiting for it tries again.</summary>
+    /// <summary>A WINDOW_UPDATE, or a new initial window size (the link's lock held); the link then wakes a waiting sender.</summary>
     internal void AddSendWindow(int delta) => SendWindow += delta;
 
     /// <summary>A task for a sender the windows stopped (the link's lock held).</summary>
