@@ -347,7 +347,7 @@ internal sealed partial class Http1FastPath : IDisposable
                 var reason = headLength > MaxRequestHeadBytes ? SidecarMetricNames.HandoverHeadSize : TryAccept(buffer, headLength, out request);
                 if (reason is null && _upstream is { Requests: > 0 } kept
                     && (request.ContentLength > 0 || _owner._time.GetElapsedTime(kept.IdleSince) >= UncheckedIdle)
-                    && !UpstreamConnectionPool.IsOpen(kept))
+                    && !kept.IsOpen())
                 {
                     // The kept connection has something to read: the app closed it while idle, or wrote bytes after its last
                     // response (a body on a HEAD or 204 answer, more than its Content-Length), which would be read as the

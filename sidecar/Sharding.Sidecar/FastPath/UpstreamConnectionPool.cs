@@ -231,7 +231,7 @@ internal sealed class UpstreamConnectionPool : IDisposable
         {
             var idle = _time.GetElapsedTime(connection.IdleSince);
             // A tunnel's check costs no syscall: always made.
-            if (idle < IdleTimeout && (connection.IsLinkStream ? connection.IsOpen() : idle < uncheckedIdle || IsOpen(connection)))
+            if (idle < IdleTimeout && (connection.IsLinkStream ? connection.IsOpen() : idle < uncheckedIdle || connection.IsOpen()))
             {
                 return ValueTask.FromResult(connection);
             }
@@ -299,9 +299,6 @@ internal sealed class UpstreamConnectionPool : IDisposable
             return _idle[stack].TryPop(out connection!);
         }
     }
-
-    /// <summary>An idle connection with something to read has been closed (or sent garbage): do not reuse it.</summary>
-    public static bool IsOpen(UpstreamConnection connection) => connection.IsOpen();
 
     public void Dispose()
     {

@@ -77,10 +77,13 @@ internal sealed partial class LinkConnection : IEndOfBatch
         {
             lock (_lock)
             {
-                return !_isClosed && !_goingAway && _streams.Count < MaxStreams && _nextStreamId < int.MaxValue - 2;
+                return CanOpenStream();
             }
         }
     }
+
+    /// <summary>With the lock held: not closed or going away, below <see cref="MaxStreams"/>, stream ids left.</summary>
+    private bool CanOpenStream() => !_isClosed && !_goingAway && _streams.Count < MaxStreams && _nextStreamId < int.MaxValue - 2;
 
     /// <summary>Streams open now.</summary>
     public int StreamCount
@@ -148,7 +151,7 @@ internal sealed partial class LinkConnection : IEndOfBatch
         bool flushNow;
         lock (_lock)
         {
-            if (!_isClient || _isClosed || _goingAway || _streams.Count >= MaxStreams || _nextStreamId >= int.MaxValue - 2)
+            if (!_isClient || !CanOpenStream())
             {
                 return null;
             }
@@ -472,7 +475,6 @@ internal sealed partial class LinkConnection : IEndOfBatch
 
     private void OnHeaders(byte flags, int streamId)
     {
-        bool refused;
         if (_isClient)
         {
             return; // the owner's side never sends HEADERS
@@ -483,28 +485,24 @@ internal sealed partial class LinkConnection : IEndOfBatch
             throw new InvalidDataException($"HEADERS for stream {streamId} cannot open a tunnel");
         }
 
-        LinkStream stream;
-        bool flushNow;
+        LinkStream? stream = null;
+        var flushNow = false;
         lock (_lock)
         {
             _lastPeerStreamId = streamId;
 
-            // Twice the forwarding side's own limit: it forgets a stream when it sends RST_STREAM, this side when that
-            // arrives. A refused stream is tried again on a new link by the forwarding side.
-            if (_isClosed || _goingAway || _streams.Count >= 2 * MaxStreams)
+            // Up to twice the forwarding side's own limit: it forgets a stream when it sends RST_STREAM, this side when that
+            // arrives. A refused stream is tried again on a new tunnel by the forwarding side.
+            if (!_isClosed && !_goingAway && _streams.Count < 2 * MaxStreams)
             {
-                flushNow = !_isClosed && WriteRstStreamAndSchedule(streamId, LinkFrames.RefusedStream);
-                refused = true;
-                stream = null!;
-            }
-            else
-            {
-                flushNow = false;
-                refused = false;
-
                 stream = new LinkStream(this, streamId, _peerInitialWindow, _loop?.Inline ?? false);
                 _streams.Add(streamId, stream);
                 _metrics?.PeerLinkStreams(outgoing: false, 1);
+            }
+            else if (!_isClosed)
+            {
+                WriteRstStream(streamId, LinkFrames.RefusedStream);
+                flushNow = ScheduleFlush();
             }
         }
 
@@ -513,16 +511,10 @@ internal sealed partial class LinkConnection : IEndOfBatch
             Flush();
         }
 
-        if (!refused)
+        if (stream is not null)
         {
             _onStream!(stream);
         }
-    }
-
-    private bool WriteRstStreamAndSchedule(int streamId, uint errorCode)
-    {
-        WriteRstStream(streamId, errorCode);
-        return ScheduleFlush();
     }
 
     private void OnSettings(byte flags, ReadOnlySpan<byte> payload)
@@ -560,7 +552,7 @@ internal sealed partial class LinkConnection : IEndOfBatch
                     _peerInitialWindow = (int)value;
                     foreach (var stream in _streams.Values)
                     {
-                        stream.AddSendWindow(delta);
+                        stream.SendWindow += delta;
                     }
                 }
             }
@@ -577,7 +569,7 @@ internal sealed partial class LinkConnection : IEndOfBatch
             _ready.TrySetResult(speaksLink);
         }
 
-        WakeBlockedSenders(null);
+        WakeBlockedSenders();
     }
 
     private void OnWindowUpdate(int streamId, ReadOnlySpan<byte> payload)
@@ -595,7 +587,7 @@ internal sealed partial class LinkConnection : IEndOfBatch
                 _sendWindow += increment;
             }
 
-            WakeBlockedSenders(null);
+            WakeBlockedSenders();
             return;
         }
 
@@ -604,24 +596,16 @@ internal sealed partial class LinkConnection : IEndOfBatch
         {
             if (_streams.TryGetValue(streamId, out stream))
             {
-                stream.AddSendWindow(increment);
+                stream.SendWindow += increment;
             }
         }
 
-        if (stream is not null)
-        {
-            WakeBlockedSenders(stream);
-        }
+        stream?.WakeSender();
     }
 
-    private void WakeBlockedSenders(LinkStream? only)
+    /// <summary>The connection's window or every stream's grew: each waiting sender tries again.</summary>
+    private void WakeBlockedSenders()
     {
-        if (only is not null)
-        {
-            only.WakeSender();
-            return;
-        }
-
         LinkStream[] streams;
         lock (_lock)
         {
@@ -923,14 +907,22 @@ internal sealed partial class LinkConnection : IEndOfBatch
             }
         }
 
-        if (flush.IsCompleted)
-        {
-            Flushed(flush);
-        }
-        else
+        if (!flush.IsCompleted)
         {
             _ = FlushLaterAsync(flush);
+            return;
         }
+
+        try
+        {
+            flush.GetAwaiter().GetResult();
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or IOException or OperationCanceledException)
+        {
+            // The connection is closing: its reader ends the link.
+        }
+
+        Flushed();
     }
 
     private async Task FlushLaterAsync(ValueTask<FlushResult> flush)
@@ -941,25 +933,16 @@ internal sealed partial class LinkConnection : IEndOfBatch
         }
         catch (Exception ex) when (ex is InvalidOperationException or IOException or OperationCanceledException)
         {
+            // As above.
         }
 
-        Flushed(default);
+        Flushed();
     }
 
-    private void Flushed(ValueTask<FlushResult> completed)
+    /// <summary>A flush completed: what was written meanwhile goes out now.</summary>
+    private void Flushed()
     {
-        var more = false;
-        try
-        {
-            if (completed.IsCompleted)
-            {
-                completed.GetAwaiter().GetResult();
-            }
-        }
-        catch (Exception ex) when (ex is InvalidOperationException or IOException or OperationCanceledException)
-        {
-        }
-
+        bool more;
         lock (_lock)
         {
             _flushing = false;

@@ -45,7 +45,7 @@ internal sealed class LinkStream
     /// <summary>What the other side sent, in order; completed at its END_STREAM, failed at a reset.</summary>
     public PipeReader Input => _input.Reader;
 
-    /// <summary>This side's send window (the link's lock held).</summary>
+    /// <summary>This side's send window (the link's lock held): spent by DATA, grown by WINDOW_UPDATE and by a new initial size.</summary>
     internal long SendWindow { get; set; }
 
     /// <summary>This side sent END_STREAM.</summary>
@@ -236,9 +236,6 @@ internal sealed class LinkStream
         return true;
     }
 
-    /// <summary>A WINDOW_UPDATE, or a new initial window size (the link's lock held); the link then wakes a waiting sender.</summary>
-    internal void AddSendWindow(int delta) => SendWindow += delta;
-
     /// <summary>A task for a sender the windows stopped (the link's lock held).</summary>
     internal Task WaitForWindow() => (_windowOpened ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
 
@@ -256,6 +253,7 @@ internal sealed class LinkStream
             return;
         }
 
+        CancellationTokenSource? aborted;
         lock (_lock)
         {
             Refused = refused;
@@ -263,14 +261,11 @@ internal sealed class LinkStream
             {
                 _input.Writer.Complete(refused ? null : reason as IOException ?? new ConnectionResetException(reason.Message, reason));
             }
+
+            aborted = _aborted;
         }
 
         Interlocked.Exchange(ref _windowOpened, null)?.TrySetException(new SocketException((int)SocketError.ConnectionReset));
-        CancellationTokenSource? aborted;
-        lock (_lock)
-        {
-            aborted = _aborted;
-        }
 
         if (aborted is not null)
         {

@@ -66,13 +66,7 @@ internal sealed partial class PeerLinks : IDisposable
 
             if (link is null)
             {
-                lock (_lock)
-                {
-                    _unsupportedSince = _time.GetTimestamp();
-                }
-
-                Forget(loop, pending);
-                Log.Unsupported(_logger, _endPoint);
+                Forget(loop, pending); // ConnectAsync marked the sidecar as not speaking the link, once for all its waiters
                 return null;
             }
 
@@ -98,6 +92,16 @@ internal sealed partial class PeerLinks : IDisposable
         {
             var link = await LinkConnection.ConnectAsync(_endPoint, loop, _connectTimeout, _metrics, _logger, CancellationToken.None).ConfigureAwait(false);
             _metrics?.PeerLinkOpened(link is null ? "unsupported" : "linked");
+            if (link is null)
+            {
+                lock (_lock)
+                {
+                    _unsupportedSince = _time.GetTimestamp();
+                }
+
+                Log.Unsupported(_logger, _endPoint);
+            }
+
             return link;
         }
         catch
