@@ -91,7 +91,8 @@ internal static class ControlPlaneApp
         services.AddSingleton<ControlPlaneEndpoints>();
         services.AddSingleton<ShardMapRegistry>();
         services.AddSingleton<ControlPlaneMetrics>();
-        services.AddSingleton(_ => new PrometheusExporter(meterNamePrefix: "Sharding", includeRuntime: true));
+        services.AddSingleton(static services => new PrometheusExporter(
+            meterNamePrefix: "Sharding", includeRuntime: true, scope: services.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>()));
         services.AddSingleton<WatchHandler>();
         services.AddSingleton<ILeaderElector, FileLockLeaderElector>();
         services.AddSingleton<IMembershipSource, FileMembershipSource>();
