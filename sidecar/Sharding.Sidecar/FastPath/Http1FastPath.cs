@@ -704,7 +704,10 @@ internal sealed partial class Http1FastPath : IDisposable
 
             // 1. The head (with whatever body arrived with it) to the app, on this connection's app connection.
             var start = System.Diagnostics.Stopwatch.GetTimestamp();
-            var upstreamLength = request.UpstreamLength + await TakeBodyPrefixAsync(exchange, request.UpstreamLength).ConfigureAwait(false);
+            // (A retry sends the first attempt's bytes again: they are still in the send buffer, the body's with them.)
+            var upstreamLength = exchange.Retried ? exchange.SentLength
+                : request.UpstreamLength + await TakeBodyPrefixAsync(exchange, request.UpstreamLength).ConfigureAwait(false);
+            exchange.SentLength = upstreamLength;
             if (!await SendHeadAsync(exchange, upstreamLength).ConfigureAwait(false))
             {
                 return;
@@ -774,7 +777,7 @@ internal sealed partial class Http1FastPath : IDisposable
 
                 if (read == 0)
                 {
-                    exchange.Failure = (app.Requests > 0 || app.WasRefused) && app.Pending.IsEmpty && exchange.CanRetry ? Failure.Stale : Failure.AppError;
+                    exchange.Failure = exchange.CanRetry(app) ? Failure.Stale : Failure.AppError;
                     return;
                 }
             }
@@ -1289,7 +1292,7 @@ internal sealed partial class Http1FastPath : IDisposable
             var failure = exchange.Failure;
             if (failure == Failure.Stale)
             {
-                // A kept-alive connection the app had closed: the request (without a body) goes again on a new one.
+                // A kept-alive connection the app had closed, or a tunnel the owner ended: the request goes again on a new one.
                 DropUpstream();
                 exchange.Failure = Failure.None;
                 exchange.Retried = true;
@@ -1586,8 +1589,17 @@ internal sealed partial class Http1FastPath : IDisposable
             _trailersLength = 0;
         }
 
-        /// <summary>A request may go again on a new connection only when nothing of its body was sent yet, once.</summary>
-        public bool CanRetry => !Retried && Request.ContentLength == 0;
+        /// <summary>The bytes of the first send: the head, and the body when it came with it (at most <see cref="CoalescedBodyBytes"/>).</summary>
+        public int SentLength;
+
+        /// <summary>
+        /// The upstream ended before any of the response, and the request may go again on a new connection, once. After a
+        /// kept-alive connection closed, only a bodiless request: the app may have read one with a body before it went. After
+        /// a tunnel the owner refused or ended (<see cref="UpstreamConnection.WasRefused"/>), any request the first send
+        /// carried whole: the owner says it processed nothing unanswered.
+        /// </summary>
+        public bool CanRetry(UpstreamConnection app) => !Retried && app.Pending.IsEmpty
+            && (app.WasRefused ? SentLength == Request.UpstreamLength + Request.ContentLength : app.Requests > 0 && Request.ContentLength == 0);
 
         public void Reset(in Accepted request)
         {

@@ -51,7 +51,8 @@ internal sealed class UpstreamConnection : IDisposable
     /// <summary>Whether this is a tunnel on a peer link.</summary>
     public bool IsLinkStream => _link is not null;
 
-    /// <summary>A peer link's tunnel the other sidecar refused (GOAWAY, full): a request on it was never seen, and may go again.</summary>
+    /// <summary>A peer link's tunnel the other sidecar refused (GOAWAY, full) or ended: a request on it that is still
+    /// unanswered was never seen, and may go again.</summary>
     public bool WasRefused => _link is { Refused: true };
 
     /// <summary>Received bytes not yet handled are <c>Buffer[Start..End]</c>.</summary>

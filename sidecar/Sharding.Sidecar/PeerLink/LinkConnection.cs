@@ -724,6 +724,19 @@ internal sealed partial class LinkConnection : IEndOfBatch
         stream.OnReset(new ConnectionAbortedException("the link stream was released"), refused: false);
     }
 
+    /// <summary>
+    /// The owner's side ends a tunnel (its session is over): RST_STREAM REFUSED_STREAM after what it sent, in place of
+    /// END_STREAM. Its sessions answer every request they take or reset the stream, so a request the other side sent that
+    /// is still unanswered was not processed, and the forwarding side may send it again on a new tunnel.
+    /// </summary>
+    internal void Refuse(LinkStream stream)
+    {
+        if (Remove(stream.Id) is not null && !stream.IsReset)
+        {
+            ResetStream(stream, LinkFrames.RefusedStream);
+        }
+    }
+
     private void ResetStream(LinkStream stream, uint errorCode)
     {
         Remove(stream.Id);

@@ -6,7 +6,8 @@ namespace Sharding.Sidecar.PeerLink;
 /// <summary>
 /// The peer link's wire format: HTTP/2 framing (RFC 9113 §4) between sidecars, recognized by a private SETTINGS id in the
 /// first SETTINGS frame of each side. Each stream is a tunnel (a CONNECT, RFC 9113 §8.5) for the bytes of one kept-alive
-/// HTTP/1.1 connection: DATA in both directions, END_STREAM for a half-close, RST_STREAM for an abort, per-stream and
+/// HTTP/1.1 connection: DATA in both directions, END_STREAM for a half-close, RST_STREAM for an abort (REFUSED_STREAM: "what
+/// you sent that I did not answer was not processed", also the owner's clean end of a tunnel), per-stream and
 /// per-connection flow control, GOAWAY when a side stops taking new streams.
 /// </summary>
 internal static class LinkFrames

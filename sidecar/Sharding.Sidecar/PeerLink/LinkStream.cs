@@ -56,8 +56,9 @@ internal sealed class LinkStream
 
     public bool IsReset => Volatile.Read(ref _reset) != 0;
 
-    /// <summary>The other side refused the stream (RST_STREAM REFUSED_STREAM): nothing sent on it was processed, so a
-    /// request on it may be sent again elsewhere. Its input then ends cleanly, as a closed kept-alive connection's would.</summary>
+    /// <summary>The other side refused the stream, or ended it as an owner does (RST_STREAM REFUSED_STREAM): nothing sent on
+    /// it after what that side answered was processed, so an unanswered request may be sent again elsewhere. Its input then
+    /// ends cleanly after what arrived, as a closed kept-alive connection's would.</summary>
     public bool Refused { get; private set; }
 
     /// <summary>Cancelled when the stream is reset or the link closes (off the reading thread).</summary>
@@ -165,6 +166,9 @@ internal sealed class LinkStream
             _link.Credit(this, bytes);
         }
     }
+
+    /// <summary>The owner's end of a tunnel: what this side sent stands, anything unanswered was not processed (see <see cref="Refused"/>).</summary>
+    public void Refuse() => _link.Refuse(this);
 
     /// <summary>Done with the stream: reset unless both directions ended.</summary>
     public void Release() => _link.Release(this);

@@ -66,7 +66,10 @@ internal sealed class LinkStreamConnection : ConnectionContext, IDuplexPipe
 
     public override void Abort(ConnectionAbortedException abortReason) => Stream.Release();
 
-    /// <summary>After the session (or Kestrel): a clean end sends END_STREAM after the response, anything else resets.</summary>
+    /// <summary>
+    /// After the session (or Kestrel): a clean end sends what is left, then REFUSED_STREAM (<see cref="LinkStream.Refuse"/>):
+    /// a request the forwarding side sent on this kept-alive tunnel as it closed goes again on a new one. Anything else resets.
+    /// </summary>
     public override async ValueTask DisposeAsync()
     {
         await _output.CompleteAsync().ConfigureAwait(false);
@@ -269,7 +272,7 @@ internal sealed class LinkStreamConnection : ConnectionContext, IDuplexPipe
                 {
                     await FlushAsync().ConfigureAwait(false);
                     _completed = true;
-                    await stream.EndAsync().ConfigureAwait(false);
+                    stream.Refuse();
                 }
                 else
                 {

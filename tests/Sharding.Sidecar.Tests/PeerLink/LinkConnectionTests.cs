@@ -142,6 +142,25 @@ public sealed class LinkConnectionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task The_owners_clean_end_delivers_its_answer_then_says_what_came_after_was_not_processed()
+    {
+        var client = _client.TryOpenStream()!;
+        await client.SendAsync("request 1"u8.ToArray());
+        var server = new LinkStreamConnection(await _accepted.Reader.ReadAsync().AsTask().WaitAsync(Timeout), _serverConnection);
+        Assert.Equal("request 1", await ReadTextAsync(server.Transport.Input, 9));
+        await server.Transport.Output.WriteAsync("answer 1"u8.ToArray());
+
+        // The owner's session ends (a drain, max age) as request 2 arrives: unread, so not processed.
+        await client.SendAsync("request 2"u8.ToArray());
+        await server.DisposeAsync();
+
+        Assert.Equal("answer 1", await ReadTextAsync(client.Input, 8));
+        Assert.Equal(0, await client.ReceiveAsync(new byte[16], CancellationToken.None).AsTask().WaitAsync(Timeout)); // a clean end
+        Assert.True(client.Refused);
+        await WaitUntilAsync(() => _client.StreamCount == 0 && _server.StreamCount == 0);
+    }
+
+    [Fact]
     public async Task A_closing_link_resets_its_streams_and_takes_no_new_ones()
     {
         var client = _client.TryOpenStream()!;
