@@ -33,6 +33,13 @@ internal sealed partial class LinkConnection : IEndOfBatch
     /// <summary>The connection-level receive window, replenished as DATA arrives (streams' windows bound what is held).</summary>
     private const int ConnectionWindow = 1 << 30;
 
+    /// <summary>
+    /// DATA written but not yet handed to the socket's pipe beyond which senders wait for a flush: with the socket backed up
+    /// (the other sidecar reads slowly), the streams' windows alone would let up to 1 MiB per stream pile up here. Control
+    /// frames (WINDOW_UPDATE, RST_STREAM, PING) are never held.
+    /// </summary>
+    internal const int MaxUnsentBytes = 1 << 20;
+
     private readonly ConnectionContext _connection;
     private readonly PipeReader _input;
     private readonly PipeWriter _output;
@@ -52,6 +59,7 @@ internal sealed partial class LinkConnection : IEndOfBatch
     private long _receivedUnacknowledged;
     private bool _flushScheduled;
     private bool _flushing;
+    private bool _outputFull;
     private bool _goingAway;
     private bool _isClosed;
 
@@ -641,6 +649,11 @@ internal sealed partial class LinkConnection : IEndOfBatch
             {
                 var left = data.Length - written;
                 var take = (int)Math.Min(Math.Min(left, LinkFrames.MaxPayload), Math.Min(stream.SendWindow, _sendWindow));
+                if (take > 0 && _output.UnflushedBytes >= MaxUnsentBytes)
+                {
+                    take = 0; // woken by Flushed
+                    _outputFull = true;
+                }
                 if (take <= 0 && !(left == 0 && endStream))
                 {
                     break;
@@ -952,7 +965,7 @@ internal sealed partial class LinkConnection : IEndOfBatch
         Flushed();
     }
 
-    /// <summary>A flush completed: what was written meanwhile goes out now.</summary>
+    /// <summary>A flush completed: what was written meanwhile goes out now, and senders held by <see cref="MaxUnsentBytes"/> go on.</summary>
     private void Flushed()
     {
         bool more;
@@ -964,7 +977,31 @@ internal sealed partial class LinkConnection : IEndOfBatch
 
         if (more)
         {
-            Flush();
+            Flush(); // commits it to the socket's pipe even while that flush waits (the pipe's own limit holds it there)
+        }
+
+        bool wake;
+        lock (_lock)
+        {
+            wake = _outputFull && (_isClosed || _output.UnflushedBytes < MaxUnsentBytes);
+            _outputFull &= !wake;
+        }
+
+        if (wake)
+        {
+            WakeBlockedSenders();
+        }
+    }
+
+    /// <summary>DATA written and not yet committed to the socket's pipe (for tests).</summary>
+    internal long UnsentBytes
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _isClosed ? 0 : _output.UnflushedBytes;
+            }
         }
     }
 

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Buffers.Binary;
 using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
@@ -269,6 +270,90 @@ public sealed class LinkConnectionTests : IAsyncLifetime
         link.Close(null);
         await link.Closed.WaitAsync(Timeout);
         Assert.False(peer.IsFaulted, peer.Exception?.ToString());
+    }
+
+    [Fact]
+    public async Task A_peer_that_stops_reading_holds_the_senders_at_a_bounded_buffer_and_every_byte_arrives_once_it_reads()
+    {
+        // A peer written frame by frame: it grants every stream a 16 MiB window and the connection 1 GiB, then reads nothing
+        // for a while. The windows would let 32 MiB pile up in the link's buffer; the senders must wait at MaxUnsentBytes.
+        const int streams = 32;
+        const int perStream = 1 << 20;
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen();
+        var reading = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var received = new Dictionary<int, long>();
+        var peer = Task.Run(async () =>
+        {
+            using var socket = await listener.AcceptAsync();
+            var setup = new byte[(LinkFrames.HeaderLength + 12) + (LinkFrames.HeaderLength + 4)];
+            LinkFrames.WriteHeader(setup, 12, LinkFrames.Settings, 0, 0);
+            BinaryPrimitives.WriteUInt16BigEndian(setup.AsSpan(LinkFrames.HeaderLength), LinkFrames.SettingPeerLink);
+            BinaryPrimitives.WriteUInt32BigEndian(setup.AsSpan(LinkFrames.HeaderLength + 2), 1);
+            BinaryPrimitives.WriteUInt16BigEndian(setup.AsSpan(LinkFrames.HeaderLength + 6), LinkFrames.SettingInitialWindowSize);
+            BinaryPrimitives.WriteUInt32BigEndian(setup.AsSpan(LinkFrames.HeaderLength + 8), 16 << 20);
+            LinkFrames.WriteHeader(setup.AsSpan(LinkFrames.HeaderLength + 12), 4, LinkFrames.WindowUpdate, 0, 0);
+            BinaryPrimitives.WriteUInt32BigEndian(setup.AsSpan(2 * LinkFrames.HeaderLength + 12), 1 << 30);
+            await socket.SendAsync(setup);
+            await reading.Task.WaitAsync(Timeout);
+
+            // Bounded by the timeout on every read: counts DATA bytes per stream until every stream's arrived.
+            var buffer = new byte[1 << 20];
+            int filled = 0, offset = LinkFrames.Preface.Length;
+            long total = 0;
+            while (total < (long)streams * perStream)
+            {
+                var read = await socket.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None).AsTask().WaitAsync(Timeout);
+                Assert.True(read > 0, "the link closed early");
+                filled += read;
+                while (filled - offset >= LinkFrames.HeaderLength)
+                {
+                    LinkFrames.ReadHeader(buffer.AsSpan(offset), out var length, out var type, out _, out var streamId);
+                    if (filled - offset < LinkFrames.HeaderLength + length)
+                    {
+                        break;
+                    }
+
+                    if (type == LinkFrames.Data)
+                    {
+                        received[streamId] = received.GetValueOrDefault(streamId) + length;
+                        total += length;
+                    }
+
+                    offset += LinkFrames.HeaderLength + length;
+                }
+
+                buffer.AsSpan(offset, filled - offset).CopyTo(buffer);
+                filled -= offset;
+                offset = 0;
+            }
+        });
+
+        var link = await LinkConnection.ConnectAsync(listener.LocalEndPoint!, _loop, Timeout, metrics: null, NullLogger.Instance, CancellationToken.None);
+        Assert.NotNull(link);
+        var payload = new byte[perStream];
+        var sends = Enumerable.Range(0, streams).Select(_ => link.TryOpenStream()!).Select(s => Task.Run(async () => await s.SendAsync(payload))).ToArray();
+
+        // The socket's buffers and its pipe fill up; what the senders wrote beyond that waits in the link, bounded.
+        var unsent = 0L;
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        while (started.Elapsed < TimeSpan.FromSeconds(1.5))
+        {
+            unsent = Math.Max(unsent, link.UnsentBytes);
+            await Task.Delay(10);
+        }
+
+        Assert.Contains(sends, send => !send.IsCompleted); // held, so the bound was reached
+        Assert.InRange(unsent, 1, LinkConnection.MaxUnsentBytes + LinkFrames.HeaderLength + LinkFrames.MaxPayload);
+
+        reading.SetResult();
+        await Task.WhenAll(sends).WaitAsync(Timeout);
+        await peer.WaitAsync(Timeout);
+        Assert.Equal(streams, received.Count);
+        Assert.All(received.Values, bytes => Assert.Equal(perStream, bytes));
+        link.Close(null);
+        await link.Closed.WaitAsync(Timeout);
     }
 
     [Theory]
