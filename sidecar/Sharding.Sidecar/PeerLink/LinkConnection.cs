@@ -654,6 +654,7 @@ internal sealed partial class LinkConnection : IEndOfBatch
                     take = 0; // woken by Flushed
                     _outputFull = true;
                 }
+
                 if (take <= 0 && !(left == 0 && endStream))
                 {
                     break;
