@@ -342,7 +342,9 @@ internal sealed partial class HttpForwarder : IDisposable
 
         if (content?.Result == StreamCopyResult.InputError)
         {
-            Log.ForwardFailed(_logger, target.Owner, ForwarderError.RequestBodyClient, ex);
+            // The client's doing (it went away mid-body, often a moment before RequestAborted says so, or sent a malformed
+            // body): counted as bad_request, not an operator's warning.
+            Log.ClientBodyFailed(_logger, target.Owner, ex);
             return new ForwardResult(ForwarderError.RequestBodyClient, default, ex);
         }
 
@@ -696,6 +698,9 @@ internal sealed partial class HttpForwarder : IDisposable
 
         [LoggerMessage(EventId = 603, EventName = "CircuitOpen", Level = LogLevel.Warning, Message = "The circuit to owner {Owner} is open: answering 503")]
         public static partial void CircuitOpen(ILogger logger, string owner);
+
+        [LoggerMessage(EventId = 605, EventName = "ClientBodyFailed", Level = LogLevel.Debug, Message = "The client's request body failed (cut short or malformed) during a forward to {Owner}")]
+        public static partial void ClientBodyFailed(ILogger logger, string owner, Exception exception);
 
         [LoggerMessage(EventId = 604, EventName = "UpgradeEnded", Level = LogLevel.Debug, Message = "Upgraded stream to {Owner} ended: client->upstream {Up}, upstream->client {Down}")]
         public static partial void UpgradeEnded(ILogger logger, string owner, StreamCopyResult up, StreamCopyResult down);
