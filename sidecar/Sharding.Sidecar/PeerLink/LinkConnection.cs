@@ -721,8 +721,11 @@ internal sealed partial class LinkConnection : IEndOfBatch
         }
     }
 
-    /// <summary>Resets a stream this side is done with before both directions ended (else only forgets it).</summary>
-    internal void Release(LinkStream stream)
+    /// <summary>
+    /// Resets a stream this side is done with before both directions ended (else only forgets it): with CANCEL, or with
+    /// REFUSED_STREAM when the owner's side ends a tunnel (<see cref="LinkStream.Refuse"/>).
+    /// </summary>
+    internal void Release(LinkStream stream, uint errorCode = LinkFrames.Cancel)
     {
         if (Remove(stream.Id) is null)
         {
@@ -731,24 +734,11 @@ internal sealed partial class LinkConnection : IEndOfBatch
 
         if (!(stream.LocalEnded && stream.RemoteEnded) && !stream.IsReset)
         {
-            ResetStream(stream, LinkFrames.Cancel);
+            ResetStream(stream, errorCode);
             return;
         }
 
         stream.OnReset(new ConnectionAbortedException("the link stream was released"), refused: false);
-    }
-
-    /// <summary>
-    /// The owner's side ends a tunnel (its session is over): RST_STREAM REFUSED_STREAM after what it sent, in place of
-    /// END_STREAM. Its sessions answer every request they take or reset the stream, so a request the other side sent that
-    /// is still unanswered was not processed, and the forwarding side may send it again on a new tunnel.
-    /// </summary>
-    internal void Refuse(LinkStream stream)
-    {
-        if (Remove(stream.Id) is not null && !stream.IsReset)
-        {
-            ResetStream(stream, LinkFrames.RefusedStream);
-        }
     }
 
     private void ResetStream(LinkStream stream, uint errorCode)

@@ -167,8 +167,12 @@ internal sealed class LinkStream
         }
     }
 
-    /// <summary>The owner's end of a tunnel: what this side sent stands, anything unanswered was not processed (see <see cref="Refused"/>).</summary>
-    public void Refuse() => _link.Refuse(this);
+    /// <summary>
+    /// The owner's end of a tunnel (its session is over): RST_STREAM REFUSED_STREAM after what it sent, in place of
+    /// END_STREAM. Its sessions answer every request they take or reset the stream, so a request the other side sent that
+    /// is still unanswered was not processed, and the forwarding side may send it again on a new tunnel (see <see cref="Refused"/>).
+    /// </summary>
+    public void Refuse() => _link.Release(this, LinkFrames.RefusedStream);
 
     /// <summary>Done with the stream: reset unless both directions ended.</summary>
     public void Release() => _link.Release(this);
