@@ -58,13 +58,6 @@ internal sealed partial class ShardRouter
 
     public async Task InvokeAsync(HttpContext context)
     {
-        if (Http2WebSocket.Of(context) is { } connect && !Http2WebSocket.IsWebSocket(connect))
-        {
-            await WriteErrorAsync(context, StatusCodes.Status501NotImplemented, SidecarMetricNames.OutcomeBadRequest,
-                $"HTTP/2 extended CONNECT for protocol '{connect.Protocol}' is not forwarded; only websocket (RFC 8441) is", null, _options.PodName).ConfigureAwait(false);
-            return;
-        }
-
         // 1. One snapshot for the whole request.
         var map = _store.Current;
         if (map is null || map.IsEmpty)
@@ -82,6 +75,12 @@ internal sealed partial class ShardRouter
 
         var state = _views.For(map);
         context.Response.Headers[HeaderRules.Generation] = state.GenerationText;
+        if (RefusedTunnel(context) is { } refused)
+        {
+            await WriteErrorAsync(context, StatusCodes.Status501NotImplemented, SidecarMetricNames.OutcomeBadRequest, refused, null, _options.PodName)
+                .ConfigureAwait(false);
+            return;
+        }
 
         // 2-6. Decide.
         var decision = Decide(context, state);
@@ -420,6 +419,17 @@ internal sealed partial class ShardRouter
             Proof = _proof.Create(key, state.Map.Generation, nextHop),
         };
     }
+
+    /// <summary>
+    /// Why the request asks for a tunnel the sidecar does not open, or null. A plain CONNECT names an authority to tunnel
+    /// to: the sidecar is its pod's reverse proxy, not a forward proxy, so it neither opens one nor passes the request to an
+    /// app that might. Of the extended CONNECTs only websocket (RFC 8441) is forwarded.
+    /// </summary>
+    private static string? RefusedTunnel(HttpContext context) => Http2WebSocket.Of(context) is { } connect
+        ? Http2WebSocket.IsWebSocket(connect) ? null : $"HTTP/2 extended CONNECT for protocol '{connect.Protocol}' is not forwarded; only websocket (RFC 8441) is"
+        : HttpMethods.IsConnect(context.Request.Method)
+            ? "CONNECT is not forwarded: the sidecar opens no tunnels (WebSockets over HTTP/2 extended CONNECT, RFC 8441, are)"
+            : null;
 
     private static Decision Error(int status, string outcome, string message, string? retryAfter = null, ShardMember? owner = null) =>
         new(DecisionKind.Error, owner) { Status = status, Outcome = outcome, Message = message, RetryAfter = retryAfter };

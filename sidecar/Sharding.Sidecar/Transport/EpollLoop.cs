@@ -21,9 +21,11 @@ internal sealed unsafe class EpollLoop : IDisposable
     private readonly int _epoll;
     private readonly int _wake;
     private readonly Thread _thread;
+    private readonly Action<EpollLoop, Exception>? _onFatal;
     private readonly ConcurrentDictionary<ulong, EpollSocket> _sockets = new();
     private long _nextId;
     private volatile bool _stopping;
+    private volatile bool _failed; // epoll_wait failed: the thread ended and left the fds to Dispose
 
     // Work to run once the current batch of events is handled (loop thread only): a multiplexed connection's frames from
     // every request of the batch then leave in one send, as Envoy flushes once per event-loop turn.
@@ -33,10 +35,16 @@ internal sealed unsafe class EpollLoop : IDisposable
     [ThreadStatic]
     private static EpollLoop? t_current;
 
-    public EpollLoop(string name, int index, bool inline)
+    /// <summary>
+    /// Starts the loop's thread, named <paramref name="name"/>, at position <paramref name="index"/>; continuations run on it
+    /// when <paramref name="inline"/>. When it cannot go on (epoll_wait failed) its thread ends and tells
+    /// <paramref name="onFatal"/>; without one the error is thrown on the thread, which ends the process.
+    /// </summary>
+    public EpollLoop(string name, int index, bool inline, Action<EpollLoop, Exception>? onFatal = null)
     {
         Index = index;
         Inline = inline;
+        _onFatal = onFatal;
         _epoll = Native.EpollCreate();
         _wake = Native.EventFdCreate();
         Native.EpollAdd(_epoll, _wake, Native.EPOLLIN | Native.EPOLLET, WakeId);
@@ -46,6 +54,9 @@ internal sealed unsafe class EpollLoop : IDisposable
 
     /// <summary>The loop whose thread is running the caller, if any.</summary>
     public static EpollLoop? Current => t_current;
+
+    /// <summary>The loop thread's name.</summary>
+    public string Name => _thread.Name!;
 
     /// <summary>Position among its <see cref="EpollLoops"/>.</summary>
     public int Index { get; }
@@ -89,10 +100,15 @@ internal sealed unsafe class EpollLoop : IDisposable
     public void Dispose()
     {
         _stopping = true;
-        Native.EventFdSignal(_wake);
+        Native.EventFdSignal(_wake); // the fd is open until the thread ends normally, or until below after a failure
         if (Thread.CurrentThread != _thread)
         {
             _thread.Join();
+            if (_failed)
+            {
+                Native.Close(_wake);
+                Native.Close(_epoll);
+            }
         }
     }
 
@@ -141,7 +157,16 @@ internal sealed unsafe class EpollLoop : IDisposable
                         continue;
                     }
 
-                    throw Native.SocketError(Native.LastError);
+                    // Nothing can watch this loop's sockets any more: its connections would hang.
+                    var error = Native.SocketError(Native.LastError);
+                    if (_onFatal is null)
+                    {
+                        throw error;
+                    }
+
+                    _failed = true;
+                    _onFatal(this, error);
+                    return;
                 }
 
                 for (var i = 0; i < count; i++)
@@ -163,8 +188,11 @@ internal sealed unsafe class EpollLoop : IDisposable
         finally
         {
             NativeMemory.Free(events);
-            Native.Close(_wake);
-            Native.Close(_epoll);
+            if (!_failed)
+            {
+                Native.Close(_wake);
+                Native.Close(_epoll);
+            }
         }
     }
 }

@@ -12,12 +12,12 @@ namespace Sharding.Sidecar.Transport;
 /// The sidecar's event loops (<see cref="EpollLoop"/>), shared by Kestrel's listeners and the fast path's upstream
 /// connections, so a relayed request's two sockets are usually served by one thread. Null loops: the runtime's sockets.
 /// </summary>
-internal sealed class EpollLoops : IDisposable
+internal sealed partial class EpollLoops : IDisposable
 {
     private readonly EpollLoop[] _loops;
     private int _next;
 
-    public EpollLoops(IOptions<SidecarOptions> options)
+    public EpollLoops(IOptions<SidecarOptions> options, IHostApplicationLifetime lifetime, ILogger<EpollLoops> logger)
     {
         var value = options.Value;
         if (!value.EpollTransport || !Native.IsSupported)
@@ -30,7 +30,14 @@ internal sealed class EpollLoops : IDisposable
         _loops = new EpollLoop[count];
         for (var i = 0; i < count; i++)
         {
-            _loops[i] = new EpollLoop($"sharding-io-{i}", i, value.InlineSocketCompletions);
+            _loops[i] = new EpollLoop($"sharding-io-{i}", i, value.InlineSocketCompletions, (loop, error) =>
+            {
+                // Its connections can no longer be served: stop the way SIGTERM does (the other loops drain theirs and the
+                // log is flushed), with a failing exit code, so the pod restarts.
+                LogLoopFailed(logger, error, loop.Name);
+                Environment.ExitCode = 1;
+                lifetime.StopApplication();
+            });
         }
     }
 
@@ -68,6 +75,9 @@ internal sealed class EpollLoops : IDisposable
             loop.Dispose();
         }
     }
+
+    [LoggerMessage(3, LogLevel.Critical, "Event loop {Loop} failed; the sidecar stops with exit code 1: its connections can no longer be served")]
+    private static partial void LogLoopFailed(ILogger logger, Exception exception, string loop);
 }
 
 /// <summary>Kestrel's transport for the sidecar's IP endpoints when <see cref="EpollLoops.Enabled"/>.</summary>

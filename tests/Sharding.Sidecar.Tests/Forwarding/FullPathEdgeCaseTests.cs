@@ -241,6 +241,30 @@ public sealed class FullPathEdgeCaseTests
         Assert.Equal("pod-0", response.Headers.GetValues("x-sharding-owner").Single());
     }
 
+    /// <summary>
+    /// A plain CONNECT asks the sidecar to tunnel to the authority it names: refused with 501 and the reason, on the map's
+    /// headers, and the app never sees it; the connection then serves the next request.
+    /// </summary>
+    [Fact]
+    public async Task PlainConnect_Is501_AndNeverReachesTheApp()
+    {
+        await using var app = FakeApp.Start();
+        await using var solo = await Solo.StartAsync(app.Port, Solo.KeyHeaderRule);
+        using var client = await RawClient.ConnectAsync(solo.Sidecar.Port);
+        await client.SendAsync("CONNECT internal.example:443 HTTP/1.1\r\nHost: internal.example:443\r\nx-shard-key: k1\r\n\r\n");
+        var refused = await client.ReadResponseAsync();
+        Assert.Equal(501, refused.Status);
+        Assert.Contains("CONNECT is not forwarded: the sidecar opens no tunnels", refused.BodyText);
+        Assert.Equal("pod-0", refused.Single("x-sharding-owner"));
+        Assert.Equal("1", refused.Single("x-sharding-generation"));
+
+        await client.SendAsync("GET /after HTTP/1.1\r\nHost: app.test\r\nx-shard-key: k1\r\n\r\n");
+        Assert.Equal(200, (await client.ReadResponseAsync()).Status);
+        var seen = await app.NextRequestAsync();
+        Assert.Equal("GET", seen.Method); // the first request the app saw is the one after the CONNECT
+        Assert.Equal("/after", seen.Target);
+    }
+
     /// <summary>A client's Connection header naming Content-Length does not turn its upload into a chunked one.</summary>
     [Fact]
     public async Task ConnectionHeaderNamingContentLength_TheAppStillGetsTheLength()
