@@ -42,4 +42,32 @@ public sealed class LocalClusterStartTests
             Assert.Contains("address already in use", await File.ReadAllTextAsync(Path.Combine(work, log), cancel.Token), StringComparison.OrdinalIgnoreCase);
         }
     }
+
+    /// <summary>
+    /// Two picks that land on the same free port are not given to one process: a sidecar whose data and admin ports were
+    /// the same failed its option validation (no bind error, so no retry), which failed a CI run.
+    /// </summary>
+    [Fact]
+    public async Task TheSameFreePortPickedTwice_IsNotGivenToOneProcess()
+    {
+        using var cancel = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        var picks = 0;
+        var repeated = LoopbackPorts.Free();
+
+        // Picks 1-3 are the pod's app, sidecar and admin ports: the sidecar's two come up the same.
+        var work = Directory.CreateTempSubdirectory("sharding-ports-test-").FullName;
+        await using var cluster = new LocalCluster(ComponentPaths.Locate(), work)
+        {
+            PickPort = () => ++picks is 2 or 3 ? repeated : LoopbackPorts.Free(),
+        };
+
+        await cluster.StartAsync(1, 1, cancel.Token);
+
+        var pod = cluster.Pods.Single();
+        Assert.Equal(repeated, pod.SidecarPort);
+        Assert.NotEqual(pod.SidecarPort, pod.AdminPort);
+        Assert.Equal(3, cluster.StartedProcesses.Count); // the replica, the app and the sidecar, once each: no retry
+        using var http = new HttpClient();
+        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync(new Uri(pod.AdminUrl + "/readyz"), cancel.Token)).StatusCode);
+    }
 }

@@ -112,7 +112,8 @@ internal sealed class LocalCluster : IAsyncDisposable
         await WriteMembershipAsync(cancellationToken).ConfigureAwait(false);
         for (var i = 0; i < controlPlanes; i++)
         {
-            var cp = new DemoControlPlane($"cp-{i}", PickPort(), PickPort());
+            var ports = DistinctPorts(2);
+            var cp = new DemoControlPlane($"cp-{i}", ports[0], ports[1]);
             ControlPlanes.Add(cp);
             StartControlPlane(cp);
         }
@@ -293,7 +294,8 @@ internal sealed class LocalCluster : IAsyncDisposable
 
     private DemoPod NewPod()
     {
-        var pod = new DemoPod($"demo-{Pods.Count}", PickPort(), PickPort(), PickPort());
+        var ports = DistinctPorts(3);
+        var pod = new DemoPod($"demo-{Pods.Count}", ports[0], ports[1], ports[2]);
         Pods.Add(pod);
         return pod;
     }
@@ -336,7 +338,8 @@ internal sealed class LocalCluster : IAsyncDisposable
         async () =>
         {
             await Task.WhenAll(pod.Sidecar!.StopAsync(TimeSpan.FromSeconds(5)), pod.App!.StopAsync(TimeSpan.FromSeconds(5))).ConfigureAwait(false);
-            pod.MoveTo(PickPort(), PickPort(), PickPort());
+            var ports = DistinctPorts(3);
+            pod.MoveTo(ports[0], ports[1], ports[2]);
             if (Members.Contains(pod))
             {
                 await WriteMembershipAsync(cancellationToken).ConfigureAwait(false);
@@ -354,7 +357,8 @@ internal sealed class LocalCluster : IAsyncDisposable
         () => IsOkAsync(cp.HttpUrl + "/healthz", cancellationToken),
         () =>
         {
-            cp.MoveTo(PickPort(), PickPort());
+            var ports = DistinctPorts(2);
+            cp.MoveTo(ports[0], ports[1]);
             StartControlPlane(cp);
             return Task.CompletedTask;
         },
@@ -394,6 +398,31 @@ internal sealed class LocalCluster : IAsyncDisposable
 
             await restartOnNewPorts().ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// <paramref name="count"/> ports for one process, all different: two picks can land on the same free port, and one
+    /// process given it twice (a sidecar's data and admin port) fails its own validation rather than a bind, which is not
+    /// retried. A port shared between two processes fails the second's bind, and that start is retried on new ports.
+    /// </summary>
+    private int[] DistinctPorts(int count)
+    {
+        var ports = new int[count];
+        for (int i = 0, attempts = 0; i < count; attempts++)
+        {
+            if (attempts == 1000)
+            {
+                throw new InvalidOperationException($"no {count} different free ports in 1,000 picks");
+            }
+
+            var port = PickPort();
+            if (Array.IndexOf(ports, port, 0, i) < 0)
+            {
+                ports[i++] = port;
+            }
+        }
+
+        return ports;
     }
 
     /// <summary>Whether a log matching <paramref name="logs"/> (a file pattern) says a bind failed.</summary>
