@@ -490,11 +490,9 @@ internal sealed class FakeApp : IAsyncDisposable
     private FakeApp(Func<FakeRequest, FakeAppConnection, Task> handler)
     {
         Handler = handler;
-        _listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        _listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        _listener.Listen(64);
+        _listener = LoopbackListener.Listen();
         Port = ((IPEndPoint)_listener.LocalEndPoint!).Port;
-        _acceptLoop = AcceptAsync();
+        _acceptLoop = LoopbackListener.AcceptAllAsync(_listener, OnAccepted, _stop.Token);
     }
 
     public int Port { get; }
@@ -563,26 +561,13 @@ internal sealed class FakeApp : IAsyncDisposable
         }
     }
 
-    private async Task AcceptAsync()
+    private void OnAccepted(Socket socket)
     {
-        while (!_stop.IsCancellationRequested)
+        _sockets.Add(socket);
+        var id = Interlocked.Increment(ref _connections);
+        lock (_tasks)
         {
-            Socket socket;
-            try
-            {
-                socket = await _listener.AcceptAsync(_stop.Token);
-            }
-            catch (Exception ex) when (ex is OperationCanceledException or SocketException or ObjectDisposedException)
-            {
-                return;
-            }
-
-            _sockets.Add(socket);
-            var id = Interlocked.Increment(ref _connections);
-            lock (_tasks)
-            {
-                _tasks.Add(ServeAsync(new FakeAppConnection(socket, id)));
-            }
+            _tasks.Add(ServeAsync(new FakeAppConnection(socket, id)));
         }
     }
 

@@ -76,7 +76,7 @@ public sealed class OwnerEndedTunnelTests
     private sealed class FakeOwner : IAsyncDisposable
     {
         private readonly EpollLoop _loop = new("fake-owner-io", 0, inline: false);
-        private readonly Socket _listener = new(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        private readonly Socket _listener = LoopbackListener.Listen();
         private readonly ConcurrentBag<EpollConnection> _connections = [];
         private readonly CancellationTokenSource _stop = new();
         private readonly bool _reset;
@@ -93,32 +93,16 @@ public sealed class OwnerEndedTunnelTests
         public static FakeOwner Start(bool reset)
         {
             var owner = new FakeOwner(reset);
-            owner._listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-            owner._listener.Listen();
-            owner._accepting = owner.AcceptAsync();
+            owner._accepting = LoopbackListener.AcceptAllAsync(owner._listener, owner.OnAccepted, owner._stop.Token);
             return owner;
         }
 
-        private async Task AcceptAsync()
+        private void OnAccepted(Socket socket)
         {
-            // Bounded by the test: ends when the listener is disposed.
-            while (!_stop.IsCancellationRequested)
-            {
-                Socket socket;
-                try
-                {
-                    socket = await _listener.AcceptAsync(_stop.Token);
-                }
-                catch (Exception ex) when (ex is OperationCanceledException or SocketException or ObjectDisposedException)
-                {
-                    return;
-                }
-
-                var connection = new EpollConnection(EpollSocket.Attach(socket, _loop), MemoryPool<byte>.Shared, 1 << 20, 1 << 20, NullLogger.Instance);
-                connection.Start();
-                _connections.Add(connection);
-                LinkConnection.Accept(connection, _loop, stream => _ = ServeAsync(new LinkStreamConnection(stream, connection)), metrics: null, NullLogger.Instance);
-            }
+            var connection = new EpollConnection(EpollSocket.Attach(socket, _loop), MemoryPool<byte>.Shared, 1 << 20, 1 << 20, NullLogger.Instance);
+            connection.Start();
+            _connections.Add(connection);
+            LinkConnection.Accept(connection, _loop, stream => _ = ServeAsync(new LinkStreamConnection(stream, connection)), metrics: null, NullLogger.Instance);
         }
 
         private async Task ServeAsync(LinkStreamConnection tunnel)
