@@ -128,7 +128,14 @@ internal sealed partial class LeaseLeaderElector : ILeaderElector, IDisposable
         }
 
         // Renew now rather than at the next retry period: until the Lease carries the new epoch, sidecars ignore our maps.
-        delay?.TrySetResult();
+        if (delay is not null && !delay.Task.IsCompleted)
+        {
+            // Down before the wake-up, as in the timer callback: the continuation runs later, on the thread pool, and until
+            // it does the loop must not look idle (a test settling on IsIdle would read the epoch before the renewal).
+            _idle = false;
+            delay.TrySetResult();
+        }
+
         return true;
     }
 
