@@ -4,7 +4,6 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Sharding.Keys;
 using Sharding.Mapping;
 using Sharding.Metrics;
-using Sharding.Protocol;
 
 namespace Sharding.Client;
 
@@ -157,13 +156,13 @@ public sealed partial class ShardRoutingHandler : DelegatingHandler
             case ShardKeyStatus.Found:
                 owner = snapshot.Map.OwnerOf(key[..length]);
                 return owner is null ? Decision.NoKey : Decision.Owner;
-            // As the sidecar: a gRPC body is length-prefixed protobuf, never a JSON document (and a streaming call's body only
-            // ends when the caller ends it), so it is not read: no key.
+            // As the sidecar: only a JSON body (or one of no stated type) is read; a gRPC body (whose streaming call ends only
+            // when the caller ends it), a multipart, form or binary one is not: no key.
             case ShardKeyStatus.NeedsBody when bodyKey is not null:
                 // The body was read to its key by an earlier send; it may not be readable again (a seekable one sits at its end).
                 owner = snapshot.Map.OwnerOf(bodyKey.AsSpan());
                 return owner is null ? Decision.NoKey : Decision.Owner;
-            case ShardKeyStatus.NeedsBody when _readBodyKeys && HasBody(request.Content) && !IsGrpc(request.Content!):
+            case ShardKeyStatus.NeedsBody when _readBodyKeys && HasBody(request.Content) && ReadsBody(request.Content!):
                 return Decision.NeedsBody;
             case ShardKeyStatus.TooLong:
                 return Decision.BadKey;
@@ -189,11 +188,10 @@ public sealed partial class ShardRoutingHandler : DelegatingHandler
     /// <summary>Mirrors the sidecar's test: a body with a positive or unknown length may hold the key.</summary>
     private static bool HasBody(HttpContent? content) => content is not null && (content.Headers.ContentLength is not long length || length > 0);
 
-    /// <summary>Mirrors the sidecar's test: a content type starting with <c>application/grpc</c> (+proto, +json, …).</summary>
-    private static bool IsGrpc(HttpContent content) =>
-        content.Headers.NonValidated.TryGetValues("Content-Type", out var values)
-        && values.Count > 0
-        && GrpcProtocol.IsGrpc(values.ToString());
+    /// <summary>Mirrors the sidecar's test (<see cref="ShardKeyExtractor.ReadsBodyOf"/>): JSON, or no content type.</summary>
+    private static bool ReadsBody(HttpContent content) =>
+        !content.Headers.NonValidated.TryGetValues("Content-Type", out var values)
+        || ShardKeyExtractor.ReadsBodyOf(values.ToString());
 
     private Task<HttpResponseMessage> Direct(HttpRequestMessage request, ShardMember owner, string? bodyKey, CancellationToken cancellationToken)
     {

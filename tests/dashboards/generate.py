@@ -25,7 +25,8 @@ OVERVIEW = [
         (f'max by (service) (sharding_sidecar_map_generation{{{SVC}}}) - min by (service) (sharding_sidecar_map_generation{{{SVC}}})', "{{service}}")]),
     ("Leader and failovers", "short", [
         ('sum(sharding_controlplane_leader)', "replicas leading"),
-        ('max(sharding_controlplane_leader_epoch)', "leader epoch (grows with every failover)")]),
+        ('max(sharding_controlplane_leader_epoch)', "leader epoch (grows with every failover)"),
+        ('sum(sharding_controlplane_cut_off)', "followers cut off from the leader")]),
     ("Map publish latency p50 / p99", "s", [
         (f'histogram_quantile(0.5, sum by (le) (rate(sharding_controlplane_publish_duration_seconds_bucket[{RATE}])))', "p50"),
         (f'histogram_quantile(0.99, sum by (le) (rate(sharding_controlplane_publish_duration_seconds_bucket[{RATE}])))', "p99")]),

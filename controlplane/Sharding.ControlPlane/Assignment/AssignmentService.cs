@@ -31,6 +31,7 @@ internal sealed partial class AssignmentService(
     ControlPlaneMetrics metrics,
     IOptions<ControlPlaneOptions> options,
     TimeProvider timeProvider,
+    IHostApplicationLifetime lifetime,
     ILogger<AssignmentService> logger) : BackgroundService
 {
     private readonly Channel<bool> _wake = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
@@ -44,6 +45,8 @@ internal sealed partial class AssignmentService(
         registry.HeldAhead += OnHeldAhead;
         var electing = Task.Run(() => elector.RunAsync(stoppingToken), CancellationToken.None);
         var watching = Task.Run(() => WatchMembershipAsync(stoppingToken), CancellationToken.None);
+        StopIfEnded(electing, "leader election", stoppingToken);
+        StopIfEnded(watching, "membership watch", stoppingToken);
         try
         {
             for (long round = 0; round < long.MaxValue && !stoppingToken.IsCancellationRequested; round++)
@@ -85,6 +88,29 @@ internal sealed partial class AssignmentService(
             await Task.WhenAll(electing, watching).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
     }
+
+    /// <summary>
+    /// Election and the membership watch run for the process's life, retrying the errors they expect. One that ends before
+    /// shutdown anyway (an error nobody foresaw) would leave this replica serving a frozen leadership or membership view while
+    /// it looks healthy: it is logged (Critical) and the process stops with exit code 1, so that it is restarted.
+    /// </summary>
+    private void StopIfEnded(Task loop, string name, CancellationToken stoppingToken) =>
+        loop.ContinueWith(
+            ended =>
+            {
+                if (stoppingToken.IsCancellationRequested)
+                {
+                    return;
+                }
+
+                var error = ended.Exception?.GetBaseException();
+                Log.LoopEnded(logger, error, name);
+                Environment.ExitCode = 1;
+                lifetime.StopApplication();
+            },
+            CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously,
+            TaskScheduler.Default);
 
     private void OnLeadershipChanged(LeadershipState state) => _wake.Writer.TryWrite(true);
 
@@ -178,6 +204,9 @@ internal sealed partial class AssignmentService(
 
         [LoggerMessage(EventId = 303, EventName = "GenerationBelowHeld", Level = LogLevel.Warning, Message = "Published {Service} generation {Generation}, below generation {Held} that a subscriber holds and that the leader's epoch was not raised above: that subscriber ignores it")]
         public static partial void BelowHeld(ILogger logger, string service, long generation, long held);
+
+        [LoggerMessage(EventId = 304, EventName = "LoopEnded", Level = LogLevel.Critical, Message = "The {Loop} loop ended before shutdown; the control plane stops with exit code 1 so that it is restarted")]
+        public static partial void LoopEnded(ILogger logger, Exception? exception, string loop);
 
         [LoggerMessage(EventId = 302, EventName = "InvalidService", Level = LogLevel.Error, Message = "Service {Service} cannot be mapped, keeping its last map: {Reason}")]
         public static partial void InvalidService(ILogger logger, string service, string reason);

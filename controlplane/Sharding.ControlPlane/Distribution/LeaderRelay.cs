@@ -9,7 +9,8 @@ namespace Sharding.ControlPlane.Distribution;
 /// <summary>
 /// Followers relay the leader: one all-services <see cref="AssignmentsWatcher"/> on the leader's gRPC URL feeds this replica's
 /// <see cref="ShardMapRegistry"/>, which serves its own subscribers. Generations stay the leader's; the registry keeps the last maps
-/// when the leader goes away.
+/// when the leader goes away. A follower that has not heard from the leader it relays for
+/// <see cref="ControlPlaneOptions.RelayCutOffAfter"/> marks itself cut off (<see cref="ShardMapRegistry.CutOff"/>).
 /// </summary>
 internal sealed partial class LeaderRelay(
     ILeaderElector elector,
@@ -22,7 +23,8 @@ internal sealed partial class LeaderRelay(
 {
     private readonly ILogger _logger = loggerFactory.CreateLogger<LeaderRelay>();
     private readonly Channel<bool> _wake = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
-    private string? _target; // the leader relayed (written by the loop only; read by OnHeldAhead)
+    private string? _target; // the leader relayed (written by the loop only; read by OnHeldAhead and CheckCutOff)
+    private long _lastHeard; // timestamp of the relayed leader's last map or keep-alive, or of the relay's start
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -31,6 +33,9 @@ internal sealed partial class LeaderRelay(
         elector.Changed += OnChanged;
         registry.HeldAhead += OnHeldAhead;
         AssignmentsWatcher? watcher = null;
+        var cutOffAfter = options.Value.RelayCutOffAfter;
+        var period = TimeSpan.FromTicks(Math.Min(TimeSpan.TicksPerSecond, cutOffAfter.Ticks / 4));
+        using var check = timeProvider.CreateTimer(static state => ((LeaderRelay)state!).CheckCutOff(), this, period, period);
         try
         {
             _wake.Writer.TryWrite(true);
@@ -51,6 +56,7 @@ internal sealed partial class LeaderRelay(
                     Log.RelayStopped(_logger, _target!);
                 }
 
+                Heard(); // a new relay (or none) starts its silence count now
                 Volatile.Write(ref _target, desired);
                 if (desired is not null)
                 {
@@ -69,8 +75,13 @@ internal sealed partial class LeaderRelay(
                     {
                         var published = registry.Publish(applied.Map, (long)applied.Update.LeaderEpoch, applied.Update.LeaderId, applied.Update.PublishedUnixMs);
                         metrics.Published(TimeSpan.Zero, published ? 1 : 0, computed: false);
+                        Heard();
                     };
-                    watcher.PingReceived += _ => registry.MarkSynced();
+                    watcher.PingReceived += _ =>
+                    {
+                        registry.MarkSynced();
+                        Heard();
+                    };
                     watcher.Start();
                     Log.RelayStarted(_logger, desired, state.Epoch);
 
@@ -97,6 +108,44 @@ internal sealed partial class LeaderRelay(
     }
 
     private void OnChanged(LeadershipState state) => _wake.Writer.TryWrite(true);
+
+    private void Heard()
+    {
+        Volatile.Write(ref _lastHeard, timeProvider.GetTimestamp());
+        if (registry.SetCutOff(null))
+        {
+            var leader = Volatile.Read(ref _target) ?? "(no leader)";
+            Log.RelayRestored(_logger, leader);
+        }
+    }
+
+    /// <summary>
+    /// On a timer: cut off after <see cref="ControlPlaneOptions.RelayCutOffAfter"/> of silence from the relayed leader. A leader
+    /// that died is replaced sooner than that, and the relay then follows the new one; what remains is a follower that cannot
+    /// reach a leader that still leads (a partition, a wrong advertised URL), whose subscribers would otherwise never see
+    /// another generation while it looks healthy.
+    /// </summary>
+    private void CheckCutOff()
+    {
+        var silent = timeProvider.GetElapsedTime(Volatile.Read(ref _lastHeard));
+        var leader = Volatile.Read(ref _target);
+        if (leader is null || silent < options.Value.RelayCutOffAfter)
+        {
+            // Not relaying (this replica leads, or no leader is known: every replica is alike then), or heard recently.
+            if (registry.SetCutOff(null))
+            {
+                Log.RelayRestored(_logger, leader ?? "(no leader)");
+            }
+
+            return;
+        }
+
+        var seconds = ((long)silent.TotalSeconds).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        if (registry.SetCutOff($"no word from the leader at {leader} for {seconds} s"))
+        {
+            Log.RelayCutOff(_logger, leader, silent.TotalSeconds);
+        }
+    }
 
     /// <summary>
     /// A subscriber holds a generation this follower has not relayed: either the relay lags, or the leader's epoch was restarted
@@ -141,6 +190,12 @@ internal sealed partial class LeaderRelay(
 
         [LoggerMessage(EventId = 413, EventName = "HeldAheadNotPassedOn", Level = LogLevel.Warning, Message = "A subscriber holds {Service} generation {Generation}, newer than this follower relayed; the leader at {LeaderAddress} could not be told: {Reason}")]
         public static partial void HeldAheadNotPassedOn(ILogger logger, string service, long generation, string leaderAddress, string reason);
+
+        [LoggerMessage(EventId = 414, EventName = "RelayCutOff", Level = LogLevel.Warning, Message = "No word from the leader at {LeaderAddress} for {Seconds:0} s: this follower is cut off, not ready, and ends its Watch streams so that subscribers move to another replica")]
+        public static partial void RelayCutOff(ILogger logger, string leaderAddress, double seconds);
+
+        [LoggerMessage(EventId = 415, EventName = "RelayRestored", Level = LogLevel.Information, Message = "This follower hears the leader again ({LeaderAddress}): ready")]
+        public static partial void RelayRestored(ILogger logger, string leaderAddress);
 
         [LoggerMessage(EventId = 411, EventName = "RelayStopped", Level = LogLevel.Information, Message = "Stopped relaying {LeaderAddress}")]
         public static partial void RelayStopped(ILogger logger, string leaderAddress);

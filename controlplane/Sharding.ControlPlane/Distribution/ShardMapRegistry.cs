@@ -31,6 +31,7 @@ internal sealed class ShardMapRegistry
     private readonly object _gate = new();
     private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private volatile bool _synced;
+    private volatile string? _cutOff;
 
     /// <summary>Completes at the next publication (or sync); take it before reading, then wait on it.</summary>
     public Task Changed
@@ -132,6 +133,30 @@ internal sealed class ShardMapRegistry
         }
 
         return true;
+    }
+
+    /// <summary>
+    /// Why this follower's view may be stale (its relay has not heard from the leader for too long), else null. While set the
+    /// replica is not ready and ends its Watch streams, so subscribers move to a replica that still hears the leader.
+    /// </summary>
+    public string? CutOff => _cutOff;
+
+    /// <summary>Sets or clears <see cref="CutOff"/> (wakes waiting streams when it changes).</summary>
+    /// <param name="reason">Why, or null when the relay hears the leader again.</param>
+    /// <returns>Whether it changed (cut off now, or no longer).</returns>
+    public bool SetCutOff(string? reason)
+    {
+        lock (_gate)
+        {
+            if ((_cutOff is null) == (reason is null))
+            {
+                return false;
+            }
+
+            _cutOff = reason;
+            Signal();
+            return true;
+        }
     }
 
     /// <summary>Marks the view complete (wakes waiting streams so unknown services can be refused).</summary>

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.IO.Pipelines;
 using Google.Protobuf;
+using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Options;
 using Sharding.ControlPlane.Hosting;
@@ -137,7 +138,9 @@ internal sealed partial class WatchHandler(
             return;
         }
 
-        var remote = context.Connection.RemoteIpAddress;
+        var remote = context.Connection.RemoteIpAddress is { IsIPv4MappedToIPv6: true } mapped
+            ? mapped.MapToIPv4() // the manifests' [::] listener reports IPv4 subscribers as ::ffff:a.b.c.d
+            : context.Connection.RemoteIpAddress;
         if (!all && watch.KnownGeneration is > 0 and <= long.MaxValue && registry.NoteHeld(service, (long)watch.KnownGeneration, watch.KnownChecksum))
         {
             // Who made the claim: a raise of the leader's epoch follows from it, and the claim is not authenticated.
@@ -202,6 +205,15 @@ internal sealed partial class WatchHandler(
                 response.AppendTrailer(GrpcProtocol.StatusHeader, ((int)GrpcStatusCode.Unavailable).ToString(System.Globalization.CultureInfo.InvariantCulture));
                 response.AppendTrailer(GrpcProtocol.MessageHeader, GrpcProtocol.EncodeMessage(ShuttingDown));
                 break;
+            case "cut_off":
+                // This follower no longer hears the leader: what it holds may be stale. UNAVAILABLE, and GOAWAY on the connection,
+                // so the subscriber reconnects over a new one, which the Service gives a ready replica.
+                metrics.StreamReset(reason);
+                response.AppendTrailer(GrpcProtocol.StatusHeader, ((int)GrpcStatusCode.Unavailable).ToString(System.Globalization.CultureInfo.InvariantCulture));
+                response.AppendTrailer(GrpcProtocol.MessageHeader, GrpcProtocol.EncodeMessage(
+                    $"control plane replica cut off from the leader ({registry.CutOff ?? "it hears it again"}); reconnect to another replica"));
+                context.Features.Get<IConnectionLifetimeNotificationFeature>()?.RequestClose();
+                break;
             case "service_removed":
                 // Asked before this replica was in sync, and the service is not in the complete view: NOT_FOUND, as at the start.
                 metrics.StreamReset(reason);
@@ -228,6 +240,11 @@ internal sealed partial class WatchHandler(
         for (long iteration = 0; iteration < long.MaxValue && !token.IsCancellationRequested; iteration++)
         {
             var changed = registry.Changed;
+            if (registry.CutOff is not null)
+            {
+                return "cut_off";
+            }
+
             var wrote = false;
             if (all)
             {

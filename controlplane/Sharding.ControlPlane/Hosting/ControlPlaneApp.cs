@@ -14,6 +14,13 @@ namespace Sharding.ControlPlane.Hosting;
 /// <summary>Builds the control-plane web application (used by Program and by in-process tests).</summary>
 internal static class ControlPlaneApp
 {
+    /// <summary>
+    /// Whether a background service ended with an exception: .NET 10's host then stops, but exits with code 0 (.NET 11
+    /// changes that), so the entry point sets 1 itself and the restart reads as a failure.
+    /// </summary>
+    public static bool BackgroundServiceFailed(IServiceProvider services) =>
+        services.GetServices<IHostedService>().Any(static s => s is BackgroundService { ExecuteTask.IsFaulted: true });
+
     public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
     {
         // No appsettings watcher: it watches the whole working directory, and a busy file there (a log) would cost CPU on
@@ -44,6 +51,11 @@ internal static class ControlPlaneApp
             {
                 var uri = new Uri(url);
                 var address = uri.Host is "localhost" ? IPAddress.Loopback : IPAddress.Parse(uri.Host);
+                if (address.Equals(IPAddress.IPv6Any) && !System.Net.Sockets.Socket.OSSupportsIPv6)
+                {
+                    address = IPAddress.Any; // [::] is dual-stack; where the kernel has no IPv6 it would not bind at all
+                }
+
                 kestrel.Listen(address, uri.Port, listen =>
                 {
                     listen.Protocols = grpc ? HttpProtocols.Http2 : HttpProtocols.Http1;
@@ -71,9 +83,10 @@ internal static class ControlPlaneApp
         }
 
         app.MapGet("/healthz", static () => Results.Text("ok\n"));
-        app.MapGet("/readyz", static (ShardMapRegistry registry, ILeaderElector elector) => registry.IsSynced
-            ? Results.Text($"ready: {(elector.Current.IsLeader ? "leader" : "follower")}, epoch {elector.Current.Epoch}\n")
-            : Results.Text("not ready: no complete membership view yet (leader not computed / relay not in sync)\n", statusCode: StatusCodes.Status503ServiceUnavailable));
+        app.MapGet("/readyz", static (ShardMapRegistry registry, ILeaderElector elector) =>
+            !registry.IsSynced ? Results.Text("not ready: no complete membership view yet (leader not computed / relay not in sync)\n", statusCode: StatusCodes.Status503ServiceUnavailable)
+            : registry.CutOff is { } cutOff ? Results.Text($"not ready: cut off from the leader ({cutOff})\n", statusCode: StatusCodes.Status503ServiceUnavailable)
+            : Results.Text($"ready: {(elector.Current.IsLeader ? "leader" : "follower")}, epoch {elector.Current.Epoch}\n"));
         app.MapGet("/metrics", static (HttpContext context, PrometheusExporter exporter) =>
         {
             context.Response.ContentType = PrometheusExporter.ContentType;

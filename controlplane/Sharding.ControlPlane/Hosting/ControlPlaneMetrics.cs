@@ -22,6 +22,7 @@ internal sealed class ControlPlaneMetrics
     {
         var meter = meterFactory.Create(ControlPlaneMetricNames.MeterName);
         meter.CreateObservableGauge(ControlPlaneMetricNames.Leader, () => elector.Current.IsLeader ? 1 : 0, description: "1 while this replica is the leader");
+        meter.CreateObservableGauge(ControlPlaneMetricNames.CutOff, () => registry.CutOff is null ? 0 : 1, description: "1 while this follower is cut off from the leader it relays");
         meter.CreateObservableGauge(ControlPlaneMetricNames.LeaderEpoch, () => elector.Current.Epoch, description: "The leader epoch this replica knows");
         meter.CreateObservableGauge(
             ControlPlaneMetricNames.Generation,

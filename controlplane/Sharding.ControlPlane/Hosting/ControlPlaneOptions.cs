@@ -63,6 +63,14 @@ internal sealed class ControlPlaneOptions
     /// <summary>Followers: the relay stream from the leader is dropped when silent this long.</summary>
     /// <value>6 s.</value>
     public TimeSpan RelayIdleTimeout { get; set; } = TimeSpan.FromSeconds(6);
+
+    /// <summary>
+    /// Followers: after this long without a word from the leader they relay (no map, no keep-alive), the replica is cut off:
+    /// <c>/readyz</c> answers 503 and its Watch streams end (UNAVAILABLE, and the connection is closed) so that subscribers
+    /// reconnect to a replica that still hears the leader. Longer than a leader failover, so a failover never trips it.
+    /// </summary>
+    /// <value>30 s (Kubernetes: a 15 s Lease plus retries is replaced within about 19 s).</value>
+    public TimeSpan RelayCutOffAfter { get; set; } = TimeSpan.FromSeconds(30);
 }
 
 /// <summary>Validates <see cref="ControlPlaneOptions"/>, naming every bad key.</summary>
@@ -111,6 +119,11 @@ internal sealed class ControlPlaneOptionsValidator : IValidateOptions<ControlPla
         if (options.RelayIdleTimeout <= options.PingInterval)
         {
             errors.Add($"{Prefix}{nameof(ControlPlaneOptions.RelayIdleTimeout)} ({options.RelayIdleTimeout}) must be longer than {Prefix}{nameof(ControlPlaneOptions.PingInterval)} ({options.PingInterval}).");
+        }
+
+        if (options.RelayCutOffAfter <= options.RelayIdleTimeout)
+        {
+            errors.Add($"{Prefix}{nameof(ControlPlaneOptions.RelayCutOffAfter)} ({options.RelayCutOffAfter}) must be longer than {Prefix}{nameof(ControlPlaneOptions.RelayIdleTimeout)} ({options.RelayIdleTimeout}).");
         }
 
         if (options.MaxRequestMessageBytes is < 1024 or > 16 * 1024 * 1024)

@@ -30,7 +30,11 @@ internal static class KubernetesServiceCollectionExtensions
         services.AddSingleton<IConfigureOptions<LeaseElectionOptions>, ConfigureFromDownwardApi>();
         services.AddSingleton<IValidateOptions<LeaseElectionOptions>, LeaseElectionOptionsValidator>();
         services.AddOptions<PodMembershipOptions>().Bind(configuration.GetSection(PodMembershipOptions.Section));
-        services.AddOptions<SidecarInjectionOptions>().Bind(configuration.GetSection(SidecarInjectionOptions.Section));
+        services.AddOptions<SidecarInjectionOptions>().Bind(configuration.GetSection(SidecarInjectionOptions.Section))
+            .Validate(
+                static o => o.RunAsUser is > 0 and <= int.MaxValue,
+                $"{SidecarInjectionOptions.Section}:{nameof(SidecarInjectionOptions.RunAsUser)} must be a non-root user id, 1..2147483647 (the sidecar runs as non-root)")
+            .ValidateOnStart();
         services.AddSingleton<IConfigureOptions<SidecarInjectionOptions>, ConfigureFromDownwardApi>();
 
         services.Replace(ServiceDescriptor.Singleton<ILeaderElector, LeaseLeaderElector>());

@@ -53,6 +53,14 @@ public sealed class SidecarInjectionOptions
     /// <value>256Mi.</value>
     public string MemoryLimit { get; set; } = "256Mi";
 
+    /// <summary>
+    /// The user id set on the sidecar's container when the pod's <c>securityContext</c> says <c>runAsUser: 0</c> (an app that
+    /// runs as root): that would apply to the sidecar too, and its <c>runAsNonRoot</c> would then stop it from starting.
+    /// Otherwise the sidecar names no user (the image's, the pod's non-root one, or the one OpenShift assigns).
+    /// </summary>
+    /// <value>1654, the <c>app</c> user of the .NET images that sidecar/Dockerfile runs as (<c>USER $APP_UID</c>).</value>
+    public long RunAsUser { get; set; } = 1654;
+
     /// <summary>The HTTPS port of <c>POST /mutate</c>.</summary>
     /// <value>8443; the Service maps 443 to it.</value>
     public int WebhookPort { get; set; } = 8443;

@@ -158,7 +158,11 @@ internal sealed class SidecarInjector(IOptions<SidecarInjectionOptions> options)
             patch.Add(Op("add", "/metadata/labels/" + Escape(ServiceKey), service));
         }
 
-        patch.Add(Op("add", "/spec/containers/-", Sidecar(service, appPort, sidecarPort)));
+        // A pod-level runAsUser applies to every container: 0 (an app that runs as root) would make the sidecar's runAsNonRoot
+        // refuse to start it, so then the sidecar names its own user. Otherwise it names none: OpenShift's restricted SCC
+        // assigns users from the namespace's range and refuses a container that pins one outside it.
+        var podRunsAsRoot = pod["spec"]?["securityContext"]?["runAsUser"] is JsonValue user && user.TryGetValue<long>(out var podUser) && podUser == 0;
+        patch.Add(Op("add", "/spec/containers/-", Sidecar(service, appPort, sidecarPort, podRunsAsRoot)));
         var warnings = Warnings(annotations);
         return new AdmissionResponse
         {
@@ -338,7 +342,7 @@ internal sealed class SidecarInjector(IOptions<SidecarInjectionOptions> options)
         return null;
     }
 
-    private JsonObject Sidecar(string service, int appPort, int sidecarPort) => new()
+    private JsonObject Sidecar(string service, int appPort, int sidecarPort, bool podRunsAsRoot) => new()
     {
         ["name"] = _options.ContainerName,
         ["image"] = _options.Image,
@@ -364,7 +368,12 @@ internal sealed class SidecarInjector(IOptions<SidecarInjectionOptions> options)
         },
         ["readinessProbe"] = Probe("/readyz", period: 5, failures: 3),
         ["livenessProbe"] = Probe("/healthz", period: 10, failures: 3),
-        ["securityContext"] = new JsonObject
+        ["securityContext"] = SecurityContext(podRunsAsRoot),
+    };
+
+    private JsonObject SecurityContext(bool podRunsAsRoot)
+    {
+        var context = new JsonObject
         {
             ["runAsNonRoot"] = true,
             ["allowPrivilegeEscalation"] = false,
@@ -373,8 +382,14 @@ internal sealed class SidecarInjector(IOptions<SidecarInjectionOptions> options)
 
             // With the three above, what Pod Security "restricted" asks of every container whose pod does not set it.
             ["seccompProfile"] = new JsonObject { ["type"] = "RuntimeDefault" },
-        },
-    };
+        };
+        if (podRunsAsRoot)
+        {
+            context["runAsUser"] = _options.RunAsUser;
+        }
+
+        return context;
+    }
 
     private JsonObject Probe(string path, int period, int failures) => new()
     {

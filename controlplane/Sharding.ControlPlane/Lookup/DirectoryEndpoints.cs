@@ -9,8 +9,9 @@ internal static class DirectoryEndpoints
 {
     public static void MapDirectory(this IEndpointRouteBuilder endpoints)
     {
-        endpoints.MapGet("/v1/services", (ShardMapRegistry registry) => Results.Json(new ServiceList(
-            [.. registry.All.OrderBy(static p => p.Map.Service, StringComparer.Ordinal).Select(static p => Summary(p.Map))])));
+        endpoints.MapGet("/v1/services", (ShardMapRegistry registry) => registry.CutOff is { } cutOff
+            ? CutOff(cutOff)
+            : Results.Json(new ServiceList([.. registry.All.OrderBy(static p => p.Map.Service, StringComparer.Ordinal).Select(static p => Summary(p.Map))])));
 
         endpoints.MapGet("/v1/services/{service}/map", (string service, string? table, ShardMapRegistry registry) =>
         {
@@ -19,6 +20,11 @@ internal static class DirectoryEndpoints
             if (table is not null && !bool.TryParse(table, out withTable))
             {
                 return Results.Json(new ErrorView($"query parameter 'table' must be true or false, not '{table}'"), statusCode: StatusCodes.Status400BadRequest);
+            }
+
+            if (registry.CutOff is { } cutOff)
+            {
+                return CutOff(cutOff);
             }
 
             if (!registry.TryGet(service, out var publication))
@@ -57,6 +63,11 @@ internal static class DirectoryEndpoints
                 return Results.Json(new ErrorView("query parameter 'key' is required: /v1/lookup?service=S&key=K"), statusCode: StatusCodes.Status400BadRequest);
             }
 
+            if (registry.CutOff is { } cutOff)
+            {
+                return CutOff(cutOff);
+            }
+
             if (!registry.TryGet(service, out var publication))
             {
                 return UnknownService(service, registry);
@@ -72,16 +83,19 @@ internal static class DirectoryEndpoints
     /// <summary>404 naming the known services; 503 (retry) while this replica has no complete view, when it cannot tell yet.</summary>
     private static IResult UnknownService(string service, ShardMapRegistry registry) => registry.IsSynced
         ? Results.Json(new ErrorView($"unknown service '{service}'; known services: {string.Join(", ", registry.Services.Order(StringComparer.Ordinal))}"), statusCode: StatusCodes.Status404NotFound)
-        : new NotInSync(service);
+        : new RetryLater($"service '{service}' not found yet: this control plane replica is not in sync (no complete membership view yet); retry");
 
-    private sealed class NotInSync(string service) : IResult
+    /// <summary>503 (retry) while this follower cannot hear the leader: its maps may be stale, another replica's are not.</summary>
+    private static RetryLater CutOff(string reason) =>
+        new($"this control plane replica is cut off from the leader ({reason}), so its maps may be stale; ask another replica");
+
+    /// <summary>503 with <c>Retry-After: 1</c> and the reason as JSON.</summary>
+    private sealed class RetryLater(string message) : IResult
     {
         public Task ExecuteAsync(HttpContext httpContext)
         {
             httpContext.Response.Headers.RetryAfter = "1";
-            return Results.Json(
-                new ErrorView($"service '{service}' not found yet: this control plane replica is not in sync (no complete membership view yet); retry"),
-                statusCode: StatusCodes.Status503ServiceUnavailable).ExecuteAsync(httpContext);
+            return Results.Json(new ErrorView(message), statusCode: StatusCodes.Status503ServiceUnavailable).ExecuteAsync(httpContext);
         }
     }
 

@@ -72,6 +72,30 @@ public sealed class ShardKeyExtractor
     /// <summary>Whether a JSON body rule exists (the body may have to be read).</summary>
     public bool HasBodyRule => _bodyRules.Length > 0;
 
+    /// <summary>
+    /// Whether JSON body rules read a body of this <c>Content-Type</c>: a JSON one (<c>application/json</c>, <c>text/json</c>,
+    /// any <c>+json</c> type) or none given. A gRPC body (<c>application/grpc</c>, even <c>+json</c>) is length-prefixed
+    /// frames, and a multipart, form, text or binary body is no JSON document either: for those the no-key policy applies,
+    /// not a 400 "not valid JSON" (an upload to a service that serves key-less requests locally must pass). The sidecar and
+    /// the client library decide alike.
+    /// </summary>
+    /// <param name="contentType">The request's <c>Content-Type</c> value; empty when it has none.</param>
+    /// <returns>Whether the body may be read for a JSON key.</returns>
+    public static bool ReadsBodyOf(ReadOnlySpan<char> contentType)
+    {
+        var semicolon = contentType.IndexOf(';');
+        var mediaType = (semicolon >= 0 ? contentType[..semicolon] : contentType).Trim();
+        if (mediaType.IsEmpty)
+        {
+            return true;
+        }
+
+        return !Protocol.GrpcProtocol.IsGrpc(mediaType)
+            && (mediaType.Equals("application/json", StringComparison.OrdinalIgnoreCase)
+                || mediaType.Equals("text/json", StringComparison.OrdinalIgnoreCase)
+                || mediaType.EndsWith("+json", StringComparison.OrdinalIgnoreCase));
+    }
+
     /// <summary>A guard over the whole body for the JSON body rules' paths (a member on them twice makes the key ambiguous).</summary>
     public JsonKeyPathGuard CreateBodyGuard() => new(_bodyRules.Select(static r => r.JsonPath));
 

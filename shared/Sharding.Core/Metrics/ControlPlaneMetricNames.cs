@@ -13,6 +13,9 @@ public static class ControlPlaneMetricNames
     /// <summary>Gauge: 1 while this replica is the leader, else 0.</summary>
     public const string Leader = "sharding.controlplane.leader";
 
+    /// <summary>Gauge: 1 while this follower is cut off from the leader it relays (not ready, its Watch streams ended), else 0.</summary>
+    public const string CutOff = "sharding.controlplane.cut_off";
+
     /// <summary>Gauge: the leader epoch this replica knows.</summary>
     public const string LeaderEpoch = "sharding.controlplane.leader.epoch";
 

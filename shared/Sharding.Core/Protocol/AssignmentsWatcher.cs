@@ -63,7 +63,9 @@ public sealed partial class AssignmentsWatcher : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private readonly object _statusGate = new();
     private AssignmentsWatcherStatus _status = new(false, null, -1, null, null, 0, 0, 0);
+    private readonly object _lifecycle = new();
     private Task? _loop;
+    private bool _disposed;
     private int _urlIndex;
     private bool _needSnapshot;
     private long _streams;
@@ -140,8 +142,18 @@ public sealed partial class AssignmentsWatcher : IAsyncDisposable
     /// <returns>Its store.</returns>
     public ShardMapStore GetStore(string service) => _stores.GetOrAdd(service, static _ => new ShardMapStore());
 
-    /// <summary>Starts the subscription loop in the background (until <see cref="DisposeAsync"/>).</summary>
-    public void Start() => _loop ??= Task.Run(() => RunAsync(_stopping.Token));
+    /// <summary>Starts the subscription loop in the background (until <see cref="DisposeAsync"/>); once only, never after it.</summary>
+    public void Start()
+    {
+        // Under the lock: two racing calls would start two loops, and one racing DisposeAsync a loop nobody stops.
+        lock (_lifecycle)
+        {
+            if (!_disposed && _loop is null)
+            {
+                _loop = Task.Run(() => RunAsync(_stopping.Token));
+            }
+        }
+    }
 
     /// <summary>Runs the subscription loop until cancelled.</summary>
     /// <param name="cancellationToken">Stops the loop.</param>
@@ -168,12 +180,24 @@ public sealed partial class AssignmentsWatcher : IAsyncDisposable
     /// <inheritdoc />
     public async ValueTask DisposeAsync()
     {
+        Task? loop;
+        lock (_lifecycle)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            loop = _loop;
+        }
+
         await _stopping.CancelAsync().ConfigureAwait(false);
-        if (_loop is not null)
+        if (loop is not null)
         {
             try
             {
-                await _loop.ConfigureAwait(false);
+                await loop.ConfigureAwait(false);
             }
             catch (OperationCanceledException)
             {

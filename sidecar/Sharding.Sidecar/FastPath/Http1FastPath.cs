@@ -255,7 +255,7 @@ internal sealed partial class Http1FastPath : IDisposable
             _cts = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed);
             _connectionState = connection.Features.Get<ConnectionState>();
             _lifetime = connection.Features.Get<IConnectionLifetimeNotificationFeature>();
-            var remote = connection.RemoteEndPoint is IPEndPoint ip ? ip.Address.ToString() : null;
+            var remote = ClientAddress.Of(connection.RemoteEndPoint)?.ToString();
             if (_connectionState is not null)
             {
                 _connectionState.RemoteAddressText ??= remote;

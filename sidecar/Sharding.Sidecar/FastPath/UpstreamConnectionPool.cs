@@ -198,6 +198,7 @@ internal sealed class UpstreamConnectionPool : IDisposable
     private readonly TimeProvider _time;
     private readonly EpollLoops? _loops;
     private readonly PeerLinks? _links;
+    private readonly ITimer _trim;
     private bool _disposed;
 
     /// <param name="endPoint">The app's or the other sidecar's address.</param>
@@ -218,6 +219,7 @@ internal sealed class UpstreamConnectionPool : IDisposable
         _endPoint = endPoint;
         _connectTimeout = connectTimeout;
         _time = time;
+        _trim = time.CreateTimer(static pool => ((UpstreamConnectionPool)pool!).Trim(), this, IdleTimeout / 2, IdleTimeout / 2);
     }
 
     /// <summary>An idle connection that still looks open, or a new one.</summary>
@@ -293,6 +295,50 @@ internal sealed class UpstreamConnectionPool : IDisposable
         connection.Dispose();
     }
 
+    /// <summary>
+    /// Closes the idle connections older than <see cref="IdleTimeout"/> (on a timer). Renting looks only at the top of a stack,
+    /// so after a burst the ones at the bottom would stay open for good: sockets in CLOSE_WAIT once the app's keep-alive has
+    /// ended them, tunnels the other sidecar holds state for.
+    /// </summary>
+    /// <returns>How many were closed.</returns>
+    internal int Trim()
+    {
+        List<UpstreamConnection>? expired = null;
+        lock (_lock)
+        {
+            foreach (var stack in _idle)
+            {
+                // Return pushes with IdleSince = now, so the oldest are at the bottom: keep the top ones still young enough.
+                var all = stack.ToArray(); // top first
+                var keep = all.Length;
+                while (keep > 0 && _time.GetElapsedTime(all[keep - 1].IdleSince) >= IdleTimeout)
+                {
+                    keep--;
+                }
+
+                if (keep == all.Length)
+                {
+                    continue;
+                }
+
+                stack.Clear();
+                for (var i = keep - 1; i >= 0; i--)
+                {
+                    stack.Push(all[i]);
+                }
+
+                (expired ??= []).AddRange(all[keep..]);
+            }
+        }
+
+        foreach (var connection in expired ?? [])
+        {
+            connection.Dispose();
+        }
+
+        return expired?.Count ?? 0;
+    }
+
     private bool TryPop(int stack, out UpstreamConnection connection)
     {
         lock (_lock)
@@ -303,6 +349,7 @@ internal sealed class UpstreamConnectionPool : IDisposable
 
     public void Dispose()
     {
+        _trim.Dispose();
         _links?.Dispose();
         lock (_lock)
         {

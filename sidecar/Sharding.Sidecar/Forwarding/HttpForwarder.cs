@@ -654,10 +654,10 @@ internal sealed partial class HttpForwarder : IDisposable
         var connection = context.Features.Get<ConnectionState>();
         if (connection is null)
         {
-            return context.Connection.RemoteIpAddress?.ToString();
+            return ClientAddress.Of(context.Connection.RemoteIpAddress)?.ToString();
         }
 
-        return connection.RemoteAddressText ??= context.Connection.RemoteIpAddress?.ToString();
+        return connection.RemoteAddressText ??= ClientAddress.Of(context.Connection.RemoteIpAddress)?.ToString();
     }
 
     private static void AddForwardedHeaders(HttpContext context, HttpRequestMessage message)

@@ -29,7 +29,7 @@ internal sealed class OwnershipApi(ShardMapStore store, IOptions<SidecarOptions>
     public async Task HandleAsync(HttpContext context, string path)
     {
         var response = context.Response;
-        if (context.Connection.RemoteIpAddress is not { } remote || !System.Net.IPAddress.IsLoopback(remote))
+        if (ClientAddress.Of(context.Connection.RemoteIpAddress) is not { } remote || !System.Net.IPAddress.IsLoopback(remote))
         {
             await PlainAsync(context, StatusCodes.Status403Forbidden, "the ownership API answers loopback callers only (the app beside this sidecar)").ConfigureAwait(false);
             return;

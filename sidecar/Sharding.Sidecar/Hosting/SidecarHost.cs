@@ -1,4 +1,3 @@
-using System.Net;
 using System.Text;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
@@ -64,7 +63,7 @@ internal static class SidecarHost
                 ? new MinDataRate(options.MinResponseDataRate, options.MinResponseDataRateGracePeriod)
                 : null; // the fast path reads the same limit
             var streams = kestrel.ApplicationServices.GetRequiredService<StreamRegistry>();
-            kestrel.Listen(IPAddress.Parse(options.ListenAddress), options.Port, listen =>
+            kestrel.Listen(ClientAddress.Bindable(options.ListenAddress), options.Port, listen =>
             {
                 listen.Use(streams.ConnectionMiddleware);
                 if (options.TlsCertificatePath is { } certificate)
@@ -94,7 +93,7 @@ internal static class SidecarHost
 
                 endpoints.Data = listen;
             });
-            kestrel.Listen(IPAddress.Parse(options.AdminListenAddress), options.AdminPort, listen =>
+            kestrel.Listen(ClientAddress.Bindable(options.AdminListenAddress), options.AdminPort, listen =>
             {
                 listen.Protocols = HttpProtocols.Http1;
                 listen.Use(static next => connection =>
@@ -112,6 +111,13 @@ internal static class SidecarHost
         app.Run(context => context.Features.Get<AdminConnectionFeature>() is null ? router.InvokeAsync(context) : admin.HandleAsync(context));
         return app;
     }
+
+    /// <summary>
+    /// Whether a background service (map sync) ended with an exception: .NET 10's host then stops, but exits with code 0
+    /// (.NET 11 changes that), so the entry point sets 1 itself and the restart reads as a failure.
+    /// </summary>
+    public static bool BackgroundServiceFailed(IServiceProvider services) =>
+        services.GetServices<IHostedService>().Any(static s => s is BackgroundService { ExecuteTask.IsFaulted: true });
 
     /// <summary>
     /// Before the first socket exists: .NET's socket engine reads <c>DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS</c> once,

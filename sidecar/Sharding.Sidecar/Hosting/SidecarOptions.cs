@@ -16,9 +16,12 @@ internal sealed class SidecarOptions
     /// <value>Empty: take whatever service the map names.</value>
     public string Service { get; set; } = string.Empty;
 
-    /// <summary>Address the data-plane and admin listeners bind.</summary>
-    /// <value><c>0.0.0.0</c> in a pod; tests and benchmarks use <c>127.0.0.1</c>.</value>
-    public string ListenAddress { get; set; } = "0.0.0.0";
+    /// <summary>Address the data-plane listener binds.</summary>
+    /// <value>
+    /// <c>::</c>: dual-stack, IPv4 and IPv6 clients (IPv4 only where the kernel has no IPv6), so one default serves IPv4,
+    /// IPv6 and dual-stack clusters. <c>0.0.0.0</c> is IPv4 only; tests and benchmarks use <c>127.0.0.1</c>.
+    /// </value>
+    public string ListenAddress { get; set; } = "::";
 
     /// <summary>The data-plane port: HTTP/1.1 and HTTP/2 prior knowledge on the same socket (and ALPN with TLS).</summary>
     /// <value>15100. 0 picks a free port (tests).</value>
@@ -31,8 +34,8 @@ internal sealed class SidecarOptions
     public int AdminPort { get; set; } = 15101;
 
     /// <summary>Address the admin port binds.</summary>
-    /// <value><c>0.0.0.0</c>: Prometheus scrapes it through the pod IP; loopback-only endpoints check the caller themselves.</value>
-    public string AdminListenAddress { get; set; } = "0.0.0.0";
+    /// <value><c>::</c> (dual-stack, as <see cref="ListenAddress"/>): Prometheus scrapes it through the pod IP; loopback-only endpoints check the caller themselves.</value>
+    public string AdminListenAddress { get; set; } = "::";
 
     /// <summary>The app's port on 127.0.0.1 (ignored when <see cref="AppUnixSocket"/> is set).</summary>
     /// <value>8080.</value>

@@ -218,8 +218,11 @@ internal sealed partial class ShardRouter
         return status switch
         {
             ShardKeyStatus.Found => Route(state, key[..length], hasKey: true, hop: 0, senderGeneration: -1),
-            // A gRPC body is length-prefixed protobuf, never a JSON document: reading it only ever gave "not valid JSON".
-            ShardKeyStatus.NeedsBody when HasBody(context) && !IsGrpc(context.Request) => new Decision(DecisionKind.NeedsBody),
+            // Only a JSON body (or one of no stated type) is read: a gRPC, multipart, form or binary one only ever gave "not valid
+            // JSON", where the no-key policy (serve here, a fixed member) is what the service asked for.
+            ShardKeyStatus.NeedsBody when HasBody(context) => ShardKeyExtractor.ReadsBodyOf(context.Request.ContentType)
+                ? new Decision(DecisionKind.NeedsBody)
+                : NoKey(state, hop: 0, senderGeneration: -1, unreadBodyType: context.Request.ContentType),
             ShardKeyStatus.TooLong => Error(StatusCodes.Status400BadRequest, SidecarMetricNames.OutcomeBadRequest,
                 $"the shard key is longer than {ShardKeyExtractor.MaxKeyLength} characters"),
             _ => NoKey(state, hop: 0, senderGeneration: -1),
@@ -270,7 +273,7 @@ internal sealed partial class ShardRouter
 
     private Decision Rejected(HttpContext context, string reason)
     {
-        Log.ProofRejected(_logger, context.Connection.RemoteIpAddress?.ToString() ?? "?", reason);
+        Log.ProofRejected(_logger, ClientAddress.Of(context.Connection.RemoteIpAddress)?.ToString() ?? "?", reason);
         return Error(StatusCodes.Status403Forbidden, SidecarMetricNames.OutcomeRejected, $"forwarded request rejected: {reason}");
     }
 
@@ -363,7 +366,8 @@ internal sealed partial class ShardRouter
         }
     }
 
-    private Decision NoKey(MapView state, int hop, long senderGeneration)
+    // unreadBodyType: the Content-Type of a body the JSON body rules did not read because it is not JSON (named in the 400).
+    private Decision NoKey(MapView state, int hop, long senderGeneration, string? unreadBodyType = null)
     {
         var policy = state.Map.KeyPolicy;
         switch (policy.NoKey)
@@ -379,8 +383,9 @@ internal sealed partial class ShardRouter
                 return Error(StatusCodes.Status503ServiceUnavailable, SidecarMetricNames.OutcomeOwnerUnavailable,
                     $"no shard key, and {name}, the member that serves requests without one, is not in shard map generation {state.GenerationText}", _retryAfter);
             default:
-                return Error(StatusCodes.Status400BadRequest, SidecarMetricNames.OutcomeNoKey,
-                    $"no shard key: no rule found one (tried {state.Extractor.RulesDescription})");
+                return Error(StatusCodes.Status400BadRequest, SidecarMetricNames.OutcomeNoKey, unreadBodyType is null
+                    ? $"no shard key: no rule found one (tried {state.Extractor.RulesDescription})"
+                    : $"no shard key: no rule found one (tried {state.Extractor.RulesDescription}; json: rules read JSON bodies only, and this body is {unreadBodyType})");
         }
     }
 

@@ -66,6 +66,9 @@ internal sealed unsafe class EpollLoop : IDisposable
 
     public int Count => _sockets.Count;
 
+    /// <summary>Whether its epoll_wait failed: it serves nothing any more.</summary>
+    public bool Failed => _failed;
+
     /// <summary>Adds a socket for read and write edges (both start as ready: the first attempt tells).</summary>
     public ulong Register(EpollSocket socket, int fd)
     {

@@ -60,8 +60,22 @@ internal sealed partial class EpollLoops : IDisposable
         }
     }
 
-    /// <summary>The loop for a new connection (round robin).</summary>
-    public EpollLoop Next() => _loops[(int)((uint)Interlocked.Increment(ref _next) % (uint)_loops.Length)];
+    /// <summary>
+    /// The loop for a new connection (round robin), passing over a loop that failed: the sidecar is stopping then, and
+    /// connections accepted while the others drain would otherwise hang on it until the end.
+    /// </summary>
+    public EpollLoop Next()
+    {
+        EpollLoop loop;
+        var retries = 0;
+        do
+        {
+            loop = _loops[(int)((uint)Interlocked.Increment(ref _next) % (uint)_loops.Length)];
+        }
+        while (loop.Failed && retries++ < _loops.Length);
+
+        return loop;
+    }
 
     /// <summary>The loop running the caller (one of these), else the next one: an upstream connection opened for a client
     /// connection then wakes the thread that serves that client.</summary>

@@ -9,25 +9,53 @@ namespace Sharding.Client.Tests.Routing;
 /// <summary>Bodies the handler must not read, or must not send twice: gRPC streams, retries of consumed uploads.</summary>
 public sealed class HandlerBodyTests
 {
-    [Fact]
-    public async Task SendAsync_GrpcRequestUnderJsonRule_BodyNotReadAndNoKeyFallbackAppliedLikeSidecar()
+    /// <summary>
+    /// As the sidecar: only a JSON body is read for a JSON key; without another key the policy's fallback applies. A gRPC body
+    /// is length-prefixed protobuf (and a streaming call's body only ends when the caller ends it, so buffering it first would
+    /// never send the call); a multipart, form, text or binary body is not JSON either. Each body here never ends.
+    /// </summary>
+    [Theory]
+    [InlineData("application/grpc")]
+    [InlineData("multipart/form-data; boundary=b")]
+    [InlineData("application/x-www-form-urlencoded")]
+    [InlineData("text/plain; charset=utf-8")]
+    [InlineData("application/octet-stream")]
+    public async Task SendAsync_NonJsonBodyUnderJsonRule_BodyNotReadAndNoKeyFallbackAppliedLikeSidecar(string contentType)
     {
-        // The sidecar never reads a gRPC body as JSON (it is length-prefixed protobuf): no key → the policy's fallback. A
-        // streaming call's body only ends when the caller ends it, so buffering it first would never send the call.
         var policy = TestMaps.AllRules with { NoKey = NoKeyAction.FixedMember, FallbackMember = "pod-2" };
         await using var router = ShardRouter.CreateStatic(TestMaps.Create(3, policy));
         var inner = new HeadersOnlyHandler();
         using var invoker = new HttpMessageInvoker(new ShardRoutingHandler(router, inner));
-        using var content = new EndlessContent("application/grpc");
+        using var content = new EndlessContent(contentType);
         using var request = new HttpRequestMessage(HttpMethod.Post, "http://svc.example/chat.Chat/Talk") { Version = HttpVersion.Version20, Content = content };
 
         var send = invoker.SendAsync(request, CancellationToken.None);
         var finished = await Task.WhenAny(send, Task.Delay(TimeSpan.FromSeconds(5))) == send;
 
-        Assert.True(finished, "the handler waited for a gRPC stream's body to end");
+        Assert.True(finished, "the handler waited for a body that never ends");
         using var response = await send;
         Assert.Equal("127.0.0.1:15102", inner.LastAuthority);
         Assert.False(content.Serialized);
+    }
+
+    [Theory]
+    [InlineData("application/merge-patch+json")]
+    [InlineData("text/json; charset=utf-8")]
+    public async Task SendAsync_JsonSuffixTypes_AreReadForTheKey(string contentType)
+    {
+        var map = TestMaps.Create(3);
+        await using var router = ShardRouter.CreateStatic(map);
+        var inner = new RecordingHandler();
+        using var invoker = new HttpMessageInvoker(new ShardRoutingHandler(router, inner));
+        using var request = new HttpRequestMessage(HttpMethod.Post, "http://svc.example/counter")
+        {
+            Content = new StringContent("{\"account\":{\"id\":\"acct-7\"}}", MediaTypeHeaderValue.Parse(contentType)),
+        };
+
+        using var response = await invoker.SendAsync(request, CancellationToken.None);
+
+        Assert.Equal(map.OwnerOf("acct-7".AsSpan())!.Address, inner.LastAuthority);
+        Assert.Equal("{\"account\":{\"id\":\"acct-7\"}}", inner.LastBody);
     }
 
     [Fact]
@@ -121,7 +149,7 @@ public sealed class HandlerBodyTests
 
         public EndlessContent(string mediaType)
         {
-            Headers.ContentType = new MediaTypeHeaderValue(mediaType);
+            Headers.ContentType = MediaTypeHeaderValue.Parse(mediaType);
         }
 
         public bool Serialized { get; private set; }

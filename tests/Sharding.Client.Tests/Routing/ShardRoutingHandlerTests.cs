@@ -140,7 +140,7 @@ public sealed class ShardRoutingHandlerTests
     {
         using var recorder = new MeterRecorder();
         var (invoker, inner, router) = Create(TestMaps.Create(3));
-        using var request = new HttpRequestMessage(HttpMethod.Post, "http://svc.example/counter") { Content = new StringContent("{\"x\": tru, \"account\": {\"id\": \"a\"}}") };
+        using var request = new HttpRequestMessage(HttpMethod.Post, "http://svc.example/counter") { Content = new StringContent("{\"x\": tru, \"account\": {\"id\": \"a\"}}", Encoding.UTF8, "application/json") };
 
         using var response = await invoker.SendAsync(request, CancellationToken.None);
 

@@ -27,7 +27,8 @@ internal sealed class ControlPlaneReplica : IAsyncDisposable
 
     public ILeaderElector Elector => _app.Services.GetRequiredService<ILeaderElector>();
 
-    public static async Task<ControlPlaneReplica> StartAsync(string directory, string id, string membershipFile = "membership.yaml", params string[] extra)
+    public static async Task<ControlPlaneReplica> StartAsync(
+        string directory, string id, string membershipFile = "membership.yaml", ILoggerProvider? logs = null, params string[] extra)
     {
         string[] args =
         [
@@ -43,7 +44,14 @@ internal sealed class ControlPlaneReplica : IAsyncDisposable
             "--ControlPlane:RelayIdleTimeout=00:00:02",
             .. extra,
         ];
-        var app = ControlPlaneApp.Build(args, builder => builder.Logging.ClearProviders().SetMinimumLevel(LogLevel.Warning));
+        var app = ControlPlaneApp.Build(args, builder =>
+        {
+            builder.Logging.ClearProviders().SetMinimumLevel(LogLevel.Warning);
+            if (logs is not null)
+            {
+                builder.Logging.AddProvider(logs);
+            }
+        });
         await app.StartAsync().ConfigureAwait(false);
         var (http, grpc) = await app.Services.GetRequiredService<ControlPlaneEndpoints>().Bound.WaitAsync(TimeSpan.FromSeconds(10)).ConfigureAwait(false);
         return new ControlPlaneReplica(app, http, grpc);

@@ -364,9 +364,31 @@ public sealed class SidecarInjectorTests
         var (_, patched) = Run(Review(Pod(new JsonObject { ["sharding.dev/inject"] = "true", ["app"] = "x" })));
         var security = patched!["spec"]!["containers"]![1]!["securityContext"]!;
         Assert.True((bool?)security["runAsNonRoot"]);
+        Assert.Null(security["runAsUser"]); // the image's user (or the one OpenShift assigns from the namespace's range)
         Assert.False((bool?)security["allowPrivilegeEscalation"]);
         Assert.Equal("ALL", (string?)security["capabilities"]!["drop"]![0]);
         Assert.Equal("RuntimeDefault", (string?)security["seccompProfile"]!["type"]);
+    }
+
+    /// <summary>
+    /// An app that runs as root with a pod-level <c>runAsUser: 0</c>: the sidecar's own <c>runAsUser</c> wins over the pod's,
+    /// so its <c>runAsNonRoot</c> lets it start (without it the kubelet refuses the container); the app keeps the pod's. A pod
+    /// with a non-root user (or none) leaves the sidecar without one, as OpenShift's UID ranges need.
+    /// </summary>
+    [Theory]
+    [InlineData(0, 1654L)]
+    [InlineData(1000, null)]
+    [InlineData(null, null)]
+    public void Review_PodRunningAsRoot_SidecarStillRunsAsItsOwnNonRootUser(int? podUser, long? sidecarUser)
+    {
+        var pod = Pod(new JsonObject { ["sharding.dev/inject"] = "true", ["app"] = "x" });
+        pod["spec"]!["securityContext"] = podUser is null ? new JsonObject { ["fsGroup"] = 2000 } : new JsonObject { ["runAsUser"] = podUser, ["fsGroup"] = 2000 };
+        var (_, patched) = Run(Review(pod));
+        Assert.Equal(podUser, (int?)patched!["spec"]!["securityContext"]!["runAsUser"]);
+        Assert.Null(patched["spec"]!["containers"]![0]!["securityContext"]);
+        var sidecar = patched["spec"]!["containers"]![1]!["securityContext"]!;
+        Assert.Equal(sidecarUser, (long?)sidecar["runAsUser"]);
+        Assert.True((bool?)sidecar["runAsNonRoot"]);
     }
 
     [Fact]

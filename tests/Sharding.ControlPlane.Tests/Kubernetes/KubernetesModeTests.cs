@@ -396,5 +396,35 @@ public sealed class KubernetesModeTests
         throw new TimeoutException($"{path} never satisfied the condition; last answer: {last}");
     }
 
+    [Theory]
+    [InlineData("0")]
+    [InlineData("-1")]
+    [InlineData("2147483648")]
+    public async Task InjectionRunAsUser_ThatIsRootOrOutOfRange_StopsTheStartWithAClearError(string value)
+    {
+        await using var api = await FakeKubernetesApiServer.StartAsync();
+        string[] args =
+        [
+            "--ControlPlane:Mode=kubernetes",
+            "--ControlPlane:HttpUrl=http://127.0.0.1:0",
+            "--ControlPlane:GrpcUrl=http://127.0.0.1:0",
+            "--Sharding:Kubernetes:Election:Namespace=sharding-system",
+            "--Sharding:Kubernetes:Election:Identity=cp-0",
+            $"--Sharding:Kubernetes:Injection:WebhookPort={FreePort()}",
+            $"--Sharding:Kubernetes:Injection:RunAsUser={value}",
+        ];
+        var error = await Assert.ThrowsAsync<Microsoft.Extensions.Options.OptionsValidationException>(async () =>
+        {
+            await using var app = ControlPlaneApp.Build(args, builder =>
+            {
+                builder.Logging.ClearProviders();
+                builder.Services.Replace(ServiceDescriptor.Singleton(api.CreateClient()));
+            });
+            await app.StartAsync();
+        });
+        Assert.Equal(
+            "Sharding:Kubernetes:Injection:RunAsUser must be a non-root user id, 1..2147483647 (the sidecar runs as non-root)", error.Message);
+    }
+
     private static int FreePort() => LoopbackPorts.Free();
 }

@@ -91,6 +91,9 @@ public sealed class ManifestsTests
         // The listeners the control plane opens (ControlPlane:HttpUrl, ControlPlane:GrpcUrl, the webhook's HTTPS port) are the declared ports.
         Assert.Equal(ports["http"], Port(env["ControlPlane__HttpUrl"]));
         Assert.Equal(ports["grpc"], Port(env["ControlPlane__GrpcUrl"]));
+        // Dual-stack: sidecars in an IPv6-only cluster dial the pod's IPv6 address, probes may come over either family.
+        Assert.Equal("[::]", new Uri(env["ControlPlane__HttpUrl"]).Host);
+        Assert.Equal("[::]", new Uri(env["ControlPlane__GrpcUrl"]).Host);
         Assert.Equal(new SidecarInjectionOptions().WebhookPort.ToString(System.Globalization.CultureInfo.InvariantCulture), ports["webhook"]);
         Assert.Equal(ports["http"], S(deployment, "spec", "template", "metadata", "annotations", "prometheus.io/port"));
         Assert.Equal("/readyz", S(container, "readinessProbe", "httpGet", "path"));

@@ -103,6 +103,56 @@ public sealed class GrpcClientResponseTests
         Assert.InRange(attempts, 1, 10);
     }
 
+    /// <summary>
+    /// Start racing DisposeAsync (a host stopping while the first request starts the router): never a loop left running
+    /// after the dispose, never an exception; a second DisposeAsync is a no-op.
+    /// </summary>
+    [Fact]
+    public async Task StartRacingDispose_LeavesNoLoopRunning()
+    {
+        var attempts = 0;
+        using var invoker = new HttpMessageInvoker(new AttemptCounter(() => Interlocked.Increment(ref attempts)));
+        for (var i = 0; i < 200; i++)
+        {
+            var watcher = new AssignmentsWatcher(
+                new AssignmentsWatcherOptions
+                {
+                    ControlPlaneUrls = [new Uri("http://127.0.0.1:1")],
+                    Service = "s",
+                    MinReconnectDelay = TimeSpan.FromMilliseconds(10),
+                    MaxReconnectDelay = TimeSpan.FromMilliseconds(20),
+                },
+                invoker);
+            using var go = new ManualResetEventSlim();
+            var start = Task.Run(() =>
+            {
+                go.Wait();
+                watcher.Start();
+            });
+            var dispose = Task.Run(async () =>
+            {
+                go.Wait();
+                await watcher.DisposeAsync();
+            });
+            go.Set();
+            await Task.WhenAll(start, dispose);
+            await watcher.DisposeAsync();
+        }
+
+        var settled = Volatile.Read(ref attempts);
+        await Task.Delay(300); // a leaked loop would retry every 10-20 ms
+        Assert.Equal(settled, Volatile.Read(ref attempts));
+    }
+
+    private sealed class AttemptCounter(Action attempt) : HttpMessageHandler
+    {
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            attempt();
+            throw new HttpRequestException("refused (test)");
+        }
+    }
+
     private sealed class H2cServer : IAsyncDisposable
     {
         private readonly WebApplication _app;

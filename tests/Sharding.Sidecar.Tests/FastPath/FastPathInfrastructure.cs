@@ -121,11 +121,12 @@ internal sealed class RawClient : IDisposable
         _input = new ReceiveBuffer(socket);
     }
 
-    public static async Task<RawClient> ConnectAsync(int port)
+    public static async Task<RawClient> ConnectAsync(int port, IPAddress? address = null)
     {
-        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        address ??= IPAddress.Loopback;
+        var socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         using var timeout = new CancellationTokenSource(DefaultTimeout);
-        await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port), timeout.Token);
+        await socket.ConnectAsync(new IPEndPoint(address, port), timeout.Token);
         return new RawClient(socket);
     }
 

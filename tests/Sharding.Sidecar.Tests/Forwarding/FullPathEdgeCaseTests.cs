@@ -11,6 +11,7 @@ using Microsoft.Extensions.Logging;
 using Sharding.Sidecar.Hosting;
 using Sharding.Sidecar.Tests.FastPath;
 using Sharding.Sidecar.Tests.Infrastructure;
+using Sharding.Testing;
 
 namespace Sharding.Sidecar.Tests.Forwarding;
 
@@ -76,6 +77,65 @@ public sealed class FullPathEdgeCaseTests
         using var ok = await client.PostAsync(solo.Url("/orders"), Json(single, contentLength: true));
         Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
         Assert.Equal(Encoding.UTF8.GetByteCount(single), (await app.NextRequestAsync()).Body.Length);
+    }
+
+    /// <summary>
+    /// JSON body rules read JSON bodies only (or one of no stated type): a multipart upload, a form, text or bytes under a
+    /// <c>json:</c> rule is never parsed. With <c>serveLocally</c> it reaches the app whole, where it used to get a 400 "not
+    /// valid JSON"; with <c>reject</c> the 400 is the no-key one and says why the body was not read. A <c>+json</c> type is read.
+    /// </summary>
+    [Theory]
+    [InlineData("multipart/form-data; boundary=b")]
+    [InlineData("application/x-www-form-urlencoded")]
+    [InlineData("text/plain; charset=utf-8")]
+    [InlineData("application/octet-stream")]
+    public async Task NonJsonBodyUnderAJsonRule_IsNotRead_TheNoKeyPolicyApplies(string contentType)
+    {
+        var upload = "--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.bin\"\r\n\r\n{\"id\": not json\r\n--b--\r\n";
+        await using (var app = FakeApp.Start())
+        await using (var solo = await Solo.StartAsync(app.Port, JsonRules, "  noKey: serveLocally\n"))
+        {
+            using var client = Cluster.Client(http2: true);
+            using var content = new StringContent(upload);
+            content.Headers.ContentType = MediaTypeHeaderValue.Parse(contentType);
+            using var response = await client.PostAsync(solo.Url("/upload"), content);
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            var seen = await app.NextRequestAsync();
+            Assert.Equal(upload, Encoding.UTF8.GetString(seen.Body));
+            Assert.Equal(contentType, seen.Header("content-type"));
+        }
+
+        await using (var app = FakeApp.Start())
+        await using (var solo = await Solo.StartAsync(app.Port, JsonRules))
+        {
+            using var client = Cluster.Client(http2: true);
+            using var content = new StringContent(upload);
+            content.Headers.ContentType = MediaTypeHeaderValue.Parse(contentType);
+            using var response = await client.PostAsync(solo.Url("/upload"), content);
+            Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+            Assert.Equal(
+                $"no shard key: no rule found one (tried json:$.id; json: rules read JSON bodies only, and this body is {contentType})\n",
+                await response.Content.ReadAsStringAsync());
+            Assert.False(app.Requests.Reader.TryRead(out _));
+        }
+    }
+
+    [Theory]
+    [InlineData("application/json")]
+    [InlineData("Application/JSON; charset=utf-8")]
+    [InlineData("application/merge-patch+json")]
+    [InlineData("text/json")]
+    [InlineData(null)] // no type stated: read, so a malformed body says what is wrong with it
+    public async Task JsonBodyTypes_AreRead(string? contentType)
+    {
+        await using var app = await EchoApp.StartAsync("pod-0");
+        await using var solo = await Solo.StartAsync(app.Port, JsonRules);
+        using var client = Cluster.Client(http2: true);
+        using var content = new ByteArrayContent("{\"id\": tru"u8.ToArray());
+        content.Headers.ContentType = contentType is null ? null : MediaTypeHeaderValue.Parse(contentType);
+        using var response = await client.PostAsync(solo.Url("/orders"), content);
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.StartsWith("cannot read the shard key from the JSON body: the body is not valid JSON:", await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
     }
 
     /// <summary>

@@ -8,6 +8,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Sharding.Sidecar.Hosting;
 using Sharding.Sidecar.Tests.Infrastructure;
+using Sharding.Testing;
 
 namespace Sharding.Sidecar.Tests.Hosting;
 

@@ -49,7 +49,14 @@ internal sealed class TestSidecar : IAsyncDisposable
         };
         foreach (var (key, value) in extra ?? new Dictionary<string, string?>())
         {
-            settings[key] = value;
+            if (value is null)
+            {
+                settings.Remove(key); // unset: the option's default
+            }
+            else
+            {
+                settings[key] = value;
+            }
         }
 
         var app = SidecarHost.Build([], builder =>

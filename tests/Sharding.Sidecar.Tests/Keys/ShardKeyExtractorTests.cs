@@ -8,6 +8,22 @@ namespace Sharding.Sidecar.Tests.Keys;
 /// HttpContext adapter runs the same extractor in the routing tests).</summary>
 public sealed class ShardKeyExtractorTests
 {
+    [Theory]
+    [InlineData("", true)]
+    [InlineData("application/json", true)]
+    [InlineData(" APPLICATION/JSON ; charset=utf-8", true)]
+    [InlineData("application/vnd.api+json", true)]
+    [InlineData("text/json", true)]
+    [InlineData("application/grpc", false)]
+    [InlineData("application/grpc+json", false)] // gRPC frames, whatever the message encoding
+    [InlineData("multipart/form-data; boundary=x", false)]
+    [InlineData("application/x-www-form-urlencoded", false)]
+    [InlineData("text/plain", false)]
+    [InlineData("application/jsonx", false)]
+    [InlineData("application/json-seq", false)]
+    public void ReadsBodyOf_JsonTypesAndNoTypeOnly(string contentType, bool read) =>
+        Assert.Equal(read, ShardKeyExtractor.ReadsBodyOf(contentType));
+
     private static ShardKeyExtractor Extractor(params string[] rules) =>
         new(new ShardKeyPolicy { Rules = [.. rules.Select(ShardKeyRule.Parse)] });
 

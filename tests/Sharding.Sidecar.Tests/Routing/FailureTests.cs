@@ -1,6 +1,7 @@
 using System.Net;
 using Sharding.Sidecar.Tests.FastPath;
 using Sharding.Sidecar.Tests.Infrastructure;
+using Sharding.Testing;
 
 namespace Sharding.Sidecar.Tests.Routing;
 

@@ -6,6 +6,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Sharding.Sidecar.Tests.Infrastructure;
 using Sharding.Sidecar.Transport;
+using Sharding.Testing;
 
 namespace Sharding.Sidecar.Tests.Transport;
 
@@ -39,14 +40,23 @@ public sealed class EpollLoopFailureTests
             var map = Path.Combine(directory, "map.yaml");
             await File.WriteAllTextAsync(map, Cluster.MapYaml([port]));
             using var logs = new CollectingLoggerProvider();
-            await using var sidecar = await TestSidecar.StartAsync("pod-0", port, TestSidecar.FreePort(), map, logs: logs);
+            await using var sidecar = await TestSidecar.StartAsync(
+                "pod-0", port, TestSidecar.FreePort(), map, new Dictionary<string, string?> { ["Sidecar:IoThreads"] = "2" }, logs: logs);
             var stopping = sidecar.Services.GetRequiredService<IHostApplicationLifetime>().ApplicationStopping;
             var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             using var registration = stopping.Register(() => stopped.TrySetResult());
 
-            Break(sidecar.Services.GetRequiredService<EpollLoops>().Next());
+            var loops = sidecar.Services.GetRequiredService<EpollLoops>();
+            var broken = loops.Next();
+            Break(broken);
 
             await stopped.Task.WaitAsync(TimeSpan.FromSeconds(10));
+            Assert.True(broken.Failed);
+            for (var i = 0; i < 8; i++)
+            {
+                Assert.NotSame(broken, loops.Next()); // connections accepted while the others drain go to a working loop
+            }
+
             var entry = Assert.Single(logs.Entries, e => e.Id.Id == 3);
             Assert.Equal(LogLevel.Critical, entry.Level);
             Assert.Contains("sharding-io-", entry.Message, StringComparison.Ordinal);

@@ -1,10 +1,10 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.Logging;
 
-namespace Sharding.Sidecar.Tests.Infrastructure;
+namespace Sharding.Testing;
 
 /// <summary>Collects log entries so tests can assert by EventId.</summary>
-internal sealed class CollectingLoggerProvider : ILoggerProvider
+public sealed class CollectingLoggerProvider : ILoggerProvider
 {
     public ConcurrentQueue<(EventId Id, LogLevel Level, string Message)> Entries { get; } = new();
 

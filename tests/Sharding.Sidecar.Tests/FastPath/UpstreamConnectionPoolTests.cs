@@ -1,0 +1,65 @@
+using System.Collections.Concurrent;
+using System.Net.Sockets;
+using Sharding.Sidecar.FastPath;
+using Sharding.Sidecar.Tests.Infrastructure;
+using Sharding.Testing;
+
+namespace Sharding.Sidecar.Tests.FastPath;
+
+/// <summary>
+/// Renting looks only at the top of the idle stack, so after a burst the connections at its bottom were never looked at
+/// again: the sweep closes those idle for <see cref="UpstreamConnectionPool.IdleTimeout"/> and keeps the younger ones.
+/// </summary>
+public sealed class UpstreamConnectionPoolTests
+{
+    [Fact]
+    public async Task IdleConnectionsPastTheIdleTimeout_AreClosedByTheSweep_YoungerOnesAreKept()
+    {
+        using var listener = LoopbackListener.Listen();
+        var accepted = new ConcurrentQueue<Socket>();
+        using var stop = new CancellationTokenSource();
+        var accepting = LoopbackListener.AcceptAllAsync(listener, accepted.Enqueue, stop.Token);
+        var time = new ManualTimeProvider();
+        try
+        {
+            using var pool = new UpstreamConnectionPool(listener.LocalEndPoint!, TimeSpan.FromSeconds(5), time);
+            var a = await pool.RentAsync(CancellationToken.None);
+            var b = await pool.RentAsync(CancellationToken.None);
+            var c = await pool.RentAsync(CancellationToken.None);
+            pool.Return(a);
+            pool.Return(b);
+            pool.Return(c); // on top
+
+            time.Advance(TimeSpan.FromSeconds(20));
+            var reused = await pool.RentAsync(CancellationToken.None);
+            Assert.Same(c, reused);
+            pool.Return(reused); // idle again from 20 s
+
+            // The sweeps at 30 s and 60 s: at 60 s a and b have been idle 60 s, c 40 s.
+            time.Advance(TimeSpan.FromSeconds(45));
+
+            var waited = System.Diagnostics.Stopwatch.StartNew();
+            while (accepted.Count < 3 || accepted.Count(Ended) < 2)
+            {
+                Assert.True(waited.Elapsed < TimeSpan.FromSeconds(10), $"{accepted.Count(Ended)} of {accepted.Count} app-side connections ended, expected 2 of 3");
+                await Task.Delay(20);
+            }
+
+            Assert.Equal(2, accepted.Count(Ended));
+            Assert.Same(c, await pool.RentAsync(CancellationToken.None)); // the young one is still there, still open
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            listener.Dispose();
+            await accepting;
+            foreach (var socket in accepted)
+            {
+                socket.Dispose();
+            }
+        }
+    }
+
+    /// <summary>The app's side of a connection the pool closed reads end of stream.</summary>
+    private static bool Ended(Socket socket) => socket.Poll(0, SelectMode.SelectRead) && socket.Available == 0;
+}
