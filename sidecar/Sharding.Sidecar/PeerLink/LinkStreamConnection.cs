@@ -14,16 +14,17 @@ namespace Sharding.Sidecar.PeerLink;
 /// </summary>
 /// <remarks>
 /// Its features fall back to the link's (its lifetime notification: shutdown and max age close the streams with the link),
-/// except its own <see cref="ConnectionState"/> (a drain of one stream's key must not close the whole link) and no
-/// heartbeat (Kestrel registers a heartbeat callback per connection and never removes it; on a link that lives for hours
-/// that would keep every handed-over stream alive). A handed-over stream therefore has no Kestrel timeouts: the forwarding
-/// sidecar closes it with its idle pool (60 s).
+/// except its own <see cref="ConnectionState"/> (a drain of one stream's key must not close the whole link) and its own
+/// heartbeat: Kestrel's timeouts (keep-alive, request headers, body data rates) run on a once-a-second heartbeat callback
+/// it registers per connection and never removes, so a handed-over stream gets a heartbeat that ends with the stream, not
+/// the link's, which lives for hours.
 /// </remarks>
 internal sealed class LinkStreamConnection : ConnectionContext, IDuplexPipe
 {
     private readonly StreamInput _input;
     private readonly StreamOutput _output;
     private readonly StreamLifetime _lifetime;
+    private readonly StreamHeartbeat _heartbeat = new();
 
     public LinkStreamConnection(LinkStream stream, ConnectionContext link)
     {
@@ -35,7 +36,7 @@ internal sealed class LinkStreamConnection : ConnectionContext, IDuplexPipe
         _lifetime = new StreamLifetime(link.Features.Get<IConnectionLifetimeNotificationFeature>());
         Features.Set<IConnectionLifetimeNotificationFeature>(_lifetime);
         Features.Set(new ConnectionState(_lifetime, System.Diagnostics.Stopwatch.GetTimestamp()));
-        Features.Set<IConnectionHeartbeatFeature>(NoHeartbeat.Instance);
+        Features.Set<IConnectionHeartbeatFeature>(_heartbeat);
         _input = new StreamInput(stream);
         _output = new StreamOutput(stream);
     }
@@ -75,6 +76,7 @@ internal sealed class LinkStreamConnection : ConnectionContext, IDuplexPipe
         await _output.CompleteAsync().ConfigureAwait(false);
         await _input.CompleteAsync().ConfigureAwait(false);
         Stream.Release();
+        _heartbeat.Stop();
         _lifetime.Dispose();
         await base.DisposeAsync().ConfigureAwait(false);
     }
@@ -115,12 +117,88 @@ internal sealed class LinkStreamConnection : ConnectionContext, IDuplexPipe
         }
     }
 
-    private sealed class NoHeartbeat : IConnectionHeartbeatFeature
+    /// <summary>
+    /// Kestrel's heartbeat for one stream: the callbacks Kestrel registers (its HTTP connection's timeout checks) run once a
+    /// second, as on Kestrel's own connections, until the stream is over.
+    /// </summary>
+    internal sealed class StreamHeartbeat : IConnectionHeartbeatFeature
     {
-        public static readonly NoHeartbeat Instance = new();
+        /// <summary>Kestrel's heartbeat interval.</summary>
+        public static readonly TimeSpan Interval = TimeSpan.FromSeconds(1);
+
+        // One timer for every beating stream of the process: a few handed-over streams at a time, each tick quick.
+        private static readonly System.Collections.Concurrent.ConcurrentDictionary<StreamHeartbeat, byte> s_beating = new();
+        private static readonly Timer s_timer = new(static _ => BeatAll(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        private static int s_started;
+
+        private readonly Lock _gate = new();
+        private List<(Action<object> Action, object State)>? _callbacks;
+        private bool _stopped;
 
         public void OnHeartbeat(Action<object> action, object state)
         {
+            lock (_gate)
+            {
+                if (_stopped)
+                {
+                    return;
+                }
+
+                (_callbacks ??= []).Add((action, state));
+            }
+
+            s_beating.TryAdd(this, 0);
+            if (Interlocked.Exchange(ref s_started, 1) == 0)
+            {
+                s_timer.Change(Interval, Interval);
+            }
+        }
+
+        /// <summary>No more beats: the stream is over (Kestrel never unregisters its callback).</summary>
+        public void Stop()
+        {
+            lock (_gate)
+            {
+                _stopped = true;
+                _callbacks = null;
+            }
+
+            s_beating.TryRemove(this, out _);
+        }
+
+        private static void BeatAll()
+        {
+            foreach (var heartbeat in s_beating.Keys)
+            {
+                heartbeat.Beat();
+            }
+        }
+
+        private void Beat()
+        {
+            (Action<object> Action, object State)[] callbacks;
+            lock (_gate)
+            {
+                if (_callbacks is null)
+                {
+                    return;
+                }
+
+                callbacks = [.. _callbacks];
+            }
+
+            foreach (var (action, state) in callbacks)
+            {
+                try
+                {
+                    action(state);
+                }
+                catch (Exception ex)
+                {
+                    // As Kestrel's heartbeat: one connection's failing tick must not stop the others'.
+                    System.Diagnostics.Trace.TraceError($"A link stream's heartbeat callback failed: {ex}");
+                }
+            }
         }
     }
 
