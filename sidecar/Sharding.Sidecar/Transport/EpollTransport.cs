@@ -26,7 +26,7 @@ internal sealed partial class EpollLoops : IDisposable
             return;
         }
 
-        var count = value.IoThreads > 0 ? value.IoThreads : Environment.ProcessorCount;
+        var count = value.IoThreads > 0 ? value.IoThreads : DefaultCount(Environment.ProcessorCount);
         _loops = new EpollLoop[count];
         for (var i = 0; i < count; i++)
         {
@@ -42,6 +42,14 @@ internal sealed partial class EpollLoops : IDisposable
     }
 
     public bool Enabled => _loops.Length > 0;
+
+    /// <summary>
+    /// Loops when <see cref="SidecarOptions.IoThreads"/> is 0: half the processors, at least one, at most four. The sidecar
+    /// shares its pod's CPU with the app (an injected sidecar has no CPU limit, so it sees the whole node), and every loop
+    /// opens its own link to each peer: one loop per processor of a 64-core node would mean 64 links to every other pod. On
+    /// two cores one loop also costs less per request than two (docs/benchmarks.md, "Session 17").
+    /// </summary>
+    internal static int DefaultCount(int processors) => Math.Clamp(processors / 2, 1, 4);
 
     public int Count => _loops.Length;
 
