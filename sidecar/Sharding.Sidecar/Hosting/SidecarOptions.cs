@@ -148,8 +148,8 @@ internal sealed class SidecarOptions
     public bool EpollTransport { get; set; } = true;
 
     /// <summary>Event loops (threads) of the epoll transport; connections are spread over them round robin.</summary>
-    /// <value>0: half the processors the process may use, at least 1 and at most 4 (a sidecar shares its pod's CPU, and
-    /// each loop links to every peer on its own).</value>
+    /// <value>0: half the processors the process may use, at least 2 (1 on one processor) and at most 4 (a sidecar shares
+    /// its pod's CPU, and each loop links to every peer on its own).</value>
     [Range(0, 256)]
     public int IoThreads { get; set; }
 

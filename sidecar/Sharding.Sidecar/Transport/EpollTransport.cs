@@ -44,12 +44,14 @@ internal sealed partial class EpollLoops : IDisposable
     public bool Enabled => _loops.Length > 0;
 
     /// <summary>
-    /// Loops when <see cref="SidecarOptions.IoThreads"/> is 0: half the processors, at least one, at most four. The sidecar
-    /// shares its pod's CPU with the app (an injected sidecar has no CPU limit, so it sees the whole node), and every loop
-    /// opens its own link to each peer: one loop per processor of a 64-core node would mean 64 links to every other pod. On
-    /// two cores one loop also costs less per request than two (docs/benchmarks.md, "Session 17").
+    /// Loops when <see cref="SidecarOptions.IoThreads"/> is 0: half the processors, at least two (or one on one processor)
+    /// and at most four. The sidecar shares its pod's CPU with the app, and an injected sidecar has no CPU limit, so it sees
+    /// the whole node; each loop also opens its own link to every peer: one loop per processor of a 64-core node meant 64
+    /// links to every other pod. Not one loop on two cores: it forwards more cheaply (its link carries more requests per
+    /// send) but a single thread descheduled on a busy node stalls every connection: its owned-key p99 under load was 1.4×
+    /// nginx's, where two loops' was level (docs/benchmarks.md, "Session 17").
     /// </summary>
-    internal static int DefaultCount(int processors) => Math.Clamp(processors / 2, 1, 4);
+    internal static int DefaultCount(int processors) => Math.Min(processors, Math.Clamp(processors / 2, 2, 4));
 
     public int Count => _loops.Length;
 
