@@ -230,6 +230,11 @@ internal sealed partial class Http1FastPath : IDisposable
         private readonly ConnectionState? _connectionState;
         private readonly IConnectionLifetimeNotificationFeature? _lifetime;
         private readonly byte[] _forwardedFor;
+
+        // The client connection's event loop. The first request is often read on the thread that started the session (its
+        // bytes came with the connection), not on the loop: renting there would put the app connection or the tunnel on
+        // another loop, and every request of the session would then wake two loop threads, and flush its tunnel at once.
+        private readonly EpollLoop? _loop;
         private CancellationTokenRegistration _closeRequested;
         private byte[] _headBytes = ArrayPool<byte>.Shared.Rent(4096);
         private char[] _headChars = ArrayPool<char>.Shared.Rent(4096);
@@ -252,6 +257,12 @@ internal sealed partial class Http1FastPath : IDisposable
             _connection = connection;
             _input = connection.Transport.Input;
             _output = connection.Transport.Output;
+            _loop = connection switch
+            {
+                EpollConnection epoll => epoll.Loop,
+                LinkStreamConnection stream => stream.Loop,
+                _ => null,
+            };
             _cts = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed);
             _connectionState = connection.Features.Get<ConnectionState>();
             _lifetime = connection.Features.Get<IConnectionLifetimeNotificationFeature>();
@@ -363,7 +374,7 @@ internal sealed partial class Http1FastPath : IDisposable
                     ReturnUpstream();
                     try
                     {
-                        _upstream = await request.Pool!.RentAsync(_cts.Token).ConfigureAwait(false);
+                        _upstream = await request.Pool!.RentAsync(_cts.Token, loop: _loop).ConfigureAwait(false);
                         _upstreamPool = request.Pool;
                     }
                     catch (Exception ex) when (ex is SocketException || (ex is OperationCanceledException && !_cts.IsCancellationRequested))
@@ -857,7 +868,7 @@ internal sealed partial class Http1FastPath : IDisposable
                 {
                     if (_upstream is null)
                     {
-                        _upstream = await exchange.Request.Pool.RentAsync(_cts.Token).ConfigureAwait(false);
+                        _upstream = await exchange.Request.Pool.RentAsync(_cts.Token, loop: _loop).ConfigureAwait(false);
                         _upstreamPool = exchange.Request.Pool;
                     }
                 }

@@ -226,10 +226,13 @@ internal sealed class UpstreamConnectionPool : IDisposable
     /// <param name="cancellationToken">Cancels a connect.</param>
     /// <param name="uncheckedIdle">A connection idle for less than this is reused without the liveness check (a poll
     /// syscall): for a caller that rents per request and can send its request again when the connection turns out closed.</param>
-    public ValueTask<UpstreamConnection> RentAsync(CancellationToken cancellationToken, TimeSpan uncheckedIdle = default)
+    /// <param name="loop">The loop of the caller's own connection: the upstream connection (or tunnel) should live on it, so
+    /// that both legs of a relay wake one thread and a tunnel's frames are flushed at the end of that loop's turn. Without one,
+    /// the calling thread's loop, or the next.</param>
+    public ValueTask<UpstreamConnection> RentAsync(CancellationToken cancellationToken, TimeSpan uncheckedIdle = default, EpollLoop? loop = null)
     {
         // Bounded by the idle stack.
-        var loop = _loops?.ForThisThread();
+        loop = _loops is null ? null : loop ?? _loops.ForThisThread();
         while (TryPop(loop?.Index ?? 0, out var connection))
         {
             var idle = _time.GetElapsedTime(connection.IdleSince);

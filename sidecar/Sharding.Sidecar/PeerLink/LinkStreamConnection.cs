@@ -29,6 +29,7 @@ internal sealed class LinkStreamConnection : ConnectionContext, IDuplexPipe
     public LinkStreamConnection(LinkStream stream, ConnectionContext link)
     {
         Stream = stream;
+        Loop = (link as Transport.EpollConnection)?.Loop;
         ConnectionId = string.Concat(link.ConnectionId, ":", stream.Id.ToString(System.Globalization.CultureInfo.InvariantCulture));
         RemoteEndPoint = link.RemoteEndPoint;
         LocalEndPoint = link.LocalEndPoint;
@@ -42,6 +43,9 @@ internal sealed class LinkStreamConnection : ConnectionContext, IDuplexPipe
     }
 
     public LinkStream Stream { get; }
+
+    /// <summary>The event loop of the link that carries the stream.</summary>
+    public Transport.EpollLoop? Loop { get; }
 
     public override string ConnectionId { get; set; }
 

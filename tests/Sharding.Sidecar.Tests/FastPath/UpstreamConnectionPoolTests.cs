@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection;
 using System.Collections.Concurrent;
 using System.Net.Sockets;
 using Sharding.Sidecar.FastPath;
@@ -47,6 +48,47 @@ public sealed class UpstreamConnectionPoolTests
 
             Assert.Equal(2, accepted.Count(Ended));
             Assert.Same(c, await pool.RentAsync(CancellationToken.None)); // the young one is still there, still open
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            listener.Dispose();
+            await accepting;
+            foreach (var socket in accepted)
+            {
+                socket.Dispose();
+            }
+        }
+    }
+
+    [Fact]
+    public async Task A_connection_rented_for_a_loop_lives_on_that_loop_whichever_thread_rents_it()
+    {
+        // A session often reads its first request on the thread that started it, not on its connection's loop: the app
+        // connection (or tunnel) it rents must still live on that loop, or each of its requests wakes two loop threads.
+        var directory = Path.Combine(Path.GetTempPath(), "sharding-sidecar-tests", Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(directory);
+        var mapFile = Path.Combine(directory, "map.yaml");
+        var port = TestSidecar.FreePort();
+        await File.WriteAllTextAsync(mapFile, Cluster.MapYaml([port]));
+        await using var sidecar = await TestSidecar.StartAsync(
+            "pod-0", port, TestSidecar.FreePort(), mapFile, new Dictionary<string, string?> { ["Sidecar:IoThreads"] = "2" });
+        var loops = sidecar.Services.GetRequiredService<Sharding.Sidecar.Transport.EpollLoops>();
+        using var listener = LoopbackListener.Listen();
+        var accepted = new ConcurrentQueue<Socket>();
+        using var stop = new CancellationTokenSource();
+        var accepting = LoopbackListener.AcceptAllAsync(listener, accepted.Enqueue, stop.Token);
+        try
+        {
+            using var pool = new UpstreamConnectionPool(listener.LocalEndPoint!, TimeSpan.FromSeconds(5), TimeProvider.System, loops);
+            foreach (var loop in new[] { loops.Next(), loops.Next() })
+            {
+                for (var i = 0; i < 3; i++)
+                {
+                    using var connection = await pool.RentAsync(CancellationToken.None, loop: loop); // from the test's thread
+                    Assert.Equal(loop.Index, connection.IdleStack);
+                }
+            }
         }
         finally
         {
