@@ -248,8 +248,9 @@ internal sealed class UpstreamConnectionPool : IDisposable
         return ConnectAsync(loop, cancellationToken);
     }
 
-    /// <summary>A new connection (a retry after a stale keep-alive one failed).</summary>
-    public ValueTask<UpstreamConnection> ConnectAsync(CancellationToken cancellationToken) => ConnectAsync(_loops?.ForThisThread(), cancellationToken);
+    /// <summary>A new connection (a retry after a stale keep-alive one failed), on <paramref name="loop"/> as in <see cref="RentAsync"/>.</summary>
+    public ValueTask<UpstreamConnection> ConnectAsync(CancellationToken cancellationToken, EpollLoop? loop = null) =>
+        ConnectAsync(_loops is null ? null : loop ?? _loops.ForThisThread(), cancellationToken);
 
     private async ValueTask<UpstreamConnection> ConnectAsync(EpollLoop? loop, CancellationToken cancellationToken)
     {
@@ -304,6 +305,15 @@ internal sealed class UpstreamConnectionPool : IDisposable
     /// ended them, tunnels the other sidecar holds state for.
     /// </summary>
     /// <returns>How many were closed.</returns>
+    /// <summary>Idle connections kept for the loop at <paramref name="index"/> (for tests).</summary>
+    internal int IdleOn(int index)
+    {
+        lock (_lock)
+        {
+            return _idle[index].Count;
+        }
+    }
+
     internal int Trim()
     {
         List<UpstreamConnection>? expired = null;

@@ -5,6 +5,7 @@ using System.Net.Http.Headers;
 using System.Net.Sockets;
 using System.Text;
 using Sharding.Sidecar.FastPath;
+using Sharding.Sidecar.Transport;
 
 namespace Sharding.Sidecar.Forwarding;
 
@@ -35,10 +36,23 @@ internal sealed class DuplexHttp1Handler : HttpMessageHandler
     /// </summary>
     private static readonly TimeSpan UncheckedIdle = TimeSpan.FromMilliseconds(100);
 
+    /// <summary>
+    /// The event loop of the client connection a request came on: its app connection goes on the same loop, so the request's
+    /// continuations run on the thread that serves its client, not on another loop or the runtime's socket threads.
+    /// </summary>
+    public static readonly HttpRequestOptionsKey<EpollLoop> Loop = new("Sharding.Sidecar.Loop");
+
     private readonly UpstreamConnectionPool _pool;
 
-    public DuplexHttp1Handler(EndPoint app, TimeSpan connectTimeout, TimeProvider time) =>
-        _pool = new UpstreamConnectionPool(app, connectTimeout, time);
+    /// <summary>Its connections (for tests).</summary>
+    internal UpstreamConnectionPool Pool => _pool;
+
+    /// <param name="app">The app's address.</param>
+    /// <param name="connectTimeout">How long a connect may take.</param>
+    /// <param name="time">The clock for idle times.</param>
+    /// <param name="loops">The epoll transport's loops, when it is on: app connections are made on them.</param>
+    public DuplexHttp1Handler(EndPoint app, TimeSpan connectTimeout, TimeProvider time, EpollLoops? loops = null) =>
+        _pool = new UpstreamConnectionPool(app, connectTimeout, time, loops);
 
     protected override void Dispose(bool disposing)
     {
@@ -56,12 +70,13 @@ internal sealed class DuplexHttp1Handler : HttpMessageHandler
     protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
     {
         var (head, headLength) = WriteHead(request, out var chunked, out var contentLength);
+        request.Options.TryGetValue(Loop, out var loop);
         try
         {
             // Bounded: a second attempt only after a kept-alive connection turned out closed, and on a new connection.
             for (var fresh = false; ; fresh = true)
             {
-                var connection = await AcquireAsync(fresh, request.Content is null ? UncheckedIdle : TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
+                var connection = await AcquireAsync(fresh, request.Content is null ? UncheckedIdle : TimeSpan.Zero, loop, cancellationToken).ConfigureAwait(false);
                 var reused = connection.Requests++ > 0;
                 var exchange = new Exchange(_pool, connection, hasBody: request.Content is not null);
                 try
@@ -101,13 +116,13 @@ internal sealed class DuplexHttp1Handler : HttpMessageHandler
     }
 
     /// <summary>A pooled connection (or, with <paramref name="fresh"/>, a new one); a failed connect is a connection error.</summary>
-    private async ValueTask<UpstreamConnection> AcquireAsync(bool fresh, TimeSpan uncheckedIdle, CancellationToken cancellationToken)
+    private async ValueTask<UpstreamConnection> AcquireAsync(bool fresh, TimeSpan uncheckedIdle, EpollLoop? loop, CancellationToken cancellationToken)
     {
         try
         {
             return fresh
-                ? await _pool.ConnectAsync(cancellationToken).ConfigureAwait(false)
-                : await _pool.RentAsync(cancellationToken, uncheckedIdle).ConfigureAwait(false);
+                ? await _pool.ConnectAsync(cancellationToken, loop).ConfigureAwait(false)
+                : await _pool.RentAsync(cancellationToken, uncheckedIdle, loop).ConfigureAwait(false);
         }
         catch (Exception ex) when (IsConnectError(ex, cancellationToken))
         {

@@ -9,6 +9,7 @@ using Sharding.Protocol;
 using Sharding.Sidecar.Draining;
 using Sharding.Sidecar.Hosting;
 using Sharding.Sidecar.Routing;
+using Sharding.Sidecar.Transport;
 
 namespace Sharding.Sidecar.Forwarding;
 
@@ -61,7 +62,7 @@ internal sealed partial class HttpForwarder : IDisposable
 
     public HttpForwarder(
         IOptions<SidecarOptions> options, OwnerResilience resilience, SidecarMetrics metrics, StreamRegistry streams, TimeProvider time,
-        ILogger<HttpForwarder> logger)
+        ILogger<HttpForwarder> logger, EpollLoops? loops = null)
     {
         _streams = streams;
         _time = time;
@@ -70,10 +71,14 @@ internal sealed partial class HttpForwarder : IDisposable
         _metrics = metrics;
         _logger = logger;
         _appInvoker = new HttpMessageInvoker(CreateHandler(_options, _options.AppUnixSocket), disposeHandler: true);
-        _appHttp1Invoker = new HttpMessageInvoker(new DuplexHttp1Handler(_options.AppEndPoint(), _options.ConnectTimeout, time), disposeHandler: true);
+        AppHttp1Handler = new DuplexHttp1Handler(_options.AppEndPoint(), _options.ConnectTimeout, time, loops);
+        _appHttp1Invoker = new HttpMessageInvoker(AppHttp1Handler, disposeHandler: true);
         _peerInvoker = new HttpMessageInvoker(CreateHandler(_options, unixSocket: null), disposeHandler: true);
         resilience.AttachMetrics(metrics);
     }
+
+    /// <summary>The app's HTTP/1.1 client (for tests).</summary>
+    internal DuplexHttp1Handler AppHttp1Handler { get; }
 
     /// <summary>Tests: runs after the client got its switch (101, or 200 for an extended CONNECT) and before the copies start.</summary>
     internal Func<ShardRequestContext?, Task>? AfterClientSwitch { get; set; }
@@ -180,6 +185,10 @@ internal sealed partial class HttpForwarder : IDisposable
             extendedConnect is null ? HttpMethod.Parse(request.Method) : HttpMethod.Get, new Uri(string.Concat(target.BaseAddress, RawTarget(context))));
         message.Version = target.IsPeer ? (isUpgrade ? Http11 : Http2) : AppVersion(request, isUpgrade);
         message.VersionPolicy = HttpVersionPolicy.RequestVersionExact;
+        if (!target.IsPeer && context.Features.Get<EpollLoop>() is { } loop)
+        {
+            message.Options.Set(DuplexHttp1Handler.Loop, loop); // the app connection on the client connection's loop
+        }
 
         // 2. The body, streamed.
         StreamCopyHttpContent? content = null;
