@@ -257,12 +257,7 @@ internal sealed partial class Http1FastPath : IDisposable
             _connection = connection;
             _input = connection.Transport.Input;
             _output = connection.Transport.Output;
-            _loop = connection switch
-            {
-                EpollConnection epoll => epoll.Loop,
-                LinkStreamConnection stream => stream.Loop,
-                _ => null,
-            };
+            _loop = connection.Features.Get<EpollLoop>(); // a link stream's: its link's
             _cts = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed);
             _connectionState = connection.Features.Get<ConnectionState>();
             _lifetime = connection.Features.Get<IConnectionLifetimeNotificationFeature>();

@@ -299,12 +299,6 @@ internal sealed class UpstreamConnectionPool : IDisposable
         connection.Dispose();
     }
 
-    /// <summary>
-    /// Closes the idle connections older than <see cref="IdleTimeout"/> (on a timer). Renting looks only at the top of a stack,
-    /// so after a burst the ones at the bottom would stay open for good: sockets in CLOSE_WAIT once the app's keep-alive has
-    /// ended them, tunnels the other sidecar holds state for.
-    /// </summary>
-    /// <returns>How many were closed.</returns>
     /// <summary>Idle connections kept for the loop at <paramref name="index"/> (for tests).</summary>
     internal int IdleOn(int index)
     {
@@ -314,6 +308,12 @@ internal sealed class UpstreamConnectionPool : IDisposable
         }
     }
 
+    /// <summary>
+    /// Closes the idle connections older than <see cref="IdleTimeout"/> (on a timer). Renting looks only at the top of a stack,
+    /// so after a burst the ones at the bottom would stay open for good: sockets in CLOSE_WAIT once the app's keep-alive has
+    /// ended them, tunnels the other sidecar holds state for.
+    /// </summary>
+    /// <returns>How many were closed.</returns>
     internal int Trim()
     {
         List<UpstreamConnection>? expired = null;

@@ -29,7 +29,6 @@ internal sealed class LinkStreamConnection : ConnectionContext, IDuplexPipe
     public LinkStreamConnection(LinkStream stream, ConnectionContext link)
     {
         Stream = stream;
-        Loop = (link as Transport.EpollConnection)?.Loop;
         ConnectionId = string.Concat(link.ConnectionId, ":", stream.Id.ToString(System.Globalization.CultureInfo.InvariantCulture));
         RemoteEndPoint = link.RemoteEndPoint;
         LocalEndPoint = link.LocalEndPoint;
@@ -43,9 +42,6 @@ internal sealed class LinkStreamConnection : ConnectionContext, IDuplexPipe
     }
 
     public LinkStream Stream { get; }
-
-    /// <summary>The event loop of the link that carries the stream.</summary>
-    public Transport.EpollLoop? Loop { get; }
 
     public override string ConnectionId { get; set; }
 
@@ -128,7 +124,7 @@ internal sealed class LinkStreamConnection : ConnectionContext, IDuplexPipe
     internal sealed class StreamHeartbeat : IConnectionHeartbeatFeature
     {
         /// <summary>Kestrel's heartbeat interval.</summary>
-        public static readonly TimeSpan Interval = TimeSpan.FromSeconds(1);
+        private static readonly TimeSpan Interval = TimeSpan.FromSeconds(1);
 
         // One timer for every beating stream of the process: a few handed-over streams at a time, each tick quick.
         private static readonly System.Collections.Concurrent.ConcurrentDictionary<StreamHeartbeat, byte> s_beating = new();

@@ -55,7 +55,7 @@ internal sealed partial class EpollConnection : ConnectionContext, IConnectionId
         Features.Set<IMemoryPoolFeature>(this);
         Features.Set<IConnectionLifetimeFeature>(this);
         Features.Set<IConnectionEndPointFeature>(this);
-        Features.Set(socket.Loop); // the full path's app connections go on the client connection's loop (HttpForwarder)
+        Features.Set(socket.Loop); // upstream connections for this client go on its loop (Http1FastPath, HttpForwarder)
     }
 
     public override string ConnectionId
