@@ -15,13 +15,8 @@ public sealed class DuplexHandlerLoopTests
     [Fact]
     public async Task A_request_that_names_its_clients_loop_gets_and_gives_back_an_app_connection_on_that_loop()
     {
-        await using var app = await EchoApp.StartAsync("pod-0");
-        var directory = Path.Combine(Path.GetTempPath(), "sharding-sidecar-tests", Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(directory);
-        var mapFile = Path.Combine(directory, "map.yaml");
-        var port = TestSidecar.FreePort();
-        await File.WriteAllTextAsync(mapFile, Cluster.MapYaml([port]));
-        await using var sidecar = await TestSidecar.StartAsync("pod-0", port, app.Port, mapFile, new Dictionary<string, string?> { ["Sidecar:IoThreads"] = "2" });
+        await using var cluster = await Cluster.StartAsync(size: 1, sidecarSettings: new Dictionary<string, string?> { ["Sidecar:IoThreads"] = "2" });
+        var (app, sidecar) = (cluster.Apps[0], cluster.Sidecars[0]);
         var loops = sidecar.Services.GetRequiredService<EpollLoops>();
         var (first, second) = (loops.Next(), loops.Next());
 
@@ -47,19 +42,14 @@ public sealed class DuplexHandlerLoopTests
     {
         // Kestrel runs HTTP/2 requests on the thread pool: without the client's loop named, each would rent on the next
         // loop round robin, and its response would be read on another thread than the one serving its client.
-        await using var app = await EchoApp.StartAsync("pod-0");
-        var directory = Path.Combine(Path.GetTempPath(), "sharding-sidecar-tests", Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(directory);
-        var mapFile = Path.Combine(directory, "map.yaml");
-        var port = TestSidecar.FreePort();
-        await File.WriteAllTextAsync(mapFile, Cluster.MapYaml([port]));
-        await using var sidecar = await TestSidecar.StartAsync("pod-0", port, app.Port, mapFile, new Dictionary<string, string?> { ["Sidecar:IoThreads"] = "2" });
+        await using var cluster = await Cluster.StartAsync(size: 1, sidecarSettings: new Dictionary<string, string?> { ["Sidecar:IoThreads"] = "2" });
+        var sidecar = cluster.Sidecars[0];
         var pool = sidecar.Services.GetRequiredService<HttpForwarder>().AppHttp1Handler.Pool;
 
         using var client = Cluster.Client(http2: true); // one connection, prior knowledge
         for (var i = 0; i < 10; i++)
         {
-            using var request = Cluster.Request(HttpMethod.Get, $"http://127.0.0.1:{port}/p", http2: true);
+            using var request = Cluster.Request(HttpMethod.Get, $"http://127.0.0.1:{sidecar.Port}/p", http2: true);
             request.Headers.Add("x-shard-key", $"k{i}");
             using var response = await client.SendAsync(request);
             Assert.Equal(HttpStatusCode.OK, response.StatusCode);
