@@ -112,10 +112,15 @@ internal sealed partial class LeaderRelay(
     private void Heard()
     {
         Volatile.Write(ref _lastHeard, timeProvider.GetTimestamp());
+        NotCutOff(Volatile.Read(ref _target));
+    }
+
+    /// <summary>Clears the cut-off, logging the recovery when there was one.</summary>
+    private void NotCutOff(string? leader)
+    {
         if (registry.SetCutOff(null))
         {
-            var leader = Volatile.Read(ref _target) ?? "(no leader)";
-            Log.RelayRestored(_logger, leader);
+            Log.RelayRestored(_logger, leader ?? "(no leader)");
         }
     }
 
@@ -132,11 +137,7 @@ internal sealed partial class LeaderRelay(
         if (leader is null || silent < options.Value.RelayCutOffAfter)
         {
             // Not relaying (this replica leads, or no leader is known: every replica is alike then), or heard recently.
-            if (registry.SetCutOff(null))
-            {
-                Log.RelayRestored(_logger, leader ?? "(no leader)");
-            }
-
+            NotCutOff(leader);
             return;
         }
 

@@ -232,7 +232,7 @@ internal sealed class UpstreamConnectionPool : IDisposable
     public ValueTask<UpstreamConnection> RentAsync(CancellationToken cancellationToken, TimeSpan uncheckedIdle = default, EpollLoop? loop = null)
     {
         // Bounded by the idle stack.
-        loop = _loops is null ? null : loop ?? _loops.ForThisThread();
+        loop = LoopFor(loop);
         while (TryPop(loop?.Index ?? 0, out var connection))
         {
             var idle = _time.GetElapsedTime(connection.IdleSince);
@@ -250,7 +250,10 @@ internal sealed class UpstreamConnectionPool : IDisposable
 
     /// <summary>A new connection (a retry after a stale keep-alive one failed), on <paramref name="loop"/> as in <see cref="RentAsync"/>.</summary>
     public ValueTask<UpstreamConnection> ConnectAsync(CancellationToken cancellationToken, EpollLoop? loop = null) =>
-        ConnectAsync(_loops is null ? null : loop ?? _loops.ForThisThread(), cancellationToken);
+        ConnectAsync(LoopFor(loop), cancellationToken);
+
+    /// <summary>The loop a connection goes on: the caller's choice, else the calling thread's loop, else the next; none without loops.</summary>
+    private EpollLoop? LoopFor(EpollLoop? preferred) => _loops is null ? null : preferred ?? _loops.ForThisThread();
 
     private async ValueTask<UpstreamConnection> ConnectAsync(EpollLoop? loop, CancellationToken cancellationToken)
     {

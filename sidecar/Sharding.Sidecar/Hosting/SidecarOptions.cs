@@ -142,8 +142,9 @@ internal sealed class SidecarOptions
     public bool InlineSocketCompletions { get; set; } = true;
 
     /// <summary>Serve the sidecar's TCP listeners, the fast path's app and peer connections and the full path's HTTP/1.1 app
-    /// connections with the sidecar's own epoll event loops (Transport/EpollLoop) instead of the runtime's sockets: a receive that drained the socket waits for the
-    /// next edge instead of trying again and finding nothing. Linux only; elsewhere the runtime's sockets are used.</summary>
+    /// connections with the sidecar's own epoll event loops (Transport/EpollLoop) instead of the runtime's sockets: a receive
+    /// that drained the socket waits for the next edge instead of trying again and finding nothing. Linux only; elsewhere
+    /// the runtime's sockets are used.</summary>
     /// <value>True.</value>
     public bool EpollTransport { get; set; } = true;
 
