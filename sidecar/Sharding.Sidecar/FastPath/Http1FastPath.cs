@@ -775,8 +775,20 @@ internal sealed partial class Http1FastPath : IDisposable
                     break;
                 }
 
-                var read = await ReceiveAsync(app, exchange, Failure.AppError).ConfigureAwait(false);
-                if (read < 0)
+                int read;
+                while ((read = TryReceive(app, exchange, Failure.AppError)) == NothingYet)
+                {
+                    try
+                    {
+                        await app.WaitReceivableAsync(_cts.Token).ConfigureAwait(false);
+                    }
+                    catch (Exception ex) when (IsReceiveError(ex, exchange, Failure.AppError))
+                    {
+                        return;
+                    }
+                }
+
+                if (read == Failed)
                 {
                     return;
                 }
@@ -1162,8 +1174,20 @@ internal sealed partial class Http1FastPath : IDisposable
                 }
 
                 app.Start = app.End = 0;
-                var read = await ReceiveAsync(app, exchange, Failure.AppBodyError).ConfigureAwait(false);
-                if (read < 0)
+                int read;
+                while ((read = TryReceive(app, exchange, Failure.AppBodyError)) == NothingYet)
+                {
+                    try
+                    {
+                        await app.WaitReceivableAsync(_cts.Token).ConfigureAwait(false);
+                    }
+                    catch (Exception ex) when (IsReceiveError(ex, exchange, Failure.AppBodyError))
+                    {
+                        return;
+                    }
+                }
+
+                if (read == Failed)
                 {
                     return;
                 }
@@ -1219,20 +1243,38 @@ internal sealed partial class Http1FastPath : IDisposable
             return true;
         }
 
-        /// <summary>Receives more from the upstream: the byte count (0 at its end), or -1 with <paramref name="failure"/> set.</summary>
-        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-        private async ValueTask<int> ReceiveAsync(UpstreamConnection upstream, Exchange exchange, Failure failure)
+        /// <summary>
+        /// Receives more from the upstream without waiting: the byte count (0 at its end), <see cref="Failed"/> with
+        /// <paramref name="failure"/> set, or <see cref="NothingYet"/>: then the caller awaits
+        /// <see cref="UpstreamConnection.WaitReceivableAsync"/> itself (through <see cref="IsReceiveError"/>), so a response
+        /// that the app has not sent yet resumes the caller directly when it comes, not a chain of async layers.
+        /// </summary>
+        private static int TryReceive(UpstreamConnection upstream, Exchange exchange, Failure failure)
         {
             try
             {
-                return await upstream.ReceiveAsync(_cts.Token).ConfigureAwait(false);
+                return upstream.TryReceive();
             }
-            catch (Exception ex) when (ex is SocketException or InvalidOperationException or ObjectDisposedException)
+            catch (Exception ex) when (IsReceiveError(ex, exchange, failure))
             {
-                exchange.Failure = failure;
-                exchange.Error = ex;
-                return -1;
+                return Failed;
             }
+        }
+
+        private const int Failed = -2;
+        private const int NothingYet = -1;
+
+        /// <summary>Whether <paramref name="ex"/> is the upstream's failure (and then records it as <paramref name="failure"/>).</summary>
+        private static bool IsReceiveError(Exception ex, Exchange exchange, Failure failure)
+        {
+            if (ex is not (SocketException or InvalidOperationException or ObjectDisposedException))
+            {
+                return false;
+            }
+
+            exchange.Failure = failure;
+            exchange.Error = ex;
+            return true;
         }
 
         [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]

@@ -97,14 +97,64 @@ internal sealed class UpstreamConnection : IDisposable
         return true;
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    public async ValueTask<int> ReceiveAsync(CancellationToken cancellationToken)
+    /// <summary>
+    /// Receives into the buffer without waiting: the count (0 at the end of the stream), or -1 when nothing is there yet and
+    /// the caller should await <see cref="WaitReceivableAsync"/> and try again. Over the epoll transport the caller then
+    /// waits on the socket's readiness directly, without the async layers of <see cref="ReceiveAsync"/> between (a relayed
+    /// response resumes one state machine, not four); over a tunnel or a runtime socket the wait receives.
+    /// </summary>
+    public int TryReceive()
+    {
+        if (_received is { } received)
+        {
+            _received = null;
+            return received;
+        }
+
+        if (_epoll is null)
+        {
+            return -1;
+        }
+
+        EnsureRoom();
+        var read = _epoll.TryReceiveNow(Buffer.AsSpan(End));
+        if (read > 0)
+        {
+            End += read;
+        }
+
+        return read;
+    }
+
+    /// <summary>Completes when <see cref="TryReceive"/> has something to say (bytes, the end, or an error to throw).</summary>
+    public ValueTask WaitReceivableAsync(CancellationToken cancellationToken) =>
+        _epoll is { } epoll ? epoll.WaitReadableAsync(cancellationToken) : ReceiveForTryAsync(cancellationToken);
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask ReceiveForTryAsync(CancellationToken cancellationToken)
+    {
+        EnsureRoom();
+        var read = _link is { } link ? await link.ReceiveAsync(Buffer.AsMemory(End), cancellationToken).ConfigureAwait(false)
+            : await Socket!.ReceiveAsync(Buffer.AsMemory(End), SocketFlags.None, cancellationToken).ConfigureAwait(false);
+        End += read;
+        _received = read;
+    }
+
+    /// <summary>What a wait of <see cref="WaitReceivableAsync"/> received (tunnels and runtime sockets), for the next try.</summary>
+    private int? _received;
+
+    private void EnsureRoom()
     {
         if (!MakeRoom())
         {
             throw new InvalidOperationException($"the app's response head is larger than {MaxHeadBytes} bytes");
         }
+    }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    public async ValueTask<int> ReceiveAsync(CancellationToken cancellationToken)
+    {
+        EnsureRoom();
         var read = _epoll is { } epoll ? await epoll.ReceiveAsync(Buffer.AsMemory(End), cancellationToken).ConfigureAwait(false)
             : _link is { } link ? await link.ReceiveAsync(Buffer.AsMemory(End), cancellationToken).ConfigureAwait(false)
             : await Socket!.ReceiveAsync(Buffer.AsMemory(End), SocketFlags.None, cancellationToken).ConfigureAwait(false);

@@ -115,7 +115,14 @@ internal sealed class EpollSocket : IDisposable
     }
 
     /// <summary>Completes when a receive may find bytes (at once unless the last one drained the socket).</summary>
-    public ValueTask WaitReadableAsync() => _read.IsReady ? default : _read.WaitAsync(CancellationToken.None);
+    public ValueTask WaitReadableAsync(CancellationToken cancellationToken = default) =>
+        _read.IsReady ? default : _read.WaitAsync(cancellationToken);
+
+    /// <summary>
+    /// A receive that does not wait: the count (0 at the end of the stream), or -1 when there is nothing yet and the caller
+    /// should <see cref="WaitReadableAsync"/>. Lets a caller wait on the readiness itself, with no async layer in between.
+    /// </summary>
+    public int TryReceiveNow(Span<byte> buffer) => _read.IsReady ? TryReceive(buffer) : -1;
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<int> ReceiveWhenReadyAsync(Memory<byte> buffer, CancellationToken cancellationToken)
