@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Globalization;
 using System.IO.Pipelines;
 using System.Net;
@@ -386,7 +387,67 @@ internal sealed partial class Http1FastPath : IDisposable
 
                 // The head is copied (TryAccept built the app's head from it): consume it, the body stays in the pipe.
                 _input.AdvanceTo(buffer.GetPosition(headLength));
-                if (!await ServeAsync(request).ConfigureAwait(false))
+
+                // The exchange is served here, not in a method of its own: its wait for the app's answer is then this
+                // session-long state machine's, so a request boxes no state machine and resumes one, not four.
+                var exchange = _exchange;
+                var stream = BeginExchange(request);
+                bool keepGoing;
+                try
+                {
+                    try
+                    {
+                        if (stream.EndRequested)
+                        {
+                            exchange.Failure = Failure.Drained;
+                        }
+                        else
+                        {
+                            _cts.CancelAfter(ResponseHeadersTimeout);
+                            var start = Stopwatch.GetTimestamp();
+                            if (await SendRequestHeadAsync(exchange).ConfigureAwait(false))
+                            {
+                                // With the whole request sent, the app's first bytes are waited for here: the relay then
+                                // completes at once (with a body still to send, it waits itself, sending the body meanwhile).
+                                var app = _upstream!;
+                                var answered = true;
+                                if (exchange.BodySent == request.ContentLength && app.Pending.IsEmpty)
+                                {
+                                    try
+                                    {
+                                        await app.WaitReceivableAsync(_cts.Token).ConfigureAwait(false);
+                                    }
+                                    catch (Exception ex) when (IsReceiveError(ex, exchange, Failure.AppError))
+                                    {
+                                        answered = false;
+                                    }
+                                }
+
+                                if (answered)
+                                {
+                                    await RelayRestAsync(exchange, stream, app, start).ConfigureAwait(false);
+                                }
+                            }
+                        }
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        OnCanceled(exchange, stream);
+                    }
+                    finally
+                    {
+                        EndRelay(exchange, stream);
+                    }
+
+                    keepGoing = await FinishAsync(exchange, stream).ConfigureAwait(false);
+                    _exchanging = false;
+                }
+                finally
+                {
+                    _owner._streams.End(stream);
+                }
+
+                if (!keepGoing)
                 {
                     return false;
                 }
@@ -636,93 +697,82 @@ internal sealed partial class Http1FastPath : IDisposable
             return written;
         }
 
-        /// <summary>Relays one accepted request and its response; false when the client connection must close afterwards.</summary>
-        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-        private async ValueTask<bool> ServeAsync(Accepted request)
+        /// <summary>An accepted request's exchange begins: its stream is tracked (drains see it) and counted.</summary>
+        private ShardRequestContext BeginExchange(in Accepted request)
         {
-            var state = request.State;
             var stream = new ShardRequestContext
             {
                 KeyHash = request.Hash,
                 HasKey = request.HasKey,
                 Owner = request.Owner,
-                Map = state.Map,
+                Map = request.State.Map,
                 Kind = request.IsPeer ? RouteKind.Peer : RouteKind.Local,
                 Hop = request.Hop,
                 SenderGeneration = request.SenderGeneration,
                 ConnectionId = _connection.ConnectionId,
                 Protocol = "HTTP/1.1",
             };
-            var owner = _owner;
-            owner._streams.Begin(stream, _connectionState, StreamKind.None);
-            owner._metrics.StreamStarted();
-            var exchange = _exchange;
-            exchange.Reset(request);
+            _owner._streams.Begin(stream, _connectionState, StreamKind.None);
+            _owner._metrics.StreamStarted();
+            _exchange.Reset(request);
             _exchanging = true;
-            try
-            {
-                stream.AttachCancellation(_cts);
-                if (stream.EndRequested)
-                {
-                    exchange.Failure = Failure.Drained;
-                }
-                else
-                {
-                    _cts.CancelAfter(owner._options.ResponseHeadersTimeout > TimeSpan.Zero ? owner._options.ResponseHeadersTimeout : Timeout.InfiniteTimeSpan);
-                    await RelayAsync(exchange, stream).ConfigureAwait(false);
-                }
-            }
-            catch (OperationCanceledException)
-            {
-                // (The body's send may have ended with the client's going first: that failure stands.)
-                if (exchange.Failure == Failure.None)
-                {
-                    exchange.Failure = stream.EndRequested && stream.Drain is not null ? Failure.Drained
-                        : _connection.ConnectionClosed.IsCancellationRequested ? Failure.ClientGone
-                        : exchange.ResponseStarted ? Failure.Activity : Failure.Timeout;
-                }
-            }
-            finally
-            {
-                stream.AttachCancellation(null);
-                owner._metrics.StreamEnded();
-                owner._metrics.RequestBytes(exchange.BodySent);
-                owner._metrics.ResponseBytes(exchange.ResponseBytes);
-            }
+            stream.AttachCancellation(_cts);
+            return stream;
+        }
 
-            try
+        private TimeSpan ResponseHeadersTimeout =>
+            _owner._options.ResponseHeadersTimeout > TimeSpan.Zero ? _owner._options.ResponseHeadersTimeout : Timeout.InfiniteTimeSpan;
+
+        /// <summary>The exchange's cancellation fired: a drain, the client's going, or a timeout.</summary>
+        private void OnCanceled(Exchange exchange, ShardRequestContext stream)
+        {
+            // (The body's send may have ended with the client's going first: that failure stands.)
+            if (exchange.Failure == Failure.None)
             {
-                var keepGoing = await FinishAsync(exchange, stream).ConfigureAwait(false);
-                _exchanging = false;
-                return keepGoing;
-            }
-            finally
-            {
-                owner._streams.End(stream);
+                exchange.Failure = stream.EndRequested && stream.Drain is not null ? Failure.Drained
+                    : _connection.ConnectionClosed.IsCancellationRequested ? Failure.ClientGone
+                    : exchange.ResponseStarted ? Failure.Activity : Failure.Timeout;
             }
         }
 
-        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+        /// <summary>The relay is over (whatever its outcome): a drain can no longer cancel it; its stream and bytes are counted.</summary>
+        private void EndRelay(Exchange exchange, ShardRequestContext stream)
+        {
+            stream.AttachCancellation(null);
+            var metrics = _owner._metrics;
+            metrics.StreamEnded();
+            metrics.RequestBytes(exchange.BodySent);
+            metrics.ResponseBytes(exchange.ResponseBytes);
+        }
+
+        /// <summary>The whole relay of a request (a retry's, see <see cref="FinishAsync"/>; the first is in <see cref="RunAsync"/>).</summary>
         private async ValueTask RelayAsync(Exchange exchange, ShardRequestContext stream)
         {
-            var request = exchange.Request;
-            var owner = _owner;
-
-            // 1. The head (with whatever body arrived with it) to the app, on this connection's app connection.
-            var start = System.Diagnostics.Stopwatch.GetTimestamp();
-            // (A retry sends the first attempt's bytes again: they are still in the send buffer, the body's with them.)
-            var upstreamLength = exchange.Retried ? exchange.SentLength
-                : request.UpstreamLength + await TakeBodyPrefixAsync(exchange, request.UpstreamLength).ConfigureAwait(false);
-            exchange.SentLength = upstreamLength;
-            if (!await SendHeadAsync(exchange, upstreamLength).ConfigureAwait(false))
+            var start = Stopwatch.GetTimestamp();
+            if (await SendRequestHeadAsync(exchange).ConfigureAwait(false))
             {
-                return;
+                await RelayRestAsync(exchange, stream, _upstream!, start).ConfigureAwait(false);
             }
+        }
 
+        /// <summary>1. The head (with whatever body arrived with it) to the app, on this connection's app connection.</summary>
+        private ValueTask<bool> SendRequestHeadAsync(Exchange exchange)
+        {
+            // (A retry sends the first attempt's bytes again: they are still in the send buffer, the body's with them.)
+            var request = exchange.Request;
+            var upstreamLength = exchange.Retried ? exchange.SentLength : request.UpstreamLength + TakeBodyPrefix(exchange, request.UpstreamLength);
+            exchange.SentLength = upstreamLength;
+            return SendHeadAsync(exchange, upstreamLength);
+        }
+
+        /// <summary>Steps 2 to 4, once the head went: the rest of the body, and the app's response to the client.</summary>
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+        private async ValueTask RelayRestAsync(Exchange exchange, ShardRequestContext stream, UpstreamConnection app, long start)
+        {
             // 2. The rest of the body streams while the response is read: an app may answer before the body ended (a 413, a
             // 401) or answer as it reads (an echo, a streaming transform), and waiting for the whole body first would stall
             // both ends once the socket buffers fill.
-            var app = _upstream!;
+            var request = exchange.Request;
             var body = exchange.BodySent < request.ContentLength ? SendBodyAsync(exchange, app) : new ValueTask<BodyOutcome>(BodyOutcome.Sent);
             var responded = false;
             try
@@ -736,7 +786,7 @@ internal sealed partial class Http1FastPath : IDisposable
             }
         }
 
-        /// <summary>Steps 3 and 4 of <see cref="RelayAsync"/>: the app's response to the client.</summary>
+        /// <summary>Steps 3 and 4 of <see cref="RelayRestAsync"/>: the app's response to the client.</summary>
         [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
         private async ValueTask RelayResponseAsync(Exchange exchange, ShardRequestContext stream, UpstreamConnection app, long start)
         {
@@ -851,18 +901,18 @@ internal sealed partial class Http1FastPath : IDisposable
         }
 
         /// <summary>Body bytes already in the pipe go in the head's write (up to <see cref="CoalescedBodyBytes"/>).</summary>
-        private ValueTask<int> TakeBodyPrefixAsync(Exchange exchange, int offset)
+        private int TakeBodyPrefix(Exchange exchange, int offset)
         {
             if (exchange.Request.ContentLength == 0 || !_input.TryRead(out var result))
             {
-                return ValueTask.FromResult(0);
+                return 0;
             }
 
             var take = (int)Math.Min(Math.Min(result.Buffer.Length, exchange.Request.ContentLength), CoalescedBodyBytes);
             result.Buffer.Slice(0, take).CopyTo(_sendBuffer.AsSpan(offset));
             _input.AdvanceTo(result.Buffer.GetPosition(take));
             exchange.BodySent += take;
-            return ValueTask.FromResult(take);
+            return take;
         }
 
         [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
@@ -1344,7 +1394,7 @@ internal sealed partial class Http1FastPath : IDisposable
                 DropUpstream();
                 exchange.Failure = Failure.None;
                 exchange.Retried = true;
-                _cts.CancelAfter(owner._options.ResponseHeadersTimeout > TimeSpan.Zero ? owner._options.ResponseHeadersTimeout : Timeout.InfiniteTimeSpan);
+                _cts.CancelAfter(ResponseHeadersTimeout);
                 try
                 {
                     await RelayAsync(exchange, stream).ConfigureAwait(false);
