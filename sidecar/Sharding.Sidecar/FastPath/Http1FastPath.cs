@@ -257,7 +257,7 @@ internal sealed partial class Http1FastPath : IDisposable
             _owner = owner;
             _connection = connection;
             _input = connection.Transport.Input;
-            _output = connection.Transport.Output;
+            _output = connection is EpollConnection epoll ? new DirectOutput(epoll, connection.Transport.Output) : connection.Transport.Output;
             _loop = connection.Features.Get<EpollLoop>(); // a link stream's: its link's
             _cts = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed);
             _connectionState = connection.Features.Get<ConnectionState>();
@@ -1581,6 +1581,7 @@ internal sealed partial class Http1FastPath : IDisposable
                 ReturnUpstream();
             }
 
+            (_output as DirectOutput)?.Release();
             ArrayPool<byte>.Shared.Return(_headBytes);
             ArrayPool<char>.Shared.Return(_headChars);
             ArrayPool<byte>.Shared.Return(_sendBuffer);

@@ -30,6 +30,9 @@ internal sealed partial class EpollConnection : ConnectionContext, IConnectionId
     private Exception? _shutdownReason;
     private bool _shutdown;
     private Task _processing = Task.CompletedTask;
+
+    // True while the send loop waits for output with everything before sent (see TrySendDirect).
+    private volatile bool _sendIdle;
     private IDictionary<object, object?>? _items;
     private string? _id;
 
@@ -84,6 +87,25 @@ internal sealed partial class EpollConnection : ConnectionContext, IConnectionId
 
     /// <summary>The loop that serves the connection.</summary>
     public EpollLoop Loop => _socket.Loop;
+
+    /// <summary>
+    /// Sends what the socket takes now straight from <paramref name="data"/>, past the output pipe and its send loop, when
+    /// that keeps the order: the pipe's writer is still the connection's own (no TLS in between), and the send loop waits
+    /// with all it was given sent. With inline completions a flush runs the send loop up to its next wait at once, so it
+    /// cannot hold bytes it has not seen. The caller sends the rest, if any, through <see cref="Transport"/>'s output.
+    /// </summary>
+    /// <returns>False when the bytes must go through the pipe (<paramref name="sent"/> is 0).</returns>
+    public bool TrySendDirect(PipeWriter writer, ReadOnlySpan<byte> data, out int sent)
+    {
+        sent = 0;
+        if (!_sendIdle || !_socket.Inline || !ReferenceEquals(writer, _output.Writer) || _output.Writer.UnflushedBytes > 0)
+        {
+            return false;
+        }
+
+        sent = _socket.TrySendNow(data);
+        return true;
+    }
 
     public void Start() => _processing = RunAsync();
 
@@ -181,7 +203,9 @@ internal sealed partial class EpollConnection : ConnectionContext, IConnectionId
             // Bounded by the writer: ends when it completes or the connection is aborted.
             while (true)
             {
+                _sendIdle = true;
                 var result = await output.ReadAsync().ConfigureAwait(false);
+                _sendIdle = false;
                 if (result.IsCanceled)
                 {
                     break;
@@ -215,6 +239,7 @@ internal sealed partial class EpollConnection : ConnectionContext, IConnectionId
         }
         finally
         {
+            _sendIdle = false;
             Shutdown(reason);
             await output.CompleteAsync(unexpected).ConfigureAwait(false);
             _input.Writer.CancelPendingFlush(); // a receive paused by a full input must see the end

@@ -206,6 +206,9 @@ internal sealed class EpollSocket : IDisposable
         }
     }
 
+    /// <summary>One send that does not wait: the bytes the kernel took (0 when its buffer is full); errors throw.</summary>
+    public int TrySendNow(ReadOnlySpan<byte> data) => TrySend(data);
+
     /// <summary>One send: the bytes taken (0 when the kernel's buffer is full); errors throw.</summary>
     private unsafe int TrySend(ReadOnlySpan<byte> data)
     {

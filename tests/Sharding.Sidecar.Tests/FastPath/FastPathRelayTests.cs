@@ -167,6 +167,61 @@ public sealed class FastPathRelayTests
     }
 
     [Fact]
+    public async Task LargeResponses_ToAClientThatReadsLate_ArriveWholeAndInOrder_WithTheNextResponseAfterThem()
+    {
+        // The responses go straight to the client's socket while it takes them, and through the connection's output pipe
+        // once it stops: the bytes of both ways, and the pipelined answers, must come out in order.
+        const int Size = 8 * 1024 * 1024;
+        static byte Expected(long i) => (byte)(i * 31 % 251);
+        await using var app = FakeApp.Start(async (request, connection) =>
+        {
+            if (request.Target != "/big")
+            {
+                await FakeApp.EchoAsync(request, connection);
+                return;
+            }
+
+            await connection.SendAsync($"HTTP/1.1 200 OK\r\nContent-Length: {Size}\r\n\r\n");
+            var chunk = new byte[64 * 1024];
+            for (var offset = 0; offset < Size; offset += chunk.Length)
+            {
+                for (var i = 0; i < chunk.Length; i++)
+                {
+                    chunk[i] = Expected(offset + i);
+                }
+
+                await connection.SendAsync(chunk);
+            }
+        });
+        await using var solo = await SoloSidecar.StartAsync(app.Port);
+        using var counters = new FastPathCounters(solo.Sidecar);
+        using var client = await RawClient.ConnectAsync(solo.Port);
+
+        await client.SendAsync(Get("/small") + Get("/big") + Get("/after") + Get("/big") + Get("/last"));
+        await Task.Delay(500); // the sidecar's sends fill the kernel's buffers, and its output queues
+
+        for (var round = 0; round < 2; round++)
+        {
+            var small = await client.ReadResponseAsync();
+            Assert.Equal(EchoBody("GET", round == 0 ? "/small" : "/after"), small.BodyText);
+            var big = await client.ReadResponseAsync(timeout: TimeSpan.FromSeconds(60));
+            Assert.Equal(Size, big.Body.Length);
+            for (var i = 0; i < Size; i++)
+            {
+                if (big.Body[i] != Expected(i))
+                {
+                    Assert.Fail($"byte {i} of the large response {round + 1} is {big.Body[i]}, not {Expected(i)}");
+                }
+            }
+        }
+
+        var last = await client.ReadResponseAsync();
+        Assert.Equal(EchoBody("GET", "/last"), last.BodyText);
+        await counters.WaitForAsync(static c => c.Served == 5, "5 served");
+        Assert.Equal(0, counters.TotalHandovers);
+    }
+
+    [Fact]
     public async Task RequestBodies_WithContentLength_ArriveIntact_SmallLargeAndEmpty()
     {
         await using var app = FakeApp.Start();
