@@ -825,19 +825,7 @@ internal sealed partial class Http1FastPath : IDisposable
                     break;
                 }
 
-                int read;
-                while ((read = TryReceive(app, exchange, Failure.AppError)) == NothingYet)
-                {
-                    try
-                    {
-                        await app.WaitReceivableAsync(_cts.Token).ConfigureAwait(false);
-                    }
-                    catch (Exception ex) when (IsReceiveError(ex, exchange, Failure.AppError))
-                    {
-                        return;
-                    }
-                }
-
+                var read = await ReceiveAsync(app, exchange, Failure.AppError).ConfigureAwait(false);
                 if (read == Failed)
                 {
                     return;
@@ -1224,19 +1212,7 @@ internal sealed partial class Http1FastPath : IDisposable
                 }
 
                 app.Start = app.End = 0;
-                int read;
-                while ((read = TryReceive(app, exchange, Failure.AppBodyError)) == NothingYet)
-                {
-                    try
-                    {
-                        await app.WaitReceivableAsync(_cts.Token).ConfigureAwait(false);
-                    }
-                    catch (Exception ex) when (IsReceiveError(ex, exchange, Failure.AppBodyError))
-                    {
-                        return;
-                    }
-                }
-
+                var read = await ReceiveAsync(app, exchange, Failure.AppBodyError).ConfigureAwait(false);
                 if (read == Failed)
                 {
                     return;
@@ -1293,11 +1269,41 @@ internal sealed partial class Http1FastPath : IDisposable
             return true;
         }
 
+        /// <summary>Receives more from the upstream: the byte count (0 at its end), or <see cref="Failed"/> with <paramref name="failure"/> set.</summary>
+        /// <remarks>Synchronous when bytes are there: after <see cref="RunAsync"/>'s wait for the app's answer, the usual case.</remarks>
+        private ValueTask<int> ReceiveAsync(UpstreamConnection upstream, Exchange exchange, Failure failure)
+        {
+            var read = TryReceive(upstream, exchange, failure);
+            return read == NothingYet ? ReceiveAfterWaitAsync(upstream, exchange, failure) : new ValueTask<int>(read);
+        }
+
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+        private async ValueTask<int> ReceiveAfterWaitAsync(UpstreamConnection upstream, Exchange exchange, Failure failure)
+        {
+            // Bounded by the upstream: each wake-up brings bytes, the end of the stream or an error.
+            while (true)
+            {
+                try
+                {
+                    await upstream.WaitReceivableAsync(_cts.Token).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (IsReceiveError(ex, exchange, failure))
+                {
+                    return Failed;
+                }
+
+                var read = TryReceive(upstream, exchange, failure);
+                if (read != NothingYet)
+                {
+                    return read;
+                }
+            }
+        }
+
         /// <summary>
         /// Receives more from the upstream without waiting: the byte count (0 at its end), <see cref="Failed"/> with
-        /// <paramref name="failure"/> set, or <see cref="NothingYet"/>: then the caller awaits
-        /// <see cref="UpstreamConnection.WaitReceivableAsync"/> itself (through <see cref="IsReceiveError"/>), so a response
-        /// that the app has not sent yet resumes the caller directly when it comes, not a chain of async layers.
+        /// <paramref name="failure"/> set, or <see cref="NothingYet"/> (then await <see cref="UpstreamConnection.WaitReceivableAsync"/>,
+        /// its errors through <see cref="IsReceiveError"/>, and try again).
         /// </summary>
         private static int TryReceive(UpstreamConnection upstream, Exchange exchange, Failure failure)
         {
