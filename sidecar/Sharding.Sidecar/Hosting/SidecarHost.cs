@@ -59,6 +59,7 @@ internal static class SidecarHost
             // as UTF-8 (HttpForwarder.CreateHandler); responses are read as Latin-1 and written as Latin-1.
             kestrel.ResponseHeaderEncodingSelector = static _ => Encoding.Latin1;
             kestrel.Limits.Http2.MaxStreamsPerConnection = 250;
+            BindKestrelLimits(context.Configuration, kestrel.Limits);
             kestrel.Limits.MinResponseDataRate = options.MinResponseDataRate > 0
                 ? new MinDataRate(options.MinResponseDataRate, options.MinResponseDataRateGracePeriod)
                 : null; // the fast path reads the same limit
@@ -172,5 +173,38 @@ internal static class SidecarHost
             : ActivatorUtilities.CreateInstance<FileShardMapSource>(sp));
         services.AddHostedService<MapSyncService>();
         return services;
+    }
+
+    /// <summary>
+    /// Kestrel's limits from configuration (<c>Kestrel:Limits:*</c>, e.g. <c>Kestrel__Limits__KeepAliveTimeout</c>), as a
+    /// full ASP.NET Core host binds them and the slim builder does not; over the sidecar's defaults above. Both paths use
+    /// them (the fast path reads the same object). <c>MinResponseDataRate</c> is <c>Sidecar:MinResponseDataRate</c>'s.
+    /// </summary>
+    internal static void BindKestrelLimits(IConfiguration configuration, KestrelServerLimits limits)
+    {
+        var section = configuration.GetSection("Kestrel:Limits");
+        if (section.GetSection(nameof(KestrelServerLimits.MinResponseDataRate)).Exists())
+        {
+            throw new InvalidOperationException("Kestrel:Limits:MinResponseDataRate is not read: set Sidecar:MinResponseDataRate and Sidecar:MinResponseDataRateGracePeriod.");
+        }
+
+        try
+        {
+            section.Bind(limits, static binder => binder.ErrorOnUnknownConfiguration = true);
+
+            // MinDataRate has no setters, so the binder leaves the default in place: made here (0 bytes/s turns it off).
+            var rate = section.GetSection(nameof(KestrelServerLimits.MinRequestBodyDataRate));
+            if (rate.Exists())
+            {
+                var bytesPerSecond = rate.GetValue<double>(nameof(MinDataRate.BytesPerSecond));
+                var grace = rate.GetValue(nameof(MinDataRate.GracePeriod), TimeSpan.FromSeconds(5));
+                limits.MinRequestBodyDataRate = bytesPerSecond > 0 ? new MinDataRate(bytesPerSecond, grace) : null;
+            }
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or ArgumentException or System.Reflection.TargetInvocationException)
+        {
+            var reason = ex is System.Reflection.TargetInvocationException { InnerException: { } inner } ? inner.Message : ex.Message;
+            throw new InvalidOperationException($"Kestrel:Limits is not valid: {reason}", ex);
+        }
     }
 }
