@@ -926,6 +926,7 @@ internal sealed partial class Http1FastPath : IDisposable
 
                 try
                 {
+                    _upstream.BeginExchange();
                     await _upstream.SendAsync(_sendBuffer.AsMemory(0, length), _cts.Token).ConfigureAwait(false);
                     return true;
                 }

@@ -143,6 +143,12 @@ internal sealed class UpstreamConnection : IDisposable
     /// <summary>What a wait of <see cref="WaitReceivableAsync"/> received (tunnels and runtime sockets), for the next try.</summary>
     private int? _received;
 
+    /// <summary>
+    /// A new request goes out: a receive of the last exchange that no <see cref="TryReceive"/> reported (its response was
+    /// whole in the buffer, so nobody asked) is not this exchange's news.
+    /// </summary>
+    public void BeginExchange() => _received = null;
+
     private void EnsureRoom()
     {
         if (!MakeRoom())

@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http.Features;
 using Sharding.Sidecar.Draining;
+using Sharding.Sidecar.Transport;
 
 namespace Sharding.Sidecar.PeerLink;
 
@@ -255,33 +256,13 @@ internal sealed class LinkStreamConnection : ConnectionContext, IDuplexPipe
     }
 
     /// <summary>The response as the session or Kestrel writes it: buffered until a flush, which sends it as DATA.</summary>
-    private sealed class StreamOutput(LinkStream stream) : PipeWriter
+    private sealed class StreamOutput(LinkStream stream) : BufferedPipeWriter(8192)
     {
-        private byte[] _buffer = ArrayPool<byte>.Shared.Rent(8192);
-        private int _written;
         private bool _completed;
-
-        public override bool CanGetUnflushedBytes => true;
-
-        public override long UnflushedBytes => _written;
-
-        public override Memory<byte> GetMemory(int sizeHint = 0)
-        {
-            Reserve(sizeHint);
-            return _buffer.AsMemory(_written);
-        }
-
-        public override Span<byte> GetSpan(int sizeHint = 0)
-        {
-            Reserve(sizeHint);
-            return _buffer.AsSpan(_written);
-        }
-
-        public override void Advance(int bytes) => _written += bytes;
 
         public override ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default)
         {
-            if (_written == 0 || _completed)
+            if (UnflushedBytes == 0 || _completed)
             {
                 return ValueTask.FromResult(new FlushResult(isCanceled: false, isCompleted: stream.IsReset));
             }
@@ -289,17 +270,17 @@ internal sealed class LinkStreamConnection : ConnectionContext, IDuplexPipe
             ValueTask send;
             try
             {
-                send = stream.SendAsync(_buffer.AsMemory(0, _written), cancellationToken);
+                send = stream.SendAsync(Written, cancellationToken);
             }
             catch (SocketException)
             {
-                _written = 0;
+                ClearWritten();
                 return ValueTask.FromResult(new FlushResult(isCanceled: false, isCompleted: true)); // the forwarding side is gone
             }
 
             if (send.IsCompletedSuccessfully)
             {
-                _written = 0;
+                ClearWritten();
                 return ValueTask.FromResult(new FlushResult(isCanceled: false, isCompleted: false));
             }
 
@@ -319,7 +300,7 @@ internal sealed class LinkStreamConnection : ConnectionContext, IDuplexPipe
             }
             finally
             {
-                _written = 0;
+                ClearWritten();
             }
         }
 
@@ -365,23 +346,7 @@ internal sealed class LinkStreamConnection : ConnectionContext, IDuplexPipe
             finally
             {
                 _completed = true;
-                var buffer = Interlocked.Exchange(ref _buffer, []);
-                if (buffer.Length > 0)
-                {
-                    ArrayPool<byte>.Shared.Return(buffer);
-                }
-            }
-        }
-
-        private void Reserve(int sizeHint)
-        {
-            var needed = _written + Math.Max(sizeHint, 256);
-            if (needed > _buffer.Length)
-            {
-                var larger = ArrayPool<byte>.Shared.Rent(Math.Max(needed, _buffer.Length * 2));
-                _buffer.AsSpan(0, _written).CopyTo(larger);
-                ArrayPool<byte>.Shared.Return(_buffer);
-                _buffer = larger;
+                ReleaseBuffer();
             }
         }
     }

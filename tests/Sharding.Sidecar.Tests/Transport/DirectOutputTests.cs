@@ -54,7 +54,7 @@ public sealed class DirectOutputTests : IAsyncDisposable
             Assert.False(result.IsCompleted);
         }
 
-        Assert.Equal("hello hello hello "u8.ToArray(), await ReadExactlyAsync(_peer, 18));
+        Assert.Equal("hello hello hello "u8.ToArray(), await EpollSocketTests.ReadExactlyAsync(_peer, 18));
         Assert.Equal(before, _pool.Rented); // not one block for the output pipe
         output.Release();
     }
@@ -70,7 +70,7 @@ public sealed class DirectOutputTests : IAsyncDisposable
         var reading = Task.Run(async () =>
         {
             await Task.Delay(300); // the kernel's buffers fill first: the rest must queue in the pipe, behind what went
-            return await ReadExactlyAsync(_peer, (Chunk * Chunks) + 4);
+            return await EpollSocketTests.ReadExactlyAsync(_peer, (Chunk * Chunks) + 4);
         });
 
         for (var i = 0; i < Chunks; i++)
@@ -120,21 +120,6 @@ public sealed class DirectOutputTests : IAsyncDisposable
         {
             destination[i] = (byte)((offset + i) * 31 % 251);
         }
-    }
-
-    private static async Task<byte[]> ReadExactlyAsync(Socket socket, int length)
-    {
-        var buffer = new byte[length];
-        using var timeout = new CancellationTokenSource(Timeout);
-        var read = 0;
-        while (read < length)
-        {
-            var n = await socket.ReceiveAsync(buffer.AsMemory(read), SocketFlags.None, timeout.Token);
-            Assert.NotEqual(0, n);
-            read += n;
-        }
-
-        return buffer;
     }
 
     /// <summary>A memory pool that counts its rents (the pipes' blocks).</summary>

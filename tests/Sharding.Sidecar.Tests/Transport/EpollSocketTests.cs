@@ -218,7 +218,7 @@ public sealed class EpollSocketTests : IDisposable
         return (EpollSocket.Attach(client, _loop), server);
     }
 
-    private static async Task<byte[]> ReadExactlyAsync(Socket socket, int length)
+    internal static async Task<byte[]> ReadExactlyAsync(Socket socket, int length)
     {
         var buffer = new byte[length];
         using var timeout = new CancellationTokenSource(Timeout);
