@@ -35,22 +35,7 @@ public sealed class KubernetesModeTests
         api.AddPod(Ns, "carts-1", labels, annotations, ready: true, podIP: "10.0.0.11");
         api.AddPod(Ns, "carts-2", labels, annotations, ready: false, podIP: "10.0.0.12");
 
-        string[] args =
-        [
-            "--ControlPlane:Mode=kubernetes",
-            "--ControlPlane:HttpUrl=http://127.0.0.1:0",
-            "--ControlPlane:GrpcUrl=http://127.0.0.1:0",
-            "--ControlPlane:Debounce=00:00:00.050",
-            "--Sharding:Kubernetes:Election:Namespace=sharding-system",
-            "--Sharding:Kubernetes:Election:Identity=cp-0",
-            "--Sharding:Kubernetes:Election:LeaderUrl=http://127.0.0.1:1",
-            $"--Sharding:Kubernetes:Injection:WebhookPort={FreePort()}",
-        ];
-        var app = ControlPlaneApp.Build(args, builder =>
-        {
-            builder.Logging.ClearProviders();
-            builder.Services.Replace(ServiceDescriptor.Singleton(api.CreateClient()));
-        });
+        var app = Build(api, Args());
         await app.StartAsync();
         try
         {
@@ -241,22 +226,7 @@ public sealed class KubernetesModeTests
             }),
         });
         var webhookPort = FreePort();
-        string[] args =
-        [
-            "--ControlPlane:Mode=kubernetes",
-            "--ControlPlane:HttpUrl=http://127.0.0.1:0",
-            "--ControlPlane:GrpcUrl=http://127.0.0.1:0",
-            "--Sharding:Kubernetes:Election:Namespace=sharding-system",
-            "--Sharding:Kubernetes:Election:Identity=cp-0",
-            "--Sharding:Kubernetes:Election:LeaderUrl=http://127.0.0.1:1",
-            $"--Sharding:Kubernetes:Injection:WebhookPort={webhookPort}",
-            "--Sharding:Kubernetes:Injection:Image=sidecar:test",
-        ];
-        var app = ControlPlaneApp.Build(args, builder =>
-        {
-            builder.Logging.ClearProviders();
-            builder.Services.Replace(ServiceDescriptor.Singleton(api.CreateClient()));
-        });
+        var app = Build(api, Args($"--Sharding:Kubernetes:Injection:WebhookPort={webhookPort}", "--Sharding:Kubernetes:Injection:Image=sidecar:test"));
         await app.StartAsync();
         try
         {
@@ -346,26 +316,15 @@ public sealed class KubernetesModeTests
     private static async Task<(WebApplication App, Uri Http)> StartReplicaAsync(FakeKubernetesApiServer api, string identity, int grpcPort = 0)
     {
         grpcPort = grpcPort == 0 ? FreePort() : grpcPort;
-        string[] args =
-        [
-            "--ControlPlane:Mode=kubernetes",
+        var args = Args(
             $"--ControlPlane:ReplicaId={identity}",
-            "--ControlPlane:HttpUrl=http://127.0.0.1:0",
             $"--ControlPlane:GrpcUrl=http://127.0.0.1:{grpcPort}",
-            "--ControlPlane:Debounce=00:00:00.050",
-            "--Sharding:Kubernetes:Election:Namespace=sharding-system",
             $"--Sharding:Kubernetes:Election:Identity={identity}",
             "--Sharding:Kubernetes:Election:RetryPeriod=00:00:00.200",
             "--Sharding:Kubernetes:Election:RenewDeadline=00:00:01",
             "--Sharding:Kubernetes:Election:LeaseDuration=00:00:02",
-            $"--Sharding:Kubernetes:Election:LeaderUrl=http://127.0.0.1:{grpcPort}",
-            $"--Sharding:Kubernetes:Injection:WebhookPort={FreePort()}",
-        ];
-        var app = ControlPlaneApp.Build(args, builder =>
-        {
-            builder.Logging.ClearProviders();
-            builder.Services.Replace(ServiceDescriptor.Singleton(api.CreateClient()));
-        });
+            $"--Sharding:Kubernetes:Election:LeaderUrl=http://127.0.0.1:{grpcPort}");
+        var app = Build(api, args);
         await app.StartAsync();
         var (http, _) = await app.Services.GetRequiredService<ControlPlaneEndpoints>().Bound.WaitAsync(TimeSpan.FromSeconds(10));
         return (app, http);
@@ -403,23 +362,9 @@ public sealed class KubernetesModeTests
     public async Task InjectionRunAsUser_ThatIsRootOrOutOfRange_StopsTheStartWithAClearError(string value)
     {
         await using var api = await FakeKubernetesApiServer.StartAsync();
-        string[] args =
-        [
-            "--ControlPlane:Mode=kubernetes",
-            "--ControlPlane:HttpUrl=http://127.0.0.1:0",
-            "--ControlPlane:GrpcUrl=http://127.0.0.1:0",
-            "--Sharding:Kubernetes:Election:Namespace=sharding-system",
-            "--Sharding:Kubernetes:Election:Identity=cp-0",
-            $"--Sharding:Kubernetes:Injection:WebhookPort={FreePort()}",
-            $"--Sharding:Kubernetes:Injection:RunAsUser={value}",
-        ];
         var error = await Assert.ThrowsAsync<Microsoft.Extensions.Options.OptionsValidationException>(async () =>
         {
-            await using var app = ControlPlaneApp.Build(args, builder =>
-            {
-                builder.Logging.ClearProviders();
-                builder.Services.Replace(ServiceDescriptor.Singleton(api.CreateClient()));
-            });
+            await using var app = Build(api, Args($"--Sharding:Kubernetes:Injection:RunAsUser={value}"));
             await app.StartAsync();
         });
         Assert.Equal(
@@ -427,4 +372,25 @@ public sealed class KubernetesModeTests
     }
 
     private static int FreePort() => LoopbackPorts.Free();
+
+    /// <summary>One replica in Kubernetes mode on free loopback ports, with <paramref name="overrides"/> (a later value wins).</summary>
+    private static string[] Args(params string[] overrides) =>
+    [
+        "--ControlPlane:Mode=kubernetes",
+        "--ControlPlane:HttpUrl=http://127.0.0.1:0",
+        "--ControlPlane:GrpcUrl=http://127.0.0.1:0",
+        "--ControlPlane:Debounce=00:00:00.050",
+        "--Sharding:Kubernetes:Election:Namespace=sharding-system",
+        "--Sharding:Kubernetes:Election:Identity=cp-0",
+        "--Sharding:Kubernetes:Election:LeaderUrl=http://127.0.0.1:1",
+        $"--Sharding:Kubernetes:Injection:WebhookPort={FreePort()}",
+        .. overrides,
+    ];
+
+    /// <summary>The control plane with its Kubernetes client pointed at the fake API server.</summary>
+    private static WebApplication Build(FakeKubernetesApiServer api, string[] args) => ControlPlaneApp.Build(args, builder =>
+    {
+        builder.Logging.ClearProviders();
+        builder.Services.Replace(ServiceDescriptor.Singleton(api.CreateClient()));
+    });
 }
