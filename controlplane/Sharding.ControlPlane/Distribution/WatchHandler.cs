@@ -6,6 +6,7 @@ using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Options;
 using Sharding.ControlPlane.Hosting;
 using Sharding.ControlPlane.Leadership;
+using Sharding.Net;
 using Sharding.Protocol;
 using Sharding.Protocol.V1;
 
@@ -138,9 +139,7 @@ internal sealed partial class WatchHandler(
             return;
         }
 
-        var remote = context.Connection.RemoteIpAddress is { IsIPv4MappedToIPv6: true } mapped
-            ? mapped.MapToIPv4() // the manifests' [::] listener reports IPv4 subscribers as ::ffff:a.b.c.d
-            : context.Connection.RemoteIpAddress;
+        var remote = ClientAddress.Of(context.Connection.RemoteIpAddress); // the manifests' [::] listener maps IPv4 subscribers
         if (!all && watch.KnownGeneration is > 0 and <= long.MaxValue && registry.NoteHeld(service, (long)watch.KnownGeneration, watch.KnownChecksum))
         {
             // Who made the claim: a raise of the leader's epoch follows from it, and the claim is not authenticated.

@@ -7,6 +7,7 @@ using Sharding.ControlPlane.Leadership;
 using Sharding.ControlPlane.Lookup;
 using Sharding.ControlPlane.Membership;
 using Sharding.Metrics;
+using Sharding.Net;
 using Sharding.Protocol;
 
 namespace Sharding.ControlPlane.Hosting;
@@ -50,12 +51,7 @@ internal static class ControlPlaneApp
             foreach (var (url, grpc) in new[] { (settings.HttpUrl, false), (settings.GrpcUrl, true) })
             {
                 var uri = new Uri(url);
-                var address = uri.Host is "localhost" ? IPAddress.Loopback : IPAddress.Parse(uri.Host);
-                if (address.Equals(IPAddress.IPv6Any) && !System.Net.Sockets.Socket.OSSupportsIPv6)
-                {
-                    address = IPAddress.Any; // [::] is dual-stack; where the kernel has no IPv6 it would not bind at all
-                }
-
+                var address = ClientAddress.Bindable(uri.Host is "localhost" ? IPAddress.Loopback : IPAddress.Parse(uri.Host));
                 kestrel.Listen(address, uri.Port, listen =>
                 {
                     listen.Protocols = grpc ? HttpProtocols.Http2 : HttpProtocols.Http1;

@@ -15,6 +15,7 @@ using Sharding.Hashing;
 using Sharding.Keys;
 using Sharding.Mapping;
 using Sharding.Metrics;
+using Sharding.Net;
 using Sharding.Sidecar.Draining;
 using Sharding.Sidecar.Forwarding;
 using Sharding.Sidecar.Hosting;
@@ -1272,45 +1273,12 @@ internal sealed partial class Http1FastPath : IDisposable
 
         /// <summary>Receives more from the upstream: the byte count (0 at its end), or <see cref="Failed"/> with <paramref name="failure"/> set.</summary>
         /// <remarks>Synchronous when bytes are there: after <see cref="RunAsync"/>'s wait for the app's answer, the usual case.</remarks>
-        private ValueTask<int> ReceiveAsync(UpstreamConnection upstream, Exchange exchange, Failure failure)
-        {
-            var read = TryReceive(upstream, exchange, failure);
-            return read == NothingYet ? ReceiveAfterWaitAsync(upstream, exchange, failure) : new ValueTask<int>(read);
-        }
-
         [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-        private async ValueTask<int> ReceiveAfterWaitAsync(UpstreamConnection upstream, Exchange exchange, Failure failure)
-        {
-            // Bounded by the upstream: each wake-up brings bytes, the end of the stream or an error.
-            while (true)
-            {
-                try
-                {
-                    await upstream.WaitReceivableAsync(_cts.Token).ConfigureAwait(false);
-                }
-                catch (Exception ex) when (IsReceiveError(ex, exchange, failure))
-                {
-                    return Failed;
-                }
-
-                var read = TryReceive(upstream, exchange, failure);
-                if (read != NothingYet)
-                {
-                    return read;
-                }
-            }
-        }
-
-        /// <summary>
-        /// Receives more from the upstream without waiting: the byte count (0 at its end), <see cref="Failed"/> with
-        /// <paramref name="failure"/> set, or <see cref="NothingYet"/> (then await <see cref="UpstreamConnection.WaitReceivableAsync"/>,
-        /// its errors through <see cref="IsReceiveError"/>, and try again).
-        /// </summary>
-        private static int TryReceive(UpstreamConnection upstream, Exchange exchange, Failure failure)
+        private async ValueTask<int> ReceiveAsync(UpstreamConnection upstream, Exchange exchange, Failure failure)
         {
             try
             {
-                return upstream.TryReceive();
+                return await upstream.ReceiveAsync(_cts.Token).ConfigureAwait(false);
             }
             catch (Exception ex) when (IsReceiveError(ex, exchange, failure))
             {
@@ -1318,8 +1286,7 @@ internal sealed partial class Http1FastPath : IDisposable
             }
         }
 
-        private const int Failed = -2;
-        private const int NothingYet = -1;
+        private const int Failed = -1;
 
         /// <summary>Whether <paramref name="ex"/> is the upstream's failure (and then records it as <paramref name="failure"/>).</summary>
         private static bool IsReceiveError(Exception ex, Exchange exchange, Failure failure)

@@ -99,9 +99,9 @@ internal sealed class UpstreamConnection : IDisposable
 
     /// <summary>
     /// Receives into the buffer without waiting: the count (0 at the end of the stream), or -1 when nothing is there yet and
-    /// the caller should await <see cref="WaitReceivableAsync"/> and try again. Over the epoll transport the caller then
-    /// waits on the socket's readiness directly, without the async layers of <see cref="ReceiveAsync"/> between (a relayed
-    /// response resumes one state machine, not four); over a tunnel or a runtime socket the wait receives.
+    /// the caller should await <see cref="WaitReceivableAsync"/> and try again (as <see cref="ReceiveAsync"/> does). A caller
+    /// that waits itself resumes straight from the socket's readiness over the epoll transport (the fast path's wait for
+    /// the app's answer); over a tunnel or a runtime socket the wait receives.
     /// </summary>
     public int TryReceive()
     {
@@ -157,15 +157,26 @@ internal sealed class UpstreamConnection : IDisposable
         }
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    public async ValueTask<int> ReceiveAsync(CancellationToken cancellationToken)
+    /// <summary>Receives into the buffer, waiting when nothing is there yet: the count (0 at the end of the stream).</summary>
+    public ValueTask<int> ReceiveAsync(CancellationToken cancellationToken)
     {
-        EnsureRoom();
-        var read = _epoll is { } epoll ? await epoll.ReceiveAsync(Buffer.AsMemory(End), cancellationToken).ConfigureAwait(false)
-            : _link is { } link ? await link.ReceiveAsync(Buffer.AsMemory(End), cancellationToken).ConfigureAwait(false)
-            : await Socket!.ReceiveAsync(Buffer.AsMemory(End), SocketFlags.None, cancellationToken).ConfigureAwait(false);
-        End += read;
-        return read;
+        var read = TryReceive();
+        return read >= 0 ? new ValueTask<int>(read) : ReceiveAfterWaitAsync(cancellationToken);
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<int> ReceiveAfterWaitAsync(CancellationToken cancellationToken)
+    {
+        // Bounded by the upstream: each wake-up brings bytes, the end of the stream or an error.
+        while (true)
+        {
+            await WaitReceivableAsync(cancellationToken).ConfigureAwait(false);
+            var read = TryReceive();
+            if (read >= 0)
+            {
+                return read;
+            }
+        }
     }
 
     public ValueTask SendAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken) =>

@@ -5,6 +5,7 @@ using Microsoft.Extensions.Options;
 using Polly;
 using Polly.CircuitBreaker;
 using Sharding.Keys;
+using Sharding.Net;
 using Sharding.Protocol;
 using Sharding.Sidecar.Draining;
 using Sharding.Sidecar.Hosting;

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Text.Json;
 using Microsoft.Extensions.Options;
 using Sharding.Mapping;
+using Sharding.Net;
 
 namespace Sharding.Sidecar.Hosting;
 

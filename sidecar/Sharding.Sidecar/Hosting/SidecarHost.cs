@@ -1,3 +1,4 @@
+using System.Net;
 using System.Text;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
@@ -6,6 +7,7 @@ using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using Sharding.Mapping;
 using Sharding.Metrics;
+using Sharding.Net;
 using Sharding.Sidecar.Draining;
 using Sharding.Sidecar.FastPath;
 using Sharding.Sidecar.Forwarding;
@@ -64,7 +66,7 @@ internal static class SidecarHost
                 ? new MinDataRate(options.MinResponseDataRate, options.MinResponseDataRateGracePeriod)
                 : null; // the fast path reads the same limit
             var streams = kestrel.ApplicationServices.GetRequiredService<StreamRegistry>();
-            kestrel.Listen(ClientAddress.Bindable(options.ListenAddress), options.Port, listen =>
+            kestrel.Listen(ClientAddress.Bindable(IPAddress.Parse(options.ListenAddress)), options.Port, listen =>
             {
                 listen.Use(streams.ConnectionMiddleware);
                 if (options.TlsCertificatePath is { } certificate)
@@ -94,7 +96,7 @@ internal static class SidecarHost
 
                 endpoints.Data = listen;
             });
-            kestrel.Listen(ClientAddress.Bindable(options.AdminListenAddress), options.AdminPort, listen =>
+            kestrel.Listen(ClientAddress.Bindable(IPAddress.Parse(options.AdminListenAddress)), options.AdminPort, listen =>
             {
                 listen.Protocols = HttpProtocols.Http1;
                 listen.Use(static next => connection =>

@@ -5,6 +5,7 @@ using Sharding.Hashing;
 using Sharding.Keys;
 using Sharding.Mapping;
 using Sharding.Metrics;
+using Sharding.Net;
 using Sharding.Protocol;
 using Sharding.Sidecar.Draining;
 using Sharding.Sidecar.Forwarding;

@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
+using Sharding.Net;
 using Sharding.Sidecar.Hosting;
 using Sharding.Sidecar.Tests.FastPath;
 
@@ -20,7 +21,7 @@ public sealed class DualStackListenTests
     [InlineData("127.0.0.1", false, "127.0.0.1")]
     [InlineData("fd00::7", true, "fd00::7")]
     public void Bindable_FallsBackToIPv4AnyOnlyForTheAnyAddressOnAKernelWithoutIPv6(string configured, bool ipv6, string bound) =>
-        Assert.Equal(IPAddress.Parse(bound), ClientAddress.Bindable(configured, ipv6));
+        Assert.Equal(IPAddress.Parse(bound), ClientAddress.Bindable(IPAddress.Parse(configured), ipv6));
 
     [Theory]
     [InlineData("::ffff:10.1.2.3", "10.1.2.3")]
