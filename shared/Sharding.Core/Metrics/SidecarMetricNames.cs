@@ -52,6 +52,13 @@ public static class SidecarMetricNames
     /// <c>in</c> (opened by another sidecar, served here).</summary>
     public const string PeerLinkStreams = "sharding.sidecar.peer_link.streams";
 
+    /// <summary>Observable counter of the times the sidecar's event loops slept in epoll_wait.</summary>
+    public const string EventLoopSleeps = "sharding.sidecar.event_loop.sleeps";
+
+    /// <summary>Observable counter of the times the event loops yielded the processor and polled again instead of sleeping
+    /// (<c>Sidecar:IdleYields</c>).</summary>
+    public const string EventLoopYields = "sharding.sidecar.event_loop.yields";
+
     /// <summary>Tag: which side opened a peer-link stream.</summary>
     public const string DirectionTag = "direction";
 

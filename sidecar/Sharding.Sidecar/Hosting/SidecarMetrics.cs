@@ -3,6 +3,7 @@ using System.Diagnostics.Metrics;
 using Sharding.Mapping;
 using Sharding.Metrics;
 using Sharding.Sidecar.Forwarding;
+using Sharding.Sidecar.Transport;
 
 namespace Sharding.Sidecar.Hosting;
 
@@ -30,7 +31,7 @@ internal sealed class SidecarMetrics
     private readonly Counter<long> _peerLinksOpened;
     private readonly UpDownCounter<long> _peerLinkStreams;
 
-    public SidecarMetrics(IMeterFactory meterFactory, ShardMapStore store, OwnerCircuitStates circuits)
+    public SidecarMetrics(IMeterFactory meterFactory, ShardMapStore store, OwnerCircuitStates circuits, EpollLoops? loops = null)
     {
         var meter = meterFactory.Create(SidecarMetricNames.MeterName);
         _requests = meter.CreateCounter<long>(SidecarMetricNames.Requests, "{request}", "Requests by outcome");
@@ -55,6 +56,11 @@ internal sealed class SidecarMetrics
         _peerLinkStreams = meter.CreateUpDownCounter<long>(SidecarMetricNames.PeerLinkStreams, "{stream}", "Open peer-link streams, by direction");
         meter.CreateObservableGauge(SidecarMetricNames.MapGeneration, () => store.Generation, "{generation}", "Current shard-map generation");
         meter.CreateObservableGauge(SidecarMetricNames.CircuitState, circuits.Observe, "1", "Circuit-breaker state by owner: 0 closed, 1 open, 2 half-open, 3 isolated");
+        if (loops is { Enabled: true })
+        {
+            meter.CreateObservableCounter(SidecarMetricNames.EventLoopSleeps, () => loops.Waits.Sleeps, "{sleep}", "Times the event loops slept in epoll_wait");
+            meter.CreateObservableCounter(SidecarMetricNames.EventLoopYields, () => loops.Waits.Yields, "{yield}", "Times the event loops yielded the processor and polled again instead of sleeping");
+        }
     }
 
     public void Request(string outcome)

@@ -154,6 +154,16 @@ internal sealed class SidecarOptions
     [Range(0, 256)]
     public int IoThreads { get; set; }
 
+    /// <summary>Before an event loop with nothing left to do sleeps in epoll_wait, it gives the processor to another runnable
+    /// thread (sched_yield) and polls again, at most this many times in a row and at most once per event it handled. On a busy
+    /// node the thread it yields to is often the app answering or the client sending, and the loop then finds their bytes
+    /// without having slept: a sleeping loop must be woken (a wake-up and a context switch, much of a loopback request's CPU
+    /// in a VM). On an idle node a yield returns at once, so the bound keeps the polling to about half a microsecond per event.
+    /// 0: sleep at once.</summary>
+    /// <value>16.</value>
+    [Range(0, 1000)]
+    public int IdleYields { get; set; } = 16;
+
     /// <summary>The fast path forwards to another sidecar over a multiplexed link (PeerLink/): one HTTP/2 connection per event
     /// loop and peer, each stream a tunnel for one kept-alive HTTP/1.1 connection, whose frames from all the requests of an
     /// event-loop turn leave in one send. Needs <see cref="EpollTransport"/>; a peer that does not answer as a link (an older

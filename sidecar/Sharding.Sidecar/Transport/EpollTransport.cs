@@ -30,7 +30,7 @@ internal sealed partial class EpollLoops : IDisposable
         _loops = new EpollLoop[count];
         for (var i = 0; i < count; i++)
         {
-            _loops[i] = new EpollLoop($"sharding-io-{i}", i, value.InlineSocketCompletions, (loop, error) =>
+            _loops[i] = new EpollLoop($"sharding-io-{i}", i, value.InlineSocketCompletions, value.IdleYields, (loop, error) =>
             {
                 // Its connections can no longer be served: stop the way SIGTERM does (the other loops drain theirs and the
                 // log is flushed), with a failing exit code, so the pod restarts.
@@ -67,6 +67,22 @@ internal sealed partial class EpollLoops : IDisposable
             }
 
             return count;
+        }
+    }
+
+    /// <summary>Times the loops slept in epoll_wait, and times they yielded the processor instead (see <see cref="SidecarOptions.IdleYields"/>).</summary>
+    public (long Sleeps, long Yields) Waits
+    {
+        get
+        {
+            long sleeps = 0, yields = 0;
+            foreach (var loop in _loops)
+            {
+                sleeps += loop.Sleeps;
+                yields += loop.Yields;
+            }
+
+            return (sleeps, yields);
         }
     }
 

@@ -50,6 +50,12 @@ internal static unsafe partial class Native
     /// <summary>Waits for events into <paramref name="buffer"/> (<see cref="EpollEventSize"/> bytes each); -1 with errno on error.</summary>
     public static int EpollWait(int epoll, byte* buffer, int maxEvents) => epoll_wait(epoll, buffer, maxEvents, -1);
 
+    /// <summary>Takes the events that are ready now, without waiting; -1 with errno on error.</summary>
+    public static int EpollPoll(int epoll, byte* buffer, int maxEvents) => epoll_wait(epoll, buffer, maxEvents, 0);
+
+    /// <summary>Gives the processor to another runnable thread, if there is one (sched_yield cannot fail on Linux).</summary>
+    public static void YieldProcessor() => _ = sched_yield();
+
     public static uint EventMask(byte* buffer, int index) => *(uint*)(buffer + (index * EpollEventSize));
 
     public static ulong EventId(byte* buffer, int index) => *(ulong*)(buffer + (index * EpollEventSize) + EpollDataOffset);
@@ -121,6 +127,9 @@ internal static unsafe partial class Native
 
     private static int Check(int result) =>
         result >= 0 ? result : throw new SocketException((int)System.Net.Sockets.SocketError.SocketError, $"epoll transport: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
+
+    [LibraryImport("libc")]
+    private static partial int sched_yield();
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial int epoll_create1(int flags);

@@ -20,7 +20,7 @@ public sealed class EpollLoopFailureTests
     public async Task A_failing_epoll_wait_ends_the_loop_and_is_reported()
     {
         var failed = new TaskCompletionSource<(EpollLoop, Exception)>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var loop = new EpollLoop("test-io", 0, inline: true, (l, error) => failed.TrySetResult((l, error)));
+        var loop = new EpollLoop("test-io", 0, inline: true, onFatal: (l, error) => failed.TrySetResult((l, error)));
         Break(loop);
 
         var (reported, error) = await failed.Task.WaitAsync(TimeSpan.FromSeconds(10));
