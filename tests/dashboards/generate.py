@@ -69,6 +69,9 @@ SERVICE = [
         (f'max by (pod) (dotnet_process_memory_working_set_bytes{{job="sharding-sidecars",{SVC}}})', "{{pod}}")]),
     ("Updates sent by the control plane (bytes, by kind)", "Bps", [
         (f'sum by (kind) (rate(sharding_controlplane_updates_sent_size_bytes_total[{RATE}]))', "{{kind}}")]),
+    ("Sidecar event loops: sleeps and yields per second (Sidecar:IdleYields)", "short", [
+        (f'sum by (pod) (rate(sharding_sidecar_event_loop_sleeps_total{{{SVC}}}[{RATE}]))', "{{pod}} sleeps"),
+        (f'sum by (pod) (rate(sharding_sidecar_event_loop_yields_total{{{SVC}}}[{RATE}]))', "{{pod}} yields")]),
 ]
 
 
