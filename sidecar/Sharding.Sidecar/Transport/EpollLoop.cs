@@ -169,10 +169,9 @@ internal sealed unsafe class EpollLoop : IDisposable
             while (!_stopping)
             {
                 var count = 0;
-                for (var yields = Math.Min(credit, _idleYields); yields > 0 && count == 0; yields--)
+                for (; credit > 0 && count == 0; credit--)
                 {
                     Native.YieldProcessor();
-                    credit--;
                     _yields++;
                     count = Native.EpollPoll(_epoll, events, MaxEvents);
                 }

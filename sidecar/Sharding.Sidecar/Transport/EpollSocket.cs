@@ -102,16 +102,8 @@ internal sealed class EpollSocket : IDisposable
     /// <summary>Receives into <paramref name="buffer"/>; 0 at the end of the stream.</summary>
     public ValueTask<int> ReceiveAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
-        if (_read.IsReady)
-        {
-            var received = TryReceive(buffer.Span);
-            if (received >= 0)
-            {
-                return new ValueTask<int>(received);
-            }
-        }
-
-        return ReceiveWhenReadyAsync(buffer, cancellationToken);
+        var received = TryReceiveNow(buffer.Span);
+        return received >= 0 ? new ValueTask<int>(received) : ReceiveWhenReadyAsync(buffer, cancellationToken);
     }
 
     /// <summary>Completes when a receive may find bytes (at once unless the last one drained the socket).</summary>

@@ -10,6 +10,14 @@ namespace Sharding.Sidecar.Tests.Hosting;
 /// </summary>
 public sealed class OptionLimitsTests
 {
+    /// <summary>A one-member map (the sidecar's own pod on <paramref name="port"/>) in a directory of its own.</summary>
+    private static string MapFile(int port)
+    {
+        var path = Path.Combine(Directory.CreateTempSubdirectory("sharding-map-").FullName, "map.yaml");
+        File.WriteAllText(path, $"service: echo\nmembers:\n  - {{ name: pod-0, address: \"127.0.0.1:{port}\" }}\n");
+        return path;
+    }
+
     private static SidecarOptions Valid() => new() { PodName = "pod-0", ForwardingSecret = new string('s', 16), MapFile = "/tmp/map.yaml" };
 
     [Theory]
@@ -21,19 +29,28 @@ public sealed class OptionLimitsTests
     public async Task Sidecar_ATimeoutOfAYear_IsRefusedAtStart_NamingTheKey(string key)
     {
         var port = TestSidecar.FreePort();
-        var path = Path.Combine(Directory.CreateTempSubdirectory("sharding-map-").FullName, "map.yaml");
-        File.WriteAllText(path, $"service: echo\nmembers:\n  - {{ name: pod-0, address: \"127.0.0.1:{port}\" }}\n");
+        var path = MapFile(port);
         var failure = await Assert.ThrowsAsync<OptionsValidationException>(() =>
             TestSidecar.StartAsync("pod-0", port, TestSidecar.FreePort(), path, new Dictionary<string, string?> { [key] = "365.00:00:00" }));
         Assert.Contains(failure.Failures, f => f.StartsWith(key + " must be at most ", StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData("-1")]
+    [InlineData("1001")]
+    public async Task Sidecar_AnIdleYieldCountOutOfRange_IsRefusedAtStart_NamingTheKey(string value)
+    {
+        var port = TestSidecar.FreePort();
+        var failure = await Assert.ThrowsAsync<OptionsValidationException>(() =>
+            TestSidecar.StartAsync("pod-0", port, TestSidecar.FreePort(), MapFile(port), new Dictionary<string, string?> { ["Sidecar:IdleYields"] = value }));
+        Assert.Contains(failure.Failures, f => f.Contains("IdleYields", StringComparison.Ordinal) && f.Contains("between 0 and 1000", StringComparison.Ordinal));
     }
 
     [Fact]
     public async Task Sidecar_AppPortEqualToTheDataPort_IsRefusedAtStart()
     {
         var port = TestSidecar.FreePort();
-        var path = Path.Combine(Directory.CreateTempSubdirectory("sharding-map-").FullName, "map.yaml");
-        File.WriteAllText(path, $"service: echo\nmembers:\n  - {{ name: pod-0, address: \"127.0.0.1:{port}\" }}\n");
+        var path = MapFile(port);
         var failure = await Assert.ThrowsAsync<OptionsValidationException>(() => TestSidecar.StartAsync("pod-0", port, port, path));
         Assert.Contains(failure.Failures, f => f.StartsWith($"Sidecar:Port and Sidecar:AppPort are both {port}", StringComparison.Ordinal));
     }

@@ -1,14 +1,13 @@
 using System.Net;
 using System.Net.Sockets;
-using Microsoft.Extensions.Options;
-using Sharding.Sidecar.Tests.Infrastructure;
 using Sharding.Sidecar.Transport;
 
 namespace Sharding.Sidecar.Tests.Transport;
 
 /// <summary>
 /// A loop with nothing left to do yields the processor and polls again before it sleeps (Sidecar:IdleYields), at most once per
-/// event it handled: busy, it finds the next bytes without being woken; idle, it sleeps and costs nothing.
+/// event it handled: busy, it finds the next bytes without being woken; idle, it sleeps and costs nothing. (Its range is
+/// checked at start: OptionLimitsTests.)
 /// </summary>
 public sealed class EpollLoopIdleYieldTests
 {
@@ -40,19 +39,6 @@ public sealed class EpollLoopIdleYieldTests
 
         Assert.Equal(0, loop.Yields);
         Assert.True(loop.Sleeps > 0);
-    }
-
-    [Theory]
-    [InlineData("-1")]
-    [InlineData("1001")]
-    public async Task An_idle_yield_count_out_of_range_is_refused_at_start(string value)
-    {
-        var port = TestSidecar.FreePort();
-        var path = Path.Combine(Directory.CreateTempSubdirectory("sharding-map-").FullName, "map.yaml");
-        await File.WriteAllTextAsync(path, $"service: echo\nmembers:\n  - {{ name: pod-0, address: \"127.0.0.1:{port}\" }}\n");
-        var failure = await Assert.ThrowsAsync<OptionsValidationException>(() =>
-            TestSidecar.StartAsync("pod-0", port, TestSidecar.FreePort(), path, new Dictionary<string, string?> { ["Sidecar:IdleYields"] = value }));
-        Assert.Contains(failure.Failures, f => f.Contains("IdleYields", StringComparison.Ordinal) && f.Contains("between 0 and 1000", StringComparison.Ordinal));
     }
 
     /// <summary>
